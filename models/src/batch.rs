@@ -1,0 +1,70 @@
+//! The model-facing input of a forward pass: token ids with masks, already padded to one length.
+
+/// A batch of tokenized inputs, right-padded to `seq_len`, row-major `[batch, seq_len]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBatch {
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub input_ids: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Vec<i64>,
+}
+
+impl EncodedBatch {
+    /// Number of real (non-padding) tokens of each row.
+    pub fn lengths(&self) -> Vec<usize> {
+        self.attention_mask
+            .chunks(self.seq_len.max(1))
+            .map(|row| row.iter().filter(|&&m| m != 0).count())
+            .collect()
+    }
+
+    /// Build a batch from unpadded rows of (ids, type ids), right-padding with `pad_id`.
+    pub fn from_rows(rows: &[(Vec<i64>, Vec<i64>)], pad_id: i64) -> Self {
+        let seq_len = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+        let mut input_ids = Vec::with_capacity(rows.len() * seq_len);
+        let mut token_type_ids = Vec::with_capacity(rows.len() * seq_len);
+        let mut attention_mask = Vec::with_capacity(rows.len() * seq_len);
+        for (ids, types) in rows {
+            let pad = seq_len - ids.len();
+            input_ids.extend_from_slice(ids);
+            input_ids.extend(std::iter::repeat_n(pad_id, pad));
+            token_type_ids.extend(
+                types
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(0))
+                    .take(ids.len()),
+            );
+            token_type_ids.extend(std::iter::repeat_n(0, pad));
+            attention_mask.extend(std::iter::repeat_n(1, ids.len()));
+            attention_mask.extend(std::iter::repeat_n(0, pad));
+        }
+        Self {
+            batch_size: rows.len(),
+            seq_len,
+            input_ids,
+            token_type_ids,
+            attention_mask,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_rows_pads_right_and_masks() {
+        let b = EncodedBatch::from_rows(
+            &[(vec![2, 7, 3], vec![0, 0, 0]), (vec![2, 3], vec![0, 1])],
+            0,
+        );
+        assert_eq!(b.seq_len, 3);
+        assert_eq!(b.input_ids, vec![2, 7, 3, 2, 3, 0]);
+        assert_eq!(b.token_type_ids, vec![0, 0, 0, 0, 1, 0]);
+        assert_eq!(b.attention_mask, vec![1, 1, 1, 1, 1, 0]);
+        assert_eq!(b.lengths(), vec![3, 2]);
+    }
+}

@@ -1,0 +1,38 @@
+//! A Hugging Face checkpoint folder: config, tensors and (optional) sentence-transformers pooling.
+
+use std::path::{Path, PathBuf};
+
+use crate::arch::{ModelConfig, Pooling};
+use crate::error::Result;
+use crate::store::TensorStore;
+
+/// A loaded checkpoint: metadata parsed and checked, tensors memory-mapped (not read).
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub store: TensorStore,
+    pub pooling: Pooling,
+}
+
+impl Checkpoint {
+    /// Open `dir`: parse config.json, map the safetensors files, validate them against the architecture.
+    /// Only headers are read; weights stay on disk until used.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let config = ModelConfig::load(dir)?;
+        let store = TensorStore::open(dir, &config)?;
+        store.check(&config)?;
+        let pooling = Pooling::load(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            store,
+            pooling,
+        })
+    }
+
+    /// Parameters present (buffers such as `position_ids` excluded).
+    pub fn parameter_count(&self) -> usize {
+        self.config.parameter_count(|n| self.store.contains(n))
+    }
+}

@@ -1,0 +1,83 @@
+//! Errors of the models crate. Every variant names the file, tensor or key it is about.
+
+use std::path::PathBuf;
+
+use crate::store::ValidationReport;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read `{}`: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{}` has no config.json\nhint: point `model.path` at a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)", dir.display())]
+    MissingConfig { dir: PathBuf },
+    #[error("`{}` is not valid JSON: {source}", path.display())]
+    ConfigJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("`{}`: key `{key}` {problem}", path.display())]
+    ConfigKey {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+    #[error("`{}`: unknown model_type `{model_type}`\nhint: supported model types: {}", path.display(), known.join(", "))]
+    UnknownModelType {
+        path: PathBuf,
+        model_type: String,
+        known: Vec<&'static str>,
+    },
+    #[error("`{}`: architecture `{architecture}` is not supported\nhint: supported architectures: {}", path.display(), known.join(", "))]
+    UnsupportedArchitecture {
+        path: PathBuf,
+        architecture: String,
+        known: Vec<&'static str>,
+    },
+    #[error("`{}` holds only a pickle checkpoint (pytorch_model.bin), which compressor does not load because unpickling can run arbitrary code\nhint: convert it to safetensors first, e.g. `AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`", dir.display())]
+    PickleCheckpoint { dir: PathBuf },
+    #[error("`{}` has no model.safetensors or model.safetensors.index.json\nhint: point `model.path` at a Hugging Face checkpoint folder saved with safetensors", dir.display())]
+    NoWeights { dir: PathBuf },
+    #[error("`{}`: {problem}", path.display())]
+    Safetensors { path: PathBuf, problem: String },
+    #[error("tensor `{name}` not found")]
+    TensorNotFound { name: String },
+    #[error("tensor `{name}` has dtype {dtype}, which {purpose} cannot use")]
+    UnsupportedDtype {
+        name: String,
+        dtype: String,
+        purpose: &'static str,
+    },
+    #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    #[error("tensor `{name}` holds {count} non-finite value(s) (first: {first} at flat index {index})\nhint: the checkpoint is corrupt or was saved after a diverged training step")]
+    NonFinite {
+        name: String,
+        count: usize,
+        first: f32,
+        index: usize,
+    },
+    #[error("the checkpoint does not match its config:\n{0}")]
+    Invalid(ValidationReport),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

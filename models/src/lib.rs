@@ -1,0 +1,28 @@
+//! compressor-models: canonical tensor names and roles, architecture configs, the `TensorStore` over Hugging Face
+//! safetensors checkpoints, and the burn BERT runtime.
+//!
+//! ```no_run
+//! use compressor_models::Checkpoint;
+//! let ckpt = Checkpoint::open(std::path::Path::new("models/all-MiniLM-L6-v2"))?;
+//! println!("{} parameters", ckpt.parameter_count());
+//! # Ok::<(), compressor_models::Error>(())
+//! ```
+
+pub mod arch;
+pub mod batch;
+pub mod checkpoint;
+pub mod error;
+pub mod names;
+pub mod runtime;
+pub mod st;
+pub mod store;
+pub mod tensor;
+pub mod testing;
+
+pub use arch::{ArchConfig, BertConfig, Head, ModelConfig, Pooling, PoolingMode};
+pub use batch::EncodedBatch;
+pub use checkpoint::Checkpoint;
+pub use error::{Error, Result};
+pub use names::{Kind, Role, Selector, TensorSpec};
+pub use store::{TensorStore, ValidationReport};
+pub use tensor::{DType, HostTensor};

@@ -1,0 +1,424 @@
+//! BERT in burn, following transformers' `modeling_bert.py` operation by operation.
+
+use burn::tensor::activation::{softmax, tanh};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+
+use crate::arch::{Activation, BertConfig, Head, ModelConfig, Pooling, PoolingMode};
+use crate::batch::EncodedBatch;
+use crate::error::{Error, Result};
+use crate::store::TensorStore;
+
+/// `y = x W^T + b`, with `W` kept transposed (`[in, out]`) for burn's matmul.
+#[derive(Debug, Clone)]
+pub struct Linear<B: Backend> {
+    /// Canonical name of the HF weight (`...query.weight`).
+    pub name: String,
+    /// `[in, out]`
+    pub weight_t: Tensor<B, 2>,
+    /// `[out]`
+    pub bias: Tensor<B, 1>,
+}
+
+impl<B: Backend> Linear<B> {
+    fn load(
+        store: &TensorStore,
+        module: &str,
+        out_f: usize,
+        in_f: usize,
+        device: &B::Device,
+        grad: &dyn Fn(&str) -> bool,
+    ) -> Result<Self> {
+        let name = format!("{module}.weight");
+        let w = store.get_f32(&name, &[out_f, in_f])?;
+        let mut wt = vec![0f32; w.len()];
+        for o in 0..out_f {
+            for i in 0..in_f {
+                wt[i * out_f + o] = w[o * in_f + i];
+            }
+        }
+        let weight_t = param(
+            Tensor::from_data(TensorData::new(wt, [in_f, out_f]), device),
+            grad(&name),
+        );
+        let bias_name = format!("{module}.bias");
+        let b = store.get_f32(&bias_name, &[out_f])?;
+        let bias = param(
+            Tensor::from_data(TensorData::new(b, [out_f]), device),
+            grad(&bias_name),
+        );
+        Ok(Self {
+            name,
+            weight_t,
+            bias,
+        })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dims = x.dims();
+        let in_f = dims[D - 1];
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let [_, out_f] = self.weight_t.dims();
+        let y = x.reshape([rows, in_f]).matmul(self.weight_t.clone())
+            + self.bias.clone().unsqueeze::<2>();
+        let mut out = dims;
+        out[D - 1] = out_f;
+        y.reshape(out)
+    }
+}
+
+/// LayerNorm over the last dimension with biased variance, as torch.
+#[derive(Debug, Clone)]
+pub struct LayerNorm<B: Backend> {
+    pub gamma: Tensor<B, 1>,
+    pub beta: Tensor<B, 1>,
+    pub eps: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    fn load(
+        store: &TensorStore,
+        module: &str,
+        h: usize,
+        eps: f64,
+        device: &B::Device,
+        grad: &dyn Fn(&str) -> bool,
+    ) -> Result<Self> {
+        let g_name = format!("{module}.weight");
+        let b_name = format!("{module}.bias");
+        let gamma = param(
+            Tensor::from_data(TensorData::new(store.get_f32(&g_name, &[h])?, [h]), device),
+            grad(&g_name),
+        );
+        let beta = param(
+            Tensor::from_data(TensorData::new(store.get_f32(&b_name, &[h])?, [h]), device),
+            grad(&b_name),
+        );
+        Ok(Self { gamma, beta, eps })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let (var, mean) = x.clone().var_mean_bias(2);
+        let normed = (x - mean) / (var + self.eps).sqrt();
+        normed * self.gamma.clone().unsqueeze::<3>() + self.beta.clone().unsqueeze::<3>()
+    }
+}
+
+fn param<B: Backend, const D: usize>(t: Tensor<B, D>, grad: bool) -> Tensor<B, D> {
+    if grad {
+        t.require_grad()
+    } else {
+        t
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer<B: Backend> {
+    query: Linear<B>,
+    key: Linear<B>,
+    value: Linear<B>,
+    attn_out: Linear<B>,
+    attn_norm: LayerNorm<B>,
+    up: Linear<B>,
+    down: Linear<B>,
+    out_norm: LayerNorm<B>,
+}
+
+/// A BERT encoder with its optional pooler and classification head.
+#[derive(Debug, Clone)]
+pub struct Bert<B: Backend> {
+    pub config: BertConfig,
+    pub pooling: Pooling,
+    word: Tensor<B, 2>,
+    position: Tensor<B, 2>,
+    token_type: Tensor<B, 2>,
+    emb_norm: LayerNorm<B>,
+    layers: Vec<Layer<B>>,
+    pooler: Option<Linear<B>>,
+    classifier: Option<Linear<B>>,
+    device: B::Device,
+}
+
+impl<B: Backend> Bert<B> {
+    /// Build the model from a validated store. No parameter tracks gradients.
+    pub fn load(
+        store: &TensorStore,
+        config: &ModelConfig,
+        pooling: Pooling,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Self::load_with_grad(store, config, pooling, device, &|_| false)
+    }
+
+    /// Build the model; parameters whose canonical name satisfies `grad` track gradients (autodiff backends).
+    pub fn load_with_grad(
+        store: &TensorStore,
+        config: &ModelConfig,
+        pooling: Pooling,
+        device: &B::Device,
+        grad: &dyn Fn(&str) -> bool,
+    ) -> Result<Self> {
+        let c = config.bert().clone();
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let table = |name: &str, rows: usize| -> Result<Tensor<B, 2>> {
+            let v = store.get_f32(name, &[rows, h])?;
+            Ok(param(
+                Tensor::from_data(TensorData::new(v, [rows, h]), device),
+                grad(name),
+            ))
+        };
+        let word = table("embeddings.word_embeddings.weight", c.vocab_size)?;
+        let position = table(
+            "embeddings.position_embeddings.weight",
+            c.max_position_embeddings,
+        )?;
+        let token_type = table("embeddings.token_type_embeddings.weight", c.type_vocab_size)?;
+        let emb_norm = LayerNorm::load(
+            store,
+            "embeddings.LayerNorm",
+            h,
+            c.layer_norm_eps,
+            device,
+            grad,
+        )?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for l in 0..c.num_hidden_layers {
+            let p = format!("encoder.layer.{l}");
+            let lin = |m: &str, o: usize, i: usize| {
+                Linear::load(store, &format!("{p}.{m}"), o, i, device, grad)
+            };
+            let norm = |m: &str| {
+                LayerNorm::load(
+                    store,
+                    &format!("{p}.{m}"),
+                    h,
+                    c.layer_norm_eps,
+                    device,
+                    grad,
+                )
+            };
+            layers.push(Layer {
+                query: lin("attention.self.query", h, h)?,
+                key: lin("attention.self.key", h, h)?,
+                value: lin("attention.self.value", h, h)?,
+                attn_out: lin("attention.output.dense", h, h)?,
+                attn_norm: norm("attention.output.LayerNorm")?,
+                up: lin("intermediate.dense", i, h)?,
+                down: lin("output.dense", h, i)?,
+                out_norm: norm("output.LayerNorm")?,
+            });
+        }
+        let pooler = if store.contains("pooler.dense.weight") {
+            Some(Linear::load(store, "pooler.dense", h, h, device, grad)?)
+        } else {
+            None
+        };
+        let classifier = match &c.head {
+            Head::SequenceClassification { num_labels, .. } => Some(Linear::load(
+                store,
+                "classifier",
+                *num_labels,
+                h,
+                device,
+                grad,
+            )?),
+            Head::None => None,
+        };
+        Ok(Self {
+            config: c,
+            pooling,
+            word,
+            position,
+            token_type,
+            emb_norm,
+            layers,
+            pooler,
+            classifier,
+            device: device.clone(),
+        })
+    }
+
+    /// The Linear whose HF weight is `name` (e.g. `encoder.layer.0.attention.self.query.weight`).
+    pub fn linear(&self, name: &str) -> Option<&Linear<B>> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.query, &l.key, &l.value, &l.attn_out, &l.up, &l.down])
+            .chain(self.pooler.iter())
+            .chain(self.classifier.iter())
+            .find(|lin| lin.name == name)
+    }
+
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    fn ints(&self, values: &[i64], batch: &EncodedBatch) -> Tensor<B, 2, Int> {
+        Tensor::from_data(
+            TensorData::new(values.to_vec(), [batch.batch_size, batch.seq_len]),
+            &self.device,
+        )
+    }
+
+    /// Check ids against the embedding tables before indexing.
+    fn check_batch(&self, batch: &EncodedBatch) -> Result<()> {
+        let c = &self.config;
+        let n = batch.batch_size * batch.seq_len;
+        if batch.input_ids.len() != n
+            || batch.token_type_ids.len() != n
+            || batch.attention_mask.len() != n
+        {
+            return Err(Error::Runtime(format!(
+                "batch of {}x{} has {} ids, {} type ids and {} mask values",
+                batch.batch_size,
+                batch.seq_len,
+                batch.input_ids.len(),
+                batch.token_type_ids.len(),
+                batch.attention_mask.len()
+            )));
+        }
+        if batch.seq_len > c.max_position_embeddings {
+            return Err(Error::Runtime(format!(
+                "sequence length {} exceeds max_position_embeddings {}; truncate the input",
+                batch.seq_len, c.max_position_embeddings
+            )));
+        }
+        if let Some(bad) = batch
+            .input_ids
+            .iter()
+            .find(|&&id| id < 0 || id as usize >= c.vocab_size)
+        {
+            return Err(Error::Runtime(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                c.vocab_size
+            )));
+        }
+        if let Some(bad) = batch
+            .token_type_ids
+            .iter()
+            .find(|&&id| id < 0 || id as usize >= c.type_vocab_size)
+        {
+            return Err(Error::Runtime(format!(
+                "token type id {bad} is outside type_vocab_size {}",
+                c.type_vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// The last hidden state `[batch, seq, hidden]`.
+    pub fn encode(&self, batch: &EncodedBatch) -> Result<Tensor<B, 3>> {
+        self.check_batch(batch)?;
+        let c = &self.config;
+        let (b, t, h) = (batch.batch_size, batch.seq_len, c.hidden_size);
+        let ids = self.ints(&batch.input_ids, batch).reshape([b * t]);
+        let types = self.ints(&batch.token_type_ids, batch).reshape([b * t]);
+        let positions = Tensor::<B, 1, Int>::arange(0..t as i64, &self.device);
+        let words = self.word.clone().select(0, ids).reshape([b, t, h]);
+        let types = self.token_type.clone().select(0, types).reshape([b, t, h]);
+        let positions = self
+            .position
+            .clone()
+            .select(0, positions)
+            .reshape([1, t, h]);
+        let mut x = self.emb_norm.forward(words + types + positions);
+
+        // Additive mask [b, 1, 1, t]: 0 for tokens, the most negative f32 for padding (as transformers).
+        let mask = self.ints(&batch.attention_mask, batch).equal_elem(0);
+        let additive = Tensor::<B, 2>::zeros([b, t], &self.device)
+            .mask_fill(mask, f32::MIN)
+            .reshape([b, 1, 1, t]);
+        let (nh, hd) = (c.num_attention_heads, c.head_dim());
+        let scale = 1.0 / (hd as f64).sqrt();
+        for layer in &self.layers {
+            let split = |y: Tensor<B, 3>| y.reshape([b, t, nh, hd]).swap_dims(1, 2);
+            let q = split(layer.query.forward(x.clone()));
+            let k = split(layer.key.forward(x.clone()));
+            let v = split(layer.value.forward(x.clone()));
+            let scores = q.matmul(k.swap_dims(2, 3)) * scale + additive.clone();
+            let probs = softmax(scores, 3);
+            let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
+            let a = layer.attn_norm.forward(layer.attn_out.forward(ctx) + x);
+            let up = activation(layer.up.forward(a.clone()), c.hidden_act);
+            x = layer.out_norm.forward(layer.down.forward(up) + a);
+        }
+        Ok(x)
+    }
+
+    /// The sentence embedding the checkpoint declares (mean / CLS / max pooling, optional L2 normalisation).
+    pub fn pool(&self, hidden: Tensor<B, 3>, batch: &EncodedBatch) -> Tensor<B, 2> {
+        let [b, t, h] = hidden.dims();
+        let pooled = match self.pooling.mode {
+            PoolingMode::Cls => hidden.narrow(1, 0, 1).reshape([b, h]),
+            PoolingMode::Mean => {
+                let mask = self
+                    .ints(&batch.attention_mask, batch)
+                    .float()
+                    .reshape([b, t, 1]);
+                let summed = (hidden * mask.clone()).sum_dim(1).reshape([b, h]);
+                let counts = mask.sum_dim(1).reshape([b, 1]).clamp_min(1e-9);
+                summed / counts
+            }
+            PoolingMode::Max => {
+                let pad: Tensor<B, 3, Bool> = self
+                    .ints(&batch.attention_mask, batch)
+                    .equal_elem(0)
+                    .reshape([b, t, 1])
+                    .expand([b, t, h]);
+                hidden.mask_fill(pad, -1e9).max_dim(1).reshape([b, h])
+            }
+        };
+        if self.pooling.normalize {
+            l2_normalize(pooled)
+        } else {
+            pooled
+        }
+    }
+
+    /// `BertPooler`: tanh(Linear(hidden[:, 0])). Errors when the checkpoint has no pooler.
+    pub fn pooler_output(&self, hidden: Tensor<B, 3>) -> Result<Tensor<B, 2>> {
+        let pooler = self.pooler.as_ref().ok_or_else(|| {
+            Error::Runtime("the checkpoint has no pooler (pooler.dense.*)".into())
+        })?;
+        let [b, _, h] = hidden.dims();
+        Ok(tanh(pooler.forward(hidden.narrow(1, 0, 1).reshape([b, h]))))
+    }
+
+    /// Classifier logits `[batch, num_labels]` (dropout is identity at inference).
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Result<Tensor<B, 2>> {
+        let classifier = self.classifier.as_ref().ok_or_else(|| {
+            Error::Runtime("the checkpoint has no classification head (BertModel)".into())
+        })?;
+        Ok(classifier.forward(self.pooler_output(hidden)?))
+    }
+
+    /// Sentence embeddings of a batch, on the host.
+    pub fn embed(&self, batch: &EncodedBatch) -> Result<Vec<Vec<f32>>> {
+        let hidden = self.encode(batch)?;
+        super::rows(self.pool(hidden, batch))
+    }
+
+    /// Classifier logits of a batch, on the host.
+    pub fn classify(&self, batch: &EncodedBatch) -> Result<Vec<Vec<f32>>> {
+        let hidden = self.encode(batch)?;
+        super::rows(self.logits(hidden)?)
+    }
+}
+
+fn activation<B: Backend>(x: Tensor<B, 3>, act: Activation) -> Tensor<B, 3> {
+    match act {
+        // Composed from erf rather than burn's built-in gelu so that second-order autodiff is exact.
+        Activation::Gelu => x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5,
+        Activation::GeluTanh => {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * c;
+            x * (tanh(inner) + 1.0) * 0.5
+        }
+        Activation::Relu => burn::tensor::activation::relu(x),
+    }
+}
+
+/// `x / max(||x||_2, 1e-12)` row-wise, as torch.nn.functional.normalize.
+pub fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}
