@@ -180,7 +180,7 @@ impl ModelConfig {
             pad_token_id: raw.get("pad_token_id").and_then(Value::as_i64),
             head,
         };
-        if bert.hidden_size % bert.num_attention_heads != 0 {
+        if !bert.hidden_size.is_multiple_of(bert.num_attention_heads) {
             return Err(Error::ConfigKey {
                 path: path.to_path_buf(),
                 key: "num_attention_heads".into(),

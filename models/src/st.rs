@@ -234,7 +234,7 @@ pub fn serialize(tensors: &[(String, HostTensor)], metadata: &BTreeMap<String, S
         offset = end;
     }
     let mut header_bytes = Value::Object(header).to_string().into_bytes();
-    while (8 + header_bytes.len()) % 8 != 0 {
+    while !(8 + header_bytes.len()).is_multiple_of(8) {
         header_bytes.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + header_bytes.len() + offset);

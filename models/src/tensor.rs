@@ -285,7 +285,7 @@ mod tests {
         let t = HostTensor::from_f32(vec![3], &[1.0, f32::NAN, f32::INFINITY], DType::F32)?;
         let err = t
             .check_finite("encoder.layer.0.output.dense.weight")
-            .unwrap_err();
+            .expect_err("must fail");
         assert_eq!(
             err.to_string(),
             "tensor `encoder.layer.0.output.dense.weight` holds 2 non-finite value(s) (first: NaN at flat index 1)\nhint: the checkpoint is corrupt or was saved after a diverged training step"
