@@ -1,0 +1,521 @@
+//! The artifact writer: `model.safetensors`, `config.json`, the tokenizer and sentence-transformers files and
+//! `manifest.json`, written into a staging folder beside the target (`<out>.partial-<pid>`), synced, then renamed
+//! into place. Nothing written depends on the time, the machine or absolute paths, so the same inputs give
+//! byte-identical files. On any error the staging folder is removed; `--force` moves the old artifact aside and
+//! deletes it only after the new one is in place.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use compressor_models::{st, DType, HostTensor, ModelConfig, TensorStore};
+use compressor_passes::{PassReport, Phase, Progress};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Version of the manifest layout; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Files copied from the model folder when present (tokenizer, sentence-transformers).
+pub const SIDE_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "added_tokens.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+];
+
+/// sentence-transformers module folders copied when present (besides those `modules.json` names).
+pub const MODULE_DIRS: &[&str] = &["1_Pooling", "2_Normalize"];
+
+/// A file of the input or the output, by path relative to its folder (`/`-separated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// One tensor of the output `model.safetensors`, by its name in that file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorRecord {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub bytes: usize,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tool {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+impl Tool {
+    pub fn this() -> Self {
+        Self {
+            name: "compressor",
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// What went in.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputRecord {
+    pub model_type: String,
+    pub architecture: String,
+    /// The model prefix stripped from tensor names (`bert.`), or empty.
+    pub prefix: String,
+    pub parameters: usize,
+    pub tensor_bytes: usize,
+    pub files: Vec<FileRecord>,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassRecord {
+    pub index: usize,
+    pub phase: Phase,
+    #[serde(flatten)]
+    pub report: PassReport,
+}
+
+/// What came out.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputRecord {
+    pub format: &'static str,
+    pub parameters: usize,
+    pub tensor_bytes: usize,
+    /// Every file of the artifact except manifest.json.
+    pub files: Vec<FileRecord>,
+    pub tensors: Vec<TensorRecord>,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub tool: Tool,
+    pub input: InputRecord,
+    /// The resolved pipeline (defaults filled in, without `[output]`); paths as written in the pipeline file.
+    pub pipeline: Value,
+    pub passes: Vec<PassRecord>,
+    pub output: OutputRecord,
+}
+
+/// What the writer needs besides the store.
+pub struct Request<'a> {
+    pub out: &'a Path,
+    pub force: bool,
+    pub model_dir: &'a Path,
+    pub config: &'a ModelConfig,
+    pub store: &'a TensorStore,
+    pub input: InputRecord,
+    pub pipeline: Value,
+    pub passes: Vec<PassRecord>,
+    pub parameters: usize,
+}
+
+/// The relative paths of the side files present in `model_dir` (tokenizer files, sentence-transformers configs and
+/// module folders), sorted.
+pub fn side_files(model_dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = SIDE_FILES
+        .iter()
+        .filter(|f| model_dir.join(f).is_file())
+        .map(|f| f.to_string())
+        .collect();
+    let mut dirs: Vec<String> = MODULE_DIRS.iter().map(|d| d.to_string()).collect();
+    if let Ok(text) = std::fs::read_to_string(model_dir.join("modules.json")) {
+        if let Ok(Value::Array(modules)) = serde_json::from_str::<Value>(&text) {
+            for m in modules {
+                if let Some(p) = m.get("path").and_then(Value::as_str) {
+                    let safe = !p.is_empty()
+                        && !p.contains("..")
+                        && !p.starts_with('/')
+                        && !p.contains('\\');
+                    if safe {
+                        dirs.push(p.trim_end_matches('/').to_string());
+                    }
+                }
+            }
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        if model_dir.join(&d).is_dir() {
+            list_files(model_dir, Path::new(&d), &mut out)?;
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn list_files(root: &Path, rel: &Path, out: &mut Vec<String>) -> anyhow::Result<()> {
+    let dir = root.join(rel);
+    let entries =
+        std::fs::read_dir(&dir).with_context(|| format!("cannot list `{}`", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list `{}`", dir.display()))?;
+        let rel_child = rel.join(entry.file_name());
+        let path = root.join(&rel_child);
+        if path.is_dir() {
+            list_files(root, &rel_child, out)?;
+        } else if path.is_file() {
+            out.push(rel_child.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    Ok(())
+}
+
+/// The input files: config.json, the weight files (and shard index), the side files; sorted.
+pub fn input_files(model_dir: &Path, store: &TensorStore) -> anyhow::Result<Vec<String>> {
+    let mut files = vec!["config.json".to_string()];
+    for p in store.file_paths() {
+        if let Some(name) = p.file_name() {
+            files.push(name.to_string_lossy().into_owned());
+        }
+    }
+    if model_dir.join("model.safetensors.index.json").is_file()
+        && !model_dir.join("model.safetensors").is_file()
+    {
+        files.push("model.safetensors.index.json".into());
+    }
+    files.extend(side_files(model_dir)?);
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Size and sha256 of a file, read in chunks.
+pub fn hash_file(path: &Path) -> anyhow::Result<(u64, String)> {
+    let mut f = File::open(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((total, hex(&hasher.finalize())))
+}
+
+/// Hash the files `rel` of `dir`, reporting progress under `label`.
+pub fn hash_files(
+    dir: &Path,
+    rel: &[String],
+    label: &str,
+    progress: &dyn Progress,
+) -> anyhow::Result<Vec<FileRecord>> {
+    progress.on_pass_start(label, rel.len());
+    let mut out = Vec::with_capacity(rel.len());
+    for r in rel {
+        progress.on_unit(r);
+        let (bytes, sha256) = hash_file(&dir.join(r))?;
+        out.push(FileRecord {
+            path: r.clone(),
+            bytes,
+            sha256,
+        });
+    }
+    progress.on_pass_end();
+    Ok(out)
+}
+
+/// The float dtype shared by every float tensor of the store, if there is exactly one.
+pub fn uniform_float_dtype(store: &TensorStore) -> Option<DType> {
+    let mut dtypes = store
+        .names()
+        .filter_map(|n| store.info(n))
+        .map(|(d, _)| d)
+        .filter(|d| d.is_float());
+    let first = dtypes.next()?;
+    dtypes.all(|d| d == first).then_some(first)
+}
+
+fn torch_dtype_name(d: DType) -> Option<&'static str> {
+    Some(match d {
+        DType::F32 => "float32",
+        DType::F16 => "float16",
+        DType::BF16 => "bfloat16",
+        DType::F64 => "float64",
+        _ => return None,
+    })
+}
+
+/// The output config.json: the input's keys in their order, with `torch_dtype` (and `dtype`, where the input has
+/// it) set when every float tensor has one dtype. 2-space indent, trailing newline.
+pub fn output_config(config: &ModelConfig, store: &TensorStore) -> anyhow::Result<Vec<u8>> {
+    let mut raw = config.raw.clone();
+    if let Some(name) = uniform_float_dtype(store).and_then(torch_dtype_name) {
+        let mut set = false;
+        for key in ["torch_dtype", "dtype"] {
+            if let Some(v) = raw.get_mut(key) {
+                if v.is_string() {
+                    *v = Value::String(name.into());
+                    set = true;
+                }
+            }
+        }
+        if !set {
+            raw.insert("torch_dtype".into(), Value::String(name.into()));
+        }
+    }
+    let mut text = serde_json::to_string_pretty(&Value::Object(raw))
+        .context("cannot serialize config.json")?;
+    text.push('\n');
+    Ok(text.into_bytes())
+}
+
+/// Removes the staging folder unless the artifact was committed.
+struct Staging {
+    path: PathBuf,
+    committed: bool,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut f =
+        File::create(path).with_context(|| format!("cannot create `{}`", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("cannot sync `{}`", path.display()))
+}
+
+fn sync_dir(path: &Path) -> anyhow::Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync folder `{}`", path.display()))
+}
+
+/// The folder `out` is written from: beside it, named after it and this process.
+pub fn staging_path(out: &Path) -> anyhow::Result<PathBuf> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("output folder `{}` has no name", out.display()))?;
+    let mut staged = name.to_os_string();
+    staged.push(format!(".partial-{}", std::process::id()));
+    Ok(out.with_file_name(staged))
+}
+
+/// Write the artifact. Returns the manifest written.
+pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> {
+    let out = req.out;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create folder `{}`", parent.display()))?;
+    let staging_dir = staging_path(out)?;
+    if staging_dir.exists() {
+        std::fs::remove_dir_all(&staging_dir).with_context(|| {
+            format!(
+                "cannot remove stale staging folder `{}`",
+                staging_dir.display()
+            )
+        })?;
+    }
+    std::fs::create_dir(&staging_dir)
+        .with_context(|| format!("cannot create folder `{}`", staging_dir.display()))?;
+    let mut staging = Staging {
+        path: staging_dir.clone(),
+        committed: false,
+    };
+
+    let side = side_files(req.model_dir)?;
+    progress.on_pass_start("write", 3 + side.len());
+
+    // model.safetensors: every tensor under its on-disk name (model prefix restored).
+    progress.on_unit("model.safetensors");
+    let mut tensors: Vec<(String, HostTensor)> = Vec::with_capacity(req.store.len());
+    for name in req.store.names() {
+        let t = req.store.get(name)?;
+        tensors.push((req.store.disk_name(req.config, name), t));
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut metadata: BTreeMap<String, String> = req.store.metadata.clone();
+    metadata
+        .entry("format".into())
+        .or_insert_with(|| "pt".into());
+    let model_bytes = st::serialize(&tensors, &metadata);
+    write_synced(&staging_dir.join("model.safetensors"), &model_bytes)?;
+    let records: Vec<TensorRecord> = tensors
+        .iter()
+        .map(|(name, t)| TensorRecord {
+            name: name.clone(),
+            dtype: t.dtype.as_str().to_string(),
+            shape: t.shape.clone(),
+            bytes: t.nbytes(),
+            sha256: sha256_hex(t.bytes()),
+        })
+        .collect();
+    let tensor_bytes = records.iter().map(|r| r.bytes).sum();
+    let mut files = vec![FileRecord {
+        path: "model.safetensors".into(),
+        bytes: model_bytes.len() as u64,
+        sha256: sha256_hex(&model_bytes),
+    }];
+    drop(model_bytes);
+
+    progress.on_unit("config.json");
+    let config = output_config(req.config, req.store)?;
+    write_synced(&staging_dir.join("config.json"), &config)?;
+    files.push(FileRecord {
+        path: "config.json".into(),
+        bytes: config.len() as u64,
+        sha256: sha256_hex(&config),
+    });
+
+    for rel in &side {
+        progress.on_unit(rel);
+        let src = req.model_dir.join(rel);
+        let bytes =
+            std::fs::read(&src).with_context(|| format!("cannot read `{}`", src.display()))?;
+        let dst = staging_dir.join(rel);
+        if let Some(dir) = dst.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create folder `{}`", dir.display()))?;
+        }
+        write_synced(&dst, &bytes)?;
+        files.push(FileRecord {
+            path: rel.clone(),
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+
+    progress.on_unit("manifest.json");
+    let manifest = Manifest {
+        schema_version: SCHEMA_VERSION,
+        tool: Tool::this(),
+        input: req.input,
+        pipeline: req.pipeline,
+        passes: req.passes,
+        output: OutputRecord {
+            format: "safetensors",
+            parameters: req.parameters,
+            tensor_bytes,
+            files,
+            tensors: records,
+        },
+    };
+    let mut text =
+        serde_json::to_string_pretty(&manifest).context("cannot serialize manifest.json")?;
+    text.push('\n');
+    write_synced(&staging_dir.join("manifest.json"), text.as_bytes())?;
+    for rel in &side {
+        if let Some(dir) = Path::new(rel)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            sync_dir(&staging_dir.join(dir))?;
+        }
+    }
+    sync_dir(&staging_dir)?;
+    progress.on_pass_end();
+
+    commit(&staging_dir, out, req.force)?;
+    staging.committed = true;
+    sync_dir(&parent)?;
+    Ok(manifest)
+}
+
+/// Rename the staging folder to `out`. With `force`, an existing `out` is renamed aside first and deleted once the
+/// new artifact is in place (and put back if the rename fails).
+fn commit(staging: &Path, out: &Path, force: bool) -> anyhow::Result<()> {
+    let exists = std::fs::symlink_metadata(out).is_ok();
+    if exists && !force {
+        bail!("output folder `{}` already exists\nhint: pass `--force` to replace it, or choose another output folder", out.display());
+    }
+    if !exists {
+        return std::fs::rename(staging, out).with_context(|| {
+            format!(
+                "cannot rename `{}` to `{}`",
+                staging.display(),
+                out.display()
+            )
+        });
+    }
+    let mut old = out.as_os_str().to_os_string();
+    old.push(format!(".old-{}", std::process::id()));
+    let old = PathBuf::from(old);
+    std::fs::rename(out, &old)
+        .with_context(|| format!("cannot move the old `{}` aside", out.display()))?;
+    if let Err(e) = std::fs::rename(staging, out) {
+        let _ = std::fs::rename(&old, out);
+        return Err(e).with_context(|| {
+            format!(
+                "cannot rename `{}` to `{}`",
+                staging.display(),
+                out.display()
+            )
+        });
+    }
+    std::fs::remove_dir_all(&old)
+        .with_context(|| format!("cannot remove the old artifact `{}`", old.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_sits_beside_the_target() -> anyhow::Result<()> {
+        let s = staging_path(Path::new("out/minilm-f16"))?;
+        assert_eq!(
+            s,
+            PathBuf::from(format!("out/minilm-f16.partial-{}", std::process::id()))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn commit_refuses_an_existing_target_without_force() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let (staged, out) = (tmp.path().join("s"), tmp.path().join("o"));
+        std::fs::create_dir(&staged)?;
+        std::fs::write(staged.join("new"), b"new")?;
+        std::fs::create_dir(&out)?;
+        std::fs::write(out.join("old"), b"old")?;
+        assert!(commit(&staged, &out, false).is_err());
+        assert!(out.join("old").is_file());
+        commit(&staged, &out, true)?;
+        assert!(out.join("new").is_file() && !out.join("old").exists() && !staged.exists());
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path())?.collect();
+        assert_eq!(leftovers.len(), 1);
+        Ok(())
+    }
+}

@@ -1,0 +1,408 @@
+//! The planner: resolve a pipeline against the checkpoint's metadata (config.json and safetensors headers) and
+//! find every problem that metadata can reveal, before a weight is read.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Context as _;
+use compressor_models::{Checkpoint, DType};
+use compressor_passes::{ModelInfo, Pass, PassPlan, PassSpec, Phase, PlanContext};
+use serde_json::{json, Value};
+
+use crate::human::{size, thousands};
+use crate::pipeline::Pipeline;
+use crate::problems::{Problem, Problems};
+
+/// How the plan will be used.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// `--output`: replaces `output.dir` (relative to the working folder, like every command-line path).
+    pub output: Option<PathBuf>,
+    /// `--force`: an existing artifact at the output folder may be replaced.
+    pub force: bool,
+    /// `compressor plan`: an existing output folder is a note, not an error.
+    pub dry_run: bool,
+}
+
+/// One pass with its plan.
+pub struct PlannedPass {
+    pub index: usize,
+    pub spec: PassSpec,
+    pub pass: Box<dyn Pass>,
+    pub plan: PassPlan,
+}
+
+/// A pipeline checked against a model, ready to run.
+pub struct Plan {
+    pub pipeline: Pipeline,
+    pub model_dir: PathBuf,
+    /// Metadata parsed and validated; weights still on disk.
+    pub checkpoint: Checkpoint,
+    pub output_dir: PathBuf,
+    pub output_exists: bool,
+    pub passes: Vec<PlannedPass>,
+    /// The tensors before the first pass and after the last, as metadata.
+    pub before: ModelInfo,
+    pub after: ModelInfo,
+    pub notes: Vec<String>,
+}
+
+/// Check `pipeline` against its model's metadata. Every problem found is reported at once.
+pub fn plan(pipeline: Pipeline, opts: &PlanOptions) -> anyhow::Result<Plan> {
+    let model_dir = pipeline.model_dir();
+    let checkpoint = Checkpoint::open(&model_dir)
+        .with_context(|| format!("cannot open model `{}`", model_dir.display()))?;
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    let output_dir = opts.output.clone().unwrap_or_else(|| pipeline.output_dir());
+    let output_exists = check_output(&model_dir, &output_dir, opts, &mut problems, &mut notes);
+    if let Some(data) = pipeline.calibration_data() {
+        if !data.is_file() {
+            problems.push(
+                Problem::new(format!(
+                    "`calibration.data` `{}` does not exist",
+                    data.display()
+                ))
+                .hint("paths in a pipeline are relative to the pipeline file's folder"),
+            );
+        }
+    }
+    let phases: Vec<(usize, &'static str, Phase)> = pipeline
+        .passes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, s.kind(), s.info().phase))
+        .collect();
+    problems.extend(check_phases(&phases));
+
+    let before = ModelInfo::from_store(&checkpoint.config, &checkpoint.store);
+    let mut info = before.clone();
+    let mut passes = Vec::new();
+    for (index, spec) in pipeline.passes.iter().enumerate() {
+        let pass = spec.build();
+        let _span = tracing::info_span!("plan", index, kind = spec.kind()).entered();
+        match pass.plan(&PlanContext {
+            config: &checkpoint.config,
+            info: &info,
+        }) {
+            Ok(plan) => {
+                info.apply(&plan);
+                passes.push(PlannedPass {
+                    index,
+                    spec: spec.clone(),
+                    pass,
+                    plan,
+                });
+            }
+            Err(e) => problems.push(Problem::from_error(
+                &format!("`pass[{index}]` (`{}`): ", spec.kind()),
+                &e,
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(anyhow::Error::new(Problems(problems)).context(format!(
+            "cannot plan pipeline `{}`",
+            pipeline.file.display()
+        )));
+    }
+    Ok(Plan {
+        pipeline,
+        model_dir,
+        checkpoint,
+        output_dir,
+        output_exists,
+        passes,
+        before,
+        after: info,
+        notes,
+    })
+}
+
+/// Phases may not go backwards: each pass's phase must be at least the latest phase before it.
+pub fn check_phases(passes: &[(usize, &str, Phase)]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut latest: Option<(usize, &str, Phase)> = None;
+    for &(index, kind, phase) in passes {
+        match latest {
+            Some((li, lk, lp)) if phase < lp => problems.push(
+                Problem::new(format!(
+                    "`pass[{index}]` (`{kind}`, phase {phase}) comes after `pass[{li}]` (`{lk}`, phase {lp})"
+                ))
+                .hint("order passes by phase: structure, then factorize, then quantize"),
+            ),
+            _ => latest = Some((index, kind, phase)),
+        }
+    }
+    problems
+}
+
+/// The output folder must lie outside the model folder (and not contain it), and may exist only with `--force`
+/// and only as an artifact (or empty folder), so `--force` never deletes something that is not ours.
+fn check_output(
+    model_dir: &Path,
+    out: &Path,
+    opts: &PlanOptions,
+    problems: &mut Vec<Problem>,
+    notes: &mut Vec<String>,
+) -> bool {
+    let model_abs = std::fs::canonicalize(model_dir).unwrap_or_else(|_| absolute(model_dir));
+    let out_abs = absolute(out);
+    if out.file_name().is_none() {
+        problems.push(Problem::new(format!(
+            "output folder `{}` has no name",
+            out.display()
+        )));
+        return false;
+    }
+    if out_abs.starts_with(&model_abs) {
+        problems.push(
+            Problem::new(format!(
+                "output folder `{}` is inside the model folder `{}`",
+                out.display(),
+                model_dir.display()
+            ))
+            .hint("compressor never writes into its input; choose an output folder outside the model folder"),
+        );
+        return false;
+    }
+    if model_abs.starts_with(&out_abs) {
+        problems.push(
+            Problem::new(format!(
+                "output folder `{}` contains the model folder `{}`",
+                out.display(),
+                model_dir.display()
+            ))
+            .hint("choose an output folder outside the model folder"),
+        );
+        return false;
+    }
+    let Ok(meta) = std::fs::symlink_metadata(out) else {
+        return false;
+    };
+    if opts.dry_run {
+        notes.push(format!(
+            "output folder `{}` exists; `run` needs `--force` to replace it",
+            out.display()
+        ));
+    } else if !opts.force {
+        problems.push(
+            Problem::new(format!("output folder `{}` already exists", out.display()))
+                .hint("pass `--force` to replace it, or choose another output folder"),
+        );
+    } else if !meta.is_dir() {
+        problems.push(Problem::new(format!(
+            "output path `{}` exists and is not a folder",
+            out.display()
+        )));
+    } else if !is_replaceable(out) {
+        problems.push(
+            Problem::new(format!(
+                "refusing to replace `{}`: it is not a compressor artifact (no manifest.json)",
+                out.display()
+            ))
+            .hint("remove it yourself, or choose another output folder"),
+        );
+    }
+    true
+}
+
+/// An artifact (has manifest.json) or an empty folder.
+pub fn is_replaceable(dir: &Path) -> bool {
+    dir.join("manifest.json").is_file()
+        || std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// `path` made absolute: its deepest existing ancestor canonicalized, the rest appended lexically.
+pub fn absolute(path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let mut existing = joined.as_path();
+    let mut rest: Vec<Component> = Vec::new();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(existing) {
+            let mut out = c;
+            for comp in rest.iter().rev() {
+                match comp {
+                    Component::ParentDir => {
+                        out.pop();
+                    }
+                    Component::CurDir => {}
+                    other => out.push(other.as_os_str()),
+                }
+            }
+            return out;
+        }
+        match (existing.parent(), existing.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last);
+                existing = parent;
+            }
+            _ => return joined,
+        }
+    }
+}
+
+/// Tensor changes of a plan grouped by dtype change: (before, after) → (count, bytes before, bytes after).
+fn grouped(plan: &PassPlan) -> BTreeMap<(DType, DType), (usize, usize, usize)> {
+    let mut groups: BTreeMap<(DType, DType), (usize, usize, usize)> = BTreeMap::new();
+    for c in &plan.changes {
+        let g = groups.entry((c.dtype_before, c.dtype_after)).or_default();
+        g.0 += 1;
+        g.1 += c.bytes_before;
+        g.2 += c.bytes_after;
+    }
+    groups
+}
+
+impl Plan {
+    /// The dry run for people: model, each pass's changes, the estimated size, the resolved pipeline.
+    pub fn render(&self) -> String {
+        let cfg = &self.checkpoint.config;
+        let b = cfg.bert();
+        let mut s = String::new();
+        s.push_str(&format!("pipeline  {}\n", self.pipeline.file.display()));
+        s.push_str(&format!(
+            "model     {}: {} (`{}`), {} layers, hidden {}, {} heads, {} parameters\n",
+            self.model_dir.display(),
+            cfg.architecture,
+            cfg.model_type,
+            b.num_hidden_layers,
+            b.hidden_size,
+            b.num_attention_heads,
+            thousands(self.checkpoint.parameter_count())
+        ));
+        s.push_str(&format!(
+            "input     {} tensors, {} bytes ({})\n",
+            self.before.tensors.len(),
+            thousands(self.before.total_bytes()),
+            size(self.before.total_bytes())
+        ));
+        s.push_str(&format!(
+            "output    {} ({})\n",
+            self.output_dir.display(),
+            self.pipeline.output.format.as_str()
+        ));
+        for note in &self.notes {
+            s.push_str(&format!("note: {note}\n"));
+        }
+        s.push('\n');
+        if self.passes.is_empty() {
+            s.push_str("no passes: the artifact is a copy of the model\n");
+        }
+        for p in &self.passes {
+            let groups = grouped(&p.plan);
+            let head = format!(
+                "pass[{}]  {} ({})",
+                p.index,
+                p.spec.kind(),
+                p.spec.info().phase
+            );
+            if groups.is_empty() {
+                s.push_str(&format!("{head}: no tensor changes\n"));
+            }
+            for ((from, to), (n, before, after)) in groups {
+                s.push_str(&format!(
+                    "{head}: {n} tensors {from} -> {to}, {} -> {} bytes\n",
+                    thousands(before),
+                    thousands(after)
+                ));
+            }
+            for note in &p.plan.notes {
+                s.push_str(&format!("  note: {note}\n"));
+            }
+        }
+        let (input, output) = (self.before.total_bytes(), self.after.total_bytes());
+        s.push_str(&format!(
+            "\nestimated output: {} tensors, {} bytes ({}), {:.1}% of the input\n",
+            self.after.tensors.len(),
+            thousands(output),
+            size(output),
+            100.0 * output as f64 / input.max(1) as f64
+        ));
+        s.push_str("\nresolved pipeline:\n\n");
+        s.push_str(&self.pipeline.to_toml());
+        s
+    }
+
+    /// The dry run as JSON.
+    pub fn to_json(&self) -> Value {
+        let cfg = &self.checkpoint.config;
+        let b = cfg.bert();
+        json!({
+            "pipeline": self.pipeline.resolved(true),
+            "model": {
+                "path": self.model_dir,
+                "architecture": cfg.architecture,
+                "model_type": cfg.model_type,
+                "layers": b.num_hidden_layers,
+                "hidden_size": b.hidden_size,
+                "heads": b.num_attention_heads,
+                "parameters": self.checkpoint.parameter_count(),
+                "tensors": self.before.tensors.len(),
+                "bytes": self.before.total_bytes(),
+            },
+            "output": {
+                "dir": self.output_dir,
+                "format": self.pipeline.output.format,
+                "exists": self.output_exists,
+            },
+            "notes": self.notes,
+            "passes": self.passes.iter().map(|p| json!({
+                "index": p.index,
+                "kind": p.spec.kind(),
+                "phase": p.spec.info().phase,
+                "bytes_before": p.plan.bytes_before(),
+                "bytes_after": p.plan.bytes_after(),
+                "changes": p.plan.changes,
+                "notes": p.plan.notes,
+            })).collect::<Vec<_>>(),
+            "estimate": {
+                "tensors": self.after.tensors.len(),
+                "bytes": self.after.total_bytes(),
+                "input_bytes": self.before.total_bytes(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_may_not_go_backwards() {
+        let ok = [
+            (0, "prune", Phase::Structure),
+            (1, "cast", Phase::Quantize),
+            (2, "cast", Phase::Quantize),
+        ];
+        assert!(check_phases(&ok).is_empty());
+        let bad = [
+            (0, "cast", Phase::Quantize),
+            (1, "prune", Phase::Structure),
+            (2, "svd", Phase::Factorize),
+        ];
+        let msgs: Vec<String> = check_phases(&bad).into_iter().map(|p| p.message).collect();
+        assert_eq!(
+            msgs,
+            [
+                "`pass[1]` (`prune`, phase structure) comes after `pass[0]` (`cast`, phase quantize)",
+                "`pass[2]` (`svd`, phase factorize) comes after `pass[0]` (`cast`, phase quantize)",
+            ]
+        );
+    }
+
+    #[test]
+    fn absolute_resolves_missing_tails_lexically() {
+        let tmp = std::env::temp_dir();
+        let canon = std::fs::canonicalize(&tmp).expect("temp dir");
+        assert_eq!(
+            absolute(&tmp.join("no-such-dir/a/../b")),
+            canon.join("no-such-dir/b")
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! The runner: check the weights, apply the planned passes one after the other (validating the store after each),
+//! and write the artifact.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use compressor_models::{Checkpoint, TensorStore};
+use compressor_passes::{PassContext, PassReport, Progress};
+
+use crate::artifact::{self, InputRecord, Manifest, PassRecord};
+use crate::plan::Plan;
+
+/// What a run produced.
+pub struct RunOutcome {
+    pub output_dir: PathBuf,
+    pub manifest: Manifest,
+    /// (index, report) of every pass.
+    pub reports: Vec<(usize, PassReport)>,
+}
+
+/// Fail on the first tensor holding NaN or Inf (reads every float tensor once).
+pub fn check_finite(store: &TensorStore, progress: &dyn Progress) -> compressor_models::Result<()> {
+    progress.on_pass_start("check", store.len());
+    for name in store.names() {
+        progress.on_unit(name);
+        store.get(name)?.check_finite(name)?;
+    }
+    progress.on_pass_end();
+    Ok(())
+}
+
+/// Run a plan and write its artifact. `force` allows replacing an existing artifact (checked again at the end).
+pub fn run(plan: Plan, force: bool, progress: &dyn Progress) -> anyhow::Result<RunOutcome> {
+    let Plan {
+        pipeline,
+        model_dir,
+        checkpoint,
+        output_dir,
+        passes,
+        ..
+    } = plan;
+    let parameters = checkpoint.parameter_count();
+    let Checkpoint {
+        config, mut store, ..
+    } = checkpoint;
+
+    let files = artifact::input_files(&model_dir, &store)?;
+    let input_files = artifact::hash_files(&model_dir, &files, "hash", progress)?;
+    check_finite(&store, progress)
+        .with_context(|| format!("cannot use the weights of `{}`", model_dir.display()))?;
+    let input = InputRecord {
+        model_type: config.model_type.clone(),
+        architecture: config.architecture.clone(),
+        prefix: store.prefix.clone(),
+        parameters,
+        tensor_bytes: store.total_bytes(),
+        files: input_files,
+    };
+
+    let mut records = Vec::with_capacity(passes.len());
+    let mut reports = Vec::with_capacity(passes.len());
+    for p in &passes {
+        let kind = p.spec.kind();
+        let _span = tracing::info_span!("pass", index = p.index, kind).entered();
+        progress.on_pass_start(kind, p.plan.changes.len());
+        let report = p
+            .pass
+            .run(&mut PassContext {
+                config: &config,
+                store: &mut store,
+                plan: &p.plan,
+                progress,
+                seed: pipeline.seed(),
+            })
+            .with_context(|| format!("`pass[{}]` (`{kind}`) failed", p.index))?;
+        progress.on_pass_end();
+        store
+            .check(&config)
+            .with_context(|| format!("`pass[{}]` (`{kind}`) left an invalid model", p.index))?;
+        for name in &report.changed {
+            store.get(name)?.check_finite(name).with_context(|| {
+                format!("`pass[{}]` (`{kind}`) produced non-finite values", p.index)
+            })?;
+        }
+        records.push(PassRecord {
+            index: p.index,
+            phase: p.spec.info().phase,
+            report: report.clone(),
+        });
+        reports.push((p.index, report));
+    }
+
+    let parameters_out = config.parameter_count(|n| store.contains(n));
+    let pipeline_json =
+        serde_json::to_value(pipeline.resolved(false)).context("cannot record the pipeline")?;
+    let manifest = artifact::write(
+        artifact::Request {
+            out: &output_dir,
+            force,
+            model_dir: &model_dir,
+            config: &config,
+            store: &store,
+            input,
+            pipeline: pipeline_json,
+            passes: records,
+            parameters: parameters_out,
+        },
+        progress,
+    )
+    .with_context(|| format!("cannot write the artifact `{}`", output_dir.display()))?;
+    Ok(RunOutcome {
+        output_dir,
+        manifest,
+        reports,
+    })
+}

@@ -1,0 +1,216 @@
+//! A tiny BERT checkpoint built in-process with seeded values, and helpers to run the binary.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use compressor_models::{st, DType, HostTensor, Kind, ModelConfig, Role};
+
+pub const CONFIG: &str = r#"{
+  "architectures": ["BertModel"],
+  "model_type": "bert",
+  "vocab_size": 64,
+  "hidden_size": 16,
+  "num_hidden_layers": 2,
+  "num_attention_heads": 2,
+  "intermediate_size": 32,
+  "max_position_embeddings": 32,
+  "type_vocab_size": 2,
+  "hidden_act": "gelu",
+  "layer_norm_eps": 1e-12,
+  "pad_token_id": 0
+}
+"#;
+
+/// Parameters of the tiny model: embeddings (64 + 32 + 2) * 16 + LayerNorm 2 * 16; per layer q, k, v, out
+/// 4 * (16 * 16 + 16), up and down 2 * (32 * 16) + 32 + 16, two LayerNorms 4 * 16; pooler 16 * 16 + 16.
+pub const TINY_PARAMETERS: usize = 1024 + 512 + 32 + 32 + 2 * (4 * 272 + 1024 + 48 + 64) + 272;
+
+/// A deterministic stream of values in [-0.5, 0.5).
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn new(seed: u64) -> Self {
+        Self(
+            seed.wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407),
+        )
+    }
+    pub fn next_f32(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    }
+}
+
+/// The tensors of the tiny model (canonical names), f32 with seeded values, position_ids as I64.
+pub fn tiny_tensors() -> Vec<(String, HostTensor)> {
+    let config = ModelConfig::parse(Path::new("config.json"), CONFIG).expect("tiny config parses");
+    let mut rng = Lcg::new(7);
+    config
+        .expected_tensors()
+        .into_iter()
+        .map(|spec| {
+            let n: usize = spec.shape.iter().product();
+            let t = if spec.kind == Kind::Buffer {
+                HostTensor::from_i64(spec.shape.clone(), &(0..n as i64).collect::<Vec<_>>())
+            } else {
+                let values: Vec<f32> = (0..n)
+                    .map(|_| match (spec.role, spec.kind) {
+                        (Role::Norm, Kind::Weight) => 1.0 + 0.1 * rng.next_f32(),
+                        _ => 0.2 * rng.next_f32(),
+                    })
+                    .collect();
+                HostTensor::from_f32(spec.shape.clone(), &values, DType::F32)
+            };
+            (spec.name, t.expect("valid tensor"))
+        })
+        .collect()
+}
+
+pub fn write_weights(dir: &Path, tensors: &[(String, HostTensor)]) {
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    st::write(&dir.join("model.safetensors"), tensors, &meta).expect("write safetensors");
+}
+
+/// Write the tiny checkpoint (config, weights, tokenizer and sentence-transformers files) into `dir`.
+pub fn write_tiny(dir: &Path) {
+    std::fs::create_dir_all(dir.join("1_Pooling")).expect("mkdir");
+    std::fs::write(dir.join("config.json"), CONFIG).expect("write config");
+    write_weights(dir, &tiny_tensors());
+    let vocab: String = (0..64).map(|i| format!("tok{i}\n")).collect();
+    std::fs::write(dir.join("vocab.txt"), vocab).expect("write");
+    std::fs::write(dir.join("tokenizer.json"), "{\"version\": \"1.0\"}\n").expect("write");
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        "{\"do_lower_case\": true}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("special_tokens_map.json"),
+        "{\"pad_token\": \"tok0\"}\n",
+    )
+    .expect("write");
+    std::fs::write(dir.join("README.md"), "not copied\n").expect("write");
+    std::fs::write(
+        dir.join("modules.json"),
+        r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+ {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+"#,
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension": 16, "pooling_mode_mean_tokens": true}
+"#,
+    )
+    .expect("write");
+}
+
+pub const PIPELINE: &str = "[model]\npath = \"model\"\n\n[[pass]]\nkind = \"cast\"\ndtype = \"f16\"\n\n[output]\ndir = \"out\"\n";
+
+/// A temp folder holding `model/` (the tiny checkpoint) and `pipeline.toml` (cast to f16 into `out/`).
+pub struct Workspace {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        write_tiny(&tmp.path().join("model"));
+        std::fs::write(tmp.path().join("pipeline.toml"), PIPELINE).expect("write pipeline");
+        Self { tmp }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.tmp.path().join(p)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        std::fs::write(self.join(rel), text).expect("write");
+    }
+
+    /// Run the binary in the workspace folder.
+    pub fn run(&self, args: &[&str]) -> Output {
+        compressor_in(self.path(), args)
+    }
+
+    /// Names of entries in the workspace folder, sorted (to see that nothing partial was left).
+    pub fn entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.path())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+pub fn compressor_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_compressor"))
+        .args(args)
+        .current_dir(dir)
+        .env("COMPRESSOR_NO_PROGRESS", "1")
+        .output()
+        .expect("run compressor")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Assert exit code 2 and the exact stderr.
+#[track_caller]
+pub fn assert_error(o: &Output, expected: &str) {
+    assert_eq!(stderr(o), expected, "stdout: {}", stdout(o));
+    assert_eq!(o.status.code(), Some(2));
+}
+
+/// Every file under `dir` (relative path → bytes).
+pub fn read_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p
+                    .strip_prefix(root)
+                    .expect("under root")
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, std::fs::read(&p).expect("read"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The real all-MiniLM-L6-v2, when fetched by scripts/fetch-minilm.sh.
+pub fn minilm() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipping: {} is absent (run scripts/fetch-minilm.sh to fetch all-MiniLM-L6-v2)",
+            dir.display()
+        );
+        None
+    }
+}

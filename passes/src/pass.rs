@@ -1,0 +1,212 @@
+//! The `Pass` contract: a kind, a phase, a metadata-only plan and a run that returns a report.
+
+use std::collections::BTreeMap;
+
+use compressor_models::{DType, Kind, ModelConfig, Role, TensorSpec, TensorStore};
+use serde::{Serialize, Serializer};
+
+use crate::error::Result;
+use crate::progress::Progress;
+
+/// Where a pass sits in a pipeline. Phases may not go backwards (structure, then factorize, then quantize): the
+/// planner rejects a pipeline that, for example, prunes heads after quantizing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Removes or reshapes parts of the model (heads, FFN rows, vocabulary).
+    Structure,
+    /// Replaces matrices by factors (low rank).
+    Factorize,
+    /// Lowers the precision of stored values (casts, integer codes).
+    Quantize,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Structure => "structure",
+            Phase::Factorize => "factorize",
+            Phase::Quantize => "quantize",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub(crate) fn ser_dtype<S: Serializer>(d: &DType, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(d.as_str())
+}
+
+/// What the planner knows about one tensor: metadata only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TensorMeta {
+    /// Canonical name (model prefix stripped).
+    pub name: String,
+    #[serde(serialize_with = "ser_dtype")]
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub role: Role,
+    pub kind: Kind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<usize>,
+}
+
+impl TensorMeta {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.numel() * self.dtype.size()
+    }
+
+    /// The architecture's view of the tensor, for selector matching.
+    pub fn spec(&self) -> TensorSpec {
+        TensorSpec {
+            name: self.name.clone(),
+            shape: self.shape.clone(),
+            role: self.role,
+            kind: self.kind,
+            layer: self.layer,
+            optional: false,
+        }
+    }
+}
+
+/// Every tensor of a model as metadata, sorted by canonical name. The planner threads one `ModelInfo` through the
+/// pipeline, applying each pass's [`PassPlan`], so each pass plans against the state its predecessors leave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelInfo {
+    pub tensors: Vec<TensorMeta>,
+}
+
+impl ModelInfo {
+    /// The tensors of `store` with the roles and kinds `config` gives them. Tensors the architecture does not list
+    /// (tolerated buffers such as `embeddings.token_type_ids`) get role and kind `buffer`.
+    pub fn from_store(config: &ModelConfig, store: &TensorStore) -> Self {
+        let specs: BTreeMap<String, TensorSpec> = config
+            .expected_tensors()
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        let tensors = store
+            .names()
+            .filter_map(|name| {
+                let (dtype, shape) = store.info(name)?;
+                let (role, kind, layer) = match specs.get(name) {
+                    Some(s) => (s.role, s.kind, s.layer),
+                    None => (Role::Buffer, Kind::Buffer, None),
+                };
+                Some(TensorMeta {
+                    name: name.to_string(),
+                    dtype,
+                    shape,
+                    role,
+                    kind,
+                    layer,
+                })
+            })
+            .collect();
+        Self { tensors }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TensorMeta> {
+        self.tensors
+            .binary_search_by(|t| t.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.tensors[i])
+    }
+
+    pub fn total_bytes(&self) -> usize {
+        self.tensors.iter().map(TensorMeta::bytes).sum()
+    }
+
+    /// The state after `plan` is applied.
+    pub fn apply(&mut self, plan: &PassPlan) {
+        for change in &plan.changes {
+            if let Ok(i) = self
+                .tensors
+                .binary_search_by(|t| t.name.as_str().cmp(&change.name))
+            {
+                self.tensors[i].dtype = change.dtype_after;
+                self.tensors[i].shape = change.shape_after.clone();
+            }
+        }
+    }
+}
+
+/// What a pass sees at plan time: the config and the tensors' metadata (no weights).
+pub struct PlanContext<'a> {
+    pub config: &'a ModelConfig,
+    pub info: &'a ModelInfo,
+}
+
+/// One tensor a pass will change, as the plan predicts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedChange {
+    pub name: String,
+    #[serde(serialize_with = "ser_dtype")]
+    pub dtype_before: DType,
+    #[serde(serialize_with = "ser_dtype")]
+    pub dtype_after: DType,
+    pub shape_before: Vec<usize>,
+    pub shape_after: Vec<usize>,
+    pub bytes_before: usize,
+    pub bytes_after: usize,
+}
+
+/// A pass's plan: the tensors it will change and notes for the dry run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PassPlan {
+    pub changes: Vec<PlannedChange>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl PassPlan {
+    pub fn bytes_before(&self) -> usize {
+        self.changes.iter().map(|c| c.bytes_before).sum()
+    }
+
+    pub fn bytes_after(&self) -> usize {
+        self.changes.iter().map(|c| c.bytes_after).sum()
+    }
+}
+
+/// What a pass sees when it runs.
+pub struct PassContext<'a> {
+    pub config: &'a ModelConfig,
+    pub store: &'a mut TensorStore,
+    /// The plan this pass made for this model.
+    pub plan: &'a PassPlan,
+    pub progress: &'a dyn Progress,
+    /// The pipeline seed, for passes that sample.
+    pub seed: u64,
+}
+
+/// What a pass did, as data: written to the manifest. Maps are sorted so the JSON is deterministic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PassReport {
+    pub kind: String,
+    /// Canonical names of the tensors the pass changed, sorted.
+    pub changed: Vec<String>,
+    /// Numbers measured while running (bytes, errors, counts).
+    pub metrics: BTreeMap<String, serde_json::Value>,
+    /// What the pass decided (dtypes, bits, ranks, masks), as a pure function of its inputs.
+    pub decisions: BTreeMap<String, serde_json::Value>,
+    pub warnings: Vec<String>,
+}
+
+/// One compression method. `plan` reads metadata only and must find every problem that metadata can reveal; `run`
+/// then changes the store and reports what it did. Both are deterministic.
+pub trait Pass {
+    /// The kebab-case id used in `pipeline.toml` (`kind = "cast"`).
+    fn kind(&self) -> &'static str;
+    fn phase(&self) -> Phase;
+    fn plan(&self, ctx: &PlanContext) -> Result<PassPlan>;
+    fn run(&self, ctx: &mut PassContext) -> Result<PassReport>;
+}

@@ -1,0 +1,122 @@
+//! The closed set of pass kinds: their specs (parsed in two steps, `kind` first), one-line descriptions and
+//! did-you-mean lookup.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::pass::{Pass, Phase};
+use crate::{cast, suggest};
+
+/// One registered pass kind, as `compressor passes` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PassInfo {
+    pub kind: &'static str,
+    pub phase: Phase,
+    /// What the pass does, in one line.
+    pub summary: &'static str,
+    /// What running it costs (data needed, passes over the weights).
+    pub cost: &'static str,
+}
+
+/// Every pass kind, in the order `compressor passes` prints them.
+pub const REGISTRY: &[PassInfo] = &[PassInfo {
+    kind: "cast",
+    phase: Phase::Quantize,
+    summary: "store selected float tensors as f16, bf16 or f32",
+    cost: "one read of each selected tensor; no calibration data",
+}];
+
+/// A pass as written in `pipeline.toml`: its kind and its config, with defaults filled in. Serializes back to the
+/// same table (`kind` first), which is how the resolved pipeline is printed and recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum PassSpec {
+    Cast(cast::Config),
+}
+
+impl PassSpec {
+    /// Parse the config of a pass of `kind` (the table without its `kind` key). `Ok(None)` when `kind` is not a
+    /// registered kind (see [`suggest`] for the hint).
+    pub fn from_config<'de, D: Deserializer<'de>>(
+        kind: &str,
+        config: D,
+    ) -> Result<Option<Self>, D::Error> {
+        Ok(Some(match kind {
+            "cast" => PassSpec::Cast(cast::Config::deserialize(config)?),
+            _ => return Ok(None),
+        }))
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PassSpec::Cast(_) => "cast",
+        }
+    }
+
+    pub fn info(&self) -> &'static PassInfo {
+        lookup(self.kind()).unwrap_or(&REGISTRY[0])
+    }
+
+    /// The pass that carries out this spec.
+    pub fn build(&self) -> Box<dyn Pass> {
+        match self {
+            PassSpec::Cast(c) => Box::new(cast::Cast::new(c.clone())),
+        }
+    }
+}
+
+pub fn lookup(kind: &str) -> Option<&'static PassInfo> {
+    REGISTRY.iter().find(|p| p.kind == kind)
+}
+
+/// The registered kind closest to a misspelled `kind`, if any is close.
+pub fn suggest(kind: &str) -> Option<&'static str> {
+    suggest::did_you_mean(kind, REGISTRY.iter().map(|p| p.kind))
+}
+
+/// All registered kinds, comma-separated (for messages).
+pub fn kinds() -> String {
+    REGISTRY
+        .iter()
+        .map(|p| p.kind)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_kind_is_registered_and_round_trips() {
+        let spec = PassSpec::from_config("cast", serde_json::json!({ "dtype": "bf16" }))
+            .expect("valid")
+            .expect("known");
+        assert_eq!(spec.info().kind, "cast");
+        assert_eq!(spec.build().kind(), "cast");
+        let value = serde_json::to_value(&spec).expect("serializes");
+        assert_eq!(
+            value,
+            serde_json::json!({ "kind": "cast", "dtype": "bf16", "select": { "kinds": ["weight", "bias"] } })
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_are_none_and_get_suggestions() {
+        assert!(PassSpec::from_config("cats", serde_json::json!({}))
+            .expect("no error")
+            .is_none());
+        assert_eq!(suggest("cats"), Some("cast"));
+        assert_eq!(suggest("gptq"), None);
+    }
+
+    #[test]
+    fn unknown_keys_in_a_pass_config_are_rejected() {
+        let err =
+            PassSpec::from_config("cast", serde_json::json!({ "dtype": "f16", "dtyp": "f16" }))
+                .expect_err("must fail");
+        assert_eq!(
+            err.to_string(),
+            "unknown field `dtyp`, expected `dtype` or `select`"
+        );
+    }
+}
