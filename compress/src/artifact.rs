@@ -109,7 +109,22 @@ pub struct Manifest {
     pub pipeline: Value,
     pub passes: Vec<PassRecord>,
     pub output: OutputRecord,
+    /// `[[eval]]` results: per task the main metric of the original and the compressed model, the delta and the
+    /// gate (metric values only: timings live in report.md / report.json, which are not hashed here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Value>,
 }
+
+/// What an evaluation of the staged artifact produced.
+pub struct Evaluation {
+    /// Deterministic record for manifest.json.
+    pub record: Value,
+    /// Report files written beside the model (report.md, report.json, plots), relative path and bytes.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// Evaluates the complete staged artifact folder before it is committed.
+pub type Evaluate<'a> = &'a dyn Fn(&Path) -> anyhow::Result<Evaluation>;
 
 /// What the writer needs besides the store.
 pub struct Request<'a> {
@@ -122,6 +137,8 @@ pub struct Request<'a> {
     pub pipeline: Value,
     pub passes: Vec<PassRecord>,
     pub parameters: usize,
+    /// Run on the staged folder once the model files are in it; its results go into the manifest.
+    pub evaluate: Option<Evaluate<'a>>,
 }
 
 /// The relative paths of the side files present in `model_dir` (tokenizer files, sentence-transformers configs and
@@ -417,6 +434,19 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
 
+    let evaluation = match req.evaluate {
+        Some(evaluate) => {
+            progress.on_pass_end();
+            let e = evaluate(&staging_dir)?;
+            for (rel, bytes) in &e.files {
+                write_synced(&staging_dir.join(rel), bytes)?;
+            }
+            progress.on_pass_start("write", 1);
+            Some(e.record)
+        }
+        None => None,
+    };
+
     progress.on_unit("manifest.json");
     let manifest = Manifest {
         schema_version: SCHEMA_VERSION,
@@ -431,6 +461,7 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
             files,
             tensors: records,
         },
+        evaluation,
     };
     let mut text =
         serde_json::to_string_pretty(&manifest).context("cannot serialize manifest.json")?;

@@ -6,6 +6,7 @@
 
 pub mod artifact;
 pub mod errors;
+pub mod evaluate;
 pub mod human;
 pub mod inspect;
 pub mod pipeline;

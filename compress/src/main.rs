@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use compressor::human::{size, thousands};
-use compressor::{errors, inspect, pipeline, plan, progress, runner};
+use compressor::{errors, evaluate, inspect, pipeline, plan, progress, runner};
+use compressor_eval::cache::{default_cache_dir, EmbeddingCache};
+use compressor_eval::suite;
+use compressor_eval::tasks::{TaskKind, TaskSpec};
+use compressor_passes::Progress as _;
 use compressor_passes::REGISTRY;
 
 #[derive(Parser)]
@@ -51,6 +55,50 @@ enum Command {
     Inspect {
         /// A Hugging Face checkpoint folder or a compressor artifact
         dir: PathBuf,
+        /// Print the report as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate one or more models on a task (the first folder is the baseline of the others)
+    Eval {
+        /// Hugging Face checkpoint folders or compressor artifacts
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// sts | classification | pair-classification | retrieval | clustering | glue
+        #[arg(long)]
+        task: String,
+        /// Data file (JSONL, TSV or CSV); repeat to evaluate several files together
+        #[arg(long = "data", required = true, value_name = "FILE")]
+        data: Vec<PathBuf>,
+        /// classification: a separate test file (else k-fold cross-validation over --data)
+        #[arg(long, value_name = "FILE")]
+        test: Option<PathBuf>,
+        /// Text fields, comma-separated (one, or two for pairs; retrieval: query,document)
+        #[arg(long, value_delimiter = ',', value_name = "FIELDS")]
+        text_fields: Option<Vec<String>>,
+        /// The label field
+        #[arg(long, default_value = "label")]
+        label_field: String,
+        /// The gold score field
+        #[arg(long, default_value = "score")]
+        score_field: String,
+        /// Use only the first N rows of each file
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Truncation length (default: the model's)
+        #[arg(long)]
+        max_length: Option<usize>,
+        /// classification without --test: number of folds
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write report.md, report.json (and plot.svg for several models) into this folder
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// Do not read or write the embedding cache
+        #[arg(long)]
+        no_cache: bool,
         /// Print the report as JSON on stdout
         #[arg(long)]
         json: bool,
@@ -97,7 +145,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     dry_run: false,
                 },
             )?;
-            let outcome = runner::run(plan, force, &bars)?;
+            let outcome = runner::run(plan, force, &bars, &bars)?;
+            bars.on_pass_end();
             for (index, report) in &outcome.reports {
                 let metric = |k: &str| report.metrics.get(k).and_then(serde_json::Value::as_u64);
                 let bytes = match (metric("bytes_before"), metric("bytes_after")) {
@@ -132,6 +181,17 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 size(file_bytes(&m.input.files)),
                 m.output.files.len() + 1
             );
+            if let Some(report) = &outcome.evaluation {
+                eprint!("{}", evaluate::summary(report));
+                eprintln!(
+                    "evaluation report: `{}`",
+                    outcome.output_dir.join("report.md").display()
+                );
+                if !report.gate_passed() {
+                    eprintln!("error: an evaluation gate failed (a task dropped more than its `max-regression`)");
+                    return Ok(ExitCode::from(1));
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan {
@@ -164,6 +224,63 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 print_json(&report)?;
             } else {
                 print!("{}", report.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            dirs,
+            task,
+            data,
+            test,
+            text_fields,
+            label_field,
+            score_field,
+            limit,
+            max_length,
+            folds,
+            seed,
+            report,
+            no_cache,
+            json,
+        } => {
+            let kind = TaskKind::parse(&task).ok_or_else(|| {
+                let names: Vec<&str> = TaskKind::ALL.iter().map(|k| k.as_str()).collect();
+                anyhow::anyhow!(
+                    "unknown task `{task}`\nhint: the tasks are: {}",
+                    names.join(", ")
+                )
+            })?;
+            let mut spec = TaskSpec::new(kind, data);
+            spec.test = test;
+            spec.text_fields = text_fields;
+            spec.label_field = label_field;
+            spec.score_field = score_field;
+            spec.limit = limit;
+            spec.max_length = max_length;
+            spec.folds = folds;
+            spec.seed = seed;
+            let labels = evaluate::model_labels(&dirs);
+            let models: Vec<(String, &std::path::Path)> = labels
+                .into_iter()
+                .zip(dirs.iter().map(PathBuf::as_path))
+                .collect();
+            let cache = (!no_cache).then(|| EmbeddingCache::new(default_cache_dir()));
+            let result =
+                suite::evaluate(&models, std::slice::from_ref(&spec), cache.as_ref(), &bars);
+            bars.on_pass_end();
+            let result = result.with_context(|| format!("cannot evaluate task `{task}`"))?;
+            if let Some(dir) = &report {
+                evaluate::write_reports(
+                    dir,
+                    &result,
+                    &format!("compressor eval: {}", spec.display_name()),
+                )?;
+                eprintln!("wrote `{}`", dir.join("report.md").display());
+            }
+            if json {
+                print_json(&result)?;
+            } else {
+                print!("{}", evaluate::summary(&result));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use compressor_eval::tasks::TaskSpec;
 use compressor_passes::registry::{self, PassSpec};
 use compressor_passes::suggest::did_you_mean;
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use crate::problems::{Problem, Problems};
 use crate::tomltree::{line_of, DeError, DeErrorKind, KeyPath, Node, NodeDeserializer, Value};
 
 /// The top-level keys of a pipeline file.
-pub const SECTIONS: &[&str] = &["model", "calibration", "pass", "output"];
+pub const SECTIONS: &[&str] = &["model", "calibration", "pass", "output", "eval"];
 
 /// `[model]`: the checkpoint to compress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +93,8 @@ pub struct Pipeline {
     pub calibration: Option<CalibrationSection>,
     pub passes: Vec<PassSpec>,
     pub output: OutputSection,
+    /// `[[eval]]`: tasks run on the original and the compressed model; paths as written.
+    pub evals: Vec<TaskSpec>,
 }
 
 /// The resolved pipeline as a document (what `compressor plan` prints and the manifest records).
@@ -103,6 +106,8 @@ pub struct Resolved<'a> {
     pub pass: &'a [PassSpec],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<&'a OutputSection>,
+    #[serde(skip_serializing_if = "<[TaskSpec]>::is_empty")]
+    pub eval: &'a [TaskSpec],
 }
 
 impl Pipeline {
@@ -133,7 +138,24 @@ impl Pipeline {
             calibration: self.calibration.as_ref(),
             pass: &self.passes,
             output: with_output.then_some(&self.output),
+            eval: &self.evals,
         }
+    }
+
+    /// The `[[eval]]` specs with their data paths resolved against the pipeline's folder.
+    pub fn resolved_evals(&self) -> Vec<TaskSpec> {
+        self.evals
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                if e.name.is_none() {
+                    e.name = Some(e.display_name());
+                }
+                e.data = e.data.iter().map(|d| self.base.join(d)).collect();
+                e.test = e.test.as_ref().map(|t| self.base.join(t));
+                e
+            })
+            .collect()
     }
 
     /// The resolved pipeline as TOML that parses back to the same pipeline.
@@ -184,6 +206,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Pipeline, PipelineError> {
     let mut calibration = None;
     let mut passes = Vec::new();
     let mut output = None;
+    let mut evals = Vec::new();
     for (key, node) in root.as_table().unwrap_or_default() {
         let path = KeyPath::default().key(key);
         match key.as_str() {
@@ -207,10 +230,23 @@ pub fn parse(file: &Path, text: &str) -> Result<Pipeline, PipelineError> {
                     .hint("write each pass as a `[[pass]]` table"),
                 ),
             },
-            "eval" => p.problems.push(
-                Problem::new(format!("`eval`{}: evaluation gates are not implemented yet", p.line(node)))
-                    .hint("remove the `[[eval]]` tables; `compressor` will run them once evaluation lands"),
-            ),
+            "eval" => match &node.value {
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(spec) = p.typed::<TaskSpec>(item, path.index(i)) {
+                            evals.push(spec);
+                        }
+                    }
+                }
+                other => p.problems.push(
+                    Problem::new(format!(
+                        "wrong type for `eval`{}: expected an array of tables, found {}",
+                        p.line(node),
+                        other.describe()
+                    ))
+                    .hint("write each evaluation as an `[[eval]]` table"),
+                ),
+            },
             other => p.unknown_key(&path, node, other, SECTIONS),
         }
     }
@@ -253,6 +289,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Pipeline, PipelineError> {
             calibration,
             passes,
             output,
+            evals,
         }),
         _ => Err(fail(p.problems)),
     }
@@ -516,7 +553,7 @@ mod tests {
         );
         assert_eq!(
             problems("[model]\npath = \"m\"\n[[pass]]\nkind = \"cast\"\n[output]\ndir = \"o\"\n[[eval]]\ntask = \"sts\"\n"),
-            "missing key `pass[0].dtype` (line 3)\n`eval` (line 7): evaluation gates are not implemented yet\nhint: remove the `[[eval]]` tables; `compressor` will run them once evaluation lands"
+            "missing key `pass[0].dtype` (line 3)\nmissing key `eval[0].data` (line 7)"
         );
     }
 

@@ -56,6 +56,24 @@ pub fn plan(pipeline: Pipeline, opts: &PlanOptions) -> anyhow::Result<Plan> {
     let mut notes = Vec::new();
     let output_dir = opts.output.clone().unwrap_or_else(|| pipeline.output_dir());
     let output_exists = check_output(&model_dir, &output_dir, opts, &mut problems, &mut notes);
+    for (i, spec) in pipeline.resolved_evals().iter().enumerate() {
+        let files = spec
+            .data
+            .iter()
+            .map(|d| ("data", d))
+            .chain(spec.test.iter().map(|t| ("test", t)));
+        for (key, path) in files {
+            if !path.is_file() {
+                problems.push(
+                    Problem::new(format!(
+                        "`eval[{i}].{key}` `{}` does not exist",
+                        path.display()
+                    ))
+                    .hint("paths in a pipeline are relative to the pipeline file's folder"),
+                );
+            }
+        }
+    }
     if let Some(data) = pipeline.calibration_data() {
         if !data.is_file() {
             problems.push(

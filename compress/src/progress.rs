@@ -76,3 +76,39 @@ impl Progress for Bars {
         }
     }
 }
+
+impl compressor_eval::suite::SuiteProgress for Bars {
+    fn task(&self, model: &str, task: &str) {
+        self.on_pass_end();
+        if !self.enabled {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+        if let Ok(style) =
+            ProgressStyle::with_template("{prefix:>8} {spinner} {pos} inputs {wide_msg}")
+        {
+            bar.set_style(style);
+        }
+        bar.set_prefix("eval");
+        bar.set_message(format!("{task} on {model}"));
+        if let Ok(mut c) = self.current.lock() {
+            *c = Some(Current {
+                bar,
+                started: Instant::now(),
+                shown: false,
+            });
+        }
+    }
+
+    fn inputs(&self, n: usize) {
+        let Ok(mut guard) = self.current.lock() else {
+            return;
+        };
+        let Some(c) = guard.as_mut() else { return };
+        if !c.shown && c.started.elapsed() >= SHOW_AFTER {
+            c.bar.set_draw_target(ProgressDrawTarget::stderr());
+            c.shown = true;
+        }
+        c.bar.inc(n as u64);
+    }
+}

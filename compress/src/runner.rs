@@ -1,13 +1,17 @@
 //! The runner: check the weights, apply the planned passes one after the other (validating the store after each),
 //! and write the artifact.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use compressor_eval::cache::{default_cache_dir, EmbeddingCache};
+use compressor_eval::report::EvalReport;
+use compressor_eval::suite::{self, SuiteProgress};
 
 use anyhow::Context as _;
 use compressor_models::{Checkpoint, TensorStore};
 use compressor_passes::{PassContext, PassReport, Progress};
 
-use crate::artifact::{self, InputRecord, Manifest, PassRecord};
+use crate::artifact::{self, Evaluation, InputRecord, Manifest, PassRecord};
 use crate::plan::Plan;
 
 /// What a run produced.
@@ -16,6 +20,8 @@ pub struct RunOutcome {
     pub manifest: Manifest,
     /// (index, report) of every pass.
     pub reports: Vec<(usize, PassReport)>,
+    /// The `[[eval]]` results, when the pipeline has any.
+    pub evaluation: Option<EvalReport>,
 }
 
 /// Fail on the first tensor holding NaN or Inf (reads every float tensor once).
@@ -30,7 +36,12 @@ pub fn check_finite(store: &TensorStore, progress: &dyn Progress) -> compressor_
 }
 
 /// Run a plan and write its artifact. `force` allows replacing an existing artifact (checked again at the end).
-pub fn run(plan: Plan, force: bool, progress: &dyn Progress) -> anyhow::Result<RunOutcome> {
+pub fn run(
+    plan: Plan,
+    force: bool,
+    progress: &dyn Progress,
+    eval_progress: &dyn SuiteProgress,
+) -> anyhow::Result<RunOutcome> {
     let Plan {
         pipeline,
         model_dir,
@@ -93,6 +104,26 @@ pub fn run(plan: Plan, force: bool, progress: &dyn Progress) -> anyhow::Result<R
     let parameters_out = config.parameter_count(|n| store.contains(n));
     let pipeline_json =
         serde_json::to_value(pipeline.resolved(false)).context("cannot record the pipeline")?;
+    let specs = pipeline.resolved_evals();
+    let eval_report: std::cell::RefCell<Option<EvalReport>> = Default::default();
+    let evaluate = |staged: &Path| -> anyhow::Result<Evaluation> {
+        let cache = EmbeddingCache::new(default_cache_dir());
+        let report = suite::evaluate(
+            &[
+                ("original".to_string(), model_dir.as_path()),
+                ("compressed".to_string(), staged),
+            ],
+            &specs,
+            Some(&cache),
+            eval_progress,
+        )
+        .context("evaluation failed")?;
+        let files =
+            crate::evaluate::report_files(&report, "compressor run: original vs compressed")?;
+        let record = crate::evaluate::manifest_record(&report);
+        *eval_report.borrow_mut() = Some(report);
+        Ok(Evaluation { record, files })
+    };
     let manifest = artifact::write(
         artifact::Request {
             out: &output_dir,
@@ -104,6 +135,11 @@ pub fn run(plan: Plan, force: bool, progress: &dyn Progress) -> anyhow::Result<R
             pipeline: pipeline_json,
             passes: records,
             parameters: parameters_out,
+            evaluate: if specs.is_empty() {
+                None
+            } else {
+                Some(&evaluate)
+            },
         },
         progress,
     )
@@ -112,5 +148,6 @@ pub fn run(plan: Plan, force: bool, progress: &dyn Progress) -> anyhow::Result<R
         output_dir,
         manifest,
         reports,
+        evaluation: eval_report.into_inner(),
     })
 }

@@ -518,4 +518,38 @@ fn minilm_inspect_and_quickstart() {
         read_tree(&tmp.path().join("a")),
         read_tree(&tmp.path().join("b"))
     );
+
+    // The f16 artifact's embeddings stay within cosine 0.9999 of the original's, on the reference sentences
+    // (tokenized by the artifact's own tokenizer, pooled as the artifact's sentence-transformers files say).
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../models/tests/fixtures/minilm_reference.json"),
+        )
+        .expect("reference"),
+    )
+    .expect("json");
+    let texts: Vec<String> = reference["sentences"]
+        .as_array()
+        .expect("sentences")
+        .iter()
+        .map(|s| s["text"].as_str().expect("text").to_string())
+        .collect();
+    let embed = |dir: &Path| {
+        let encoder = compressor_eval::encoder::Encoder::open(dir, None).expect("open");
+        let inputs: Vec<_> = texts.iter().map(|t| t.as_str().into()).collect();
+        encoder.embed(&inputs, &mut |_| {}).expect("embed")
+    };
+    let original = embed(&minilm);
+    let compressed = embed(&tmp.path().join("a"));
+    let worst = original
+        .iter()
+        .zip(&compressed)
+        .map(|(a, b)| common::cosine(a, b))
+        .fold(1.0f64, f64::min);
+    eprintln!(
+        "f16 artifact: min cosine to the original {worst:.7} over {} sentences",
+        texts.len()
+    );
+    assert!(worst >= 0.9999, "min cosine {worst}");
 }

@@ -122,19 +122,42 @@ fn wrong_types() {
 }
 
 #[test]
-fn eval_sections_are_rejected_for_now() {
+fn eval_with_an_unknown_task() {
     let ws = Workspace::new();
     ws.write(
         "pipeline.toml",
-        &format!("{}\n[[eval]]\ntask = \"sts\"\n", common::PIPELINE),
+        &format!(
+            "{}\n[[eval]]\ntask = \"stss\"\ndata = \"sts.jsonl\"\n",
+            common::PIPELINE
+        ),
     );
     run_fails(
         &ws,
         "error: failed to parse pipeline `pipeline.toml`\n\
          \n\
-         Caused by:\n  `eval` (line 11): evaluation gates are not implemented yet\n\
+         Caused by:\n  unknown value `stss` for `eval[0].task` (line 11), expected one of `sts`, `classification`, `pair-classification`, `retrieval`, `clustering`, `glue`\n\
          \n\
-         hint: remove the `[[eval]]` tables; `compressor` will run them once evaluation lands\n",
+         hint: did you mean `sts`?\n",
+    );
+}
+
+#[test]
+fn eval_with_missing_data_fails_at_plan_time() {
+    let ws = Workspace::new();
+    ws.write(
+        "pipeline.toml",
+        &format!(
+            "{}\n[[eval]]\ntask = \"sts\"\ndata = [\"a.jsonl\"]\n",
+            common::PIPELINE
+        ),
+    );
+    run_fails(
+        &ws,
+        "error: cannot plan pipeline `pipeline.toml`\n\
+         \n\
+         Caused by:\n  `eval[0].data` `a.jsonl` does not exist\n\
+         \n\
+         hint: paths in a pipeline are relative to the pipeline file's folder\n",
     );
 }
 
@@ -308,7 +331,7 @@ fn missing_config_json() {
         OPEN,
         "  `model` has no config.json\n\
          \n\
-         hint: point `model.path` at a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)\n",
+         hint: expected a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)\n",
     );
 }
 
@@ -480,6 +503,6 @@ fn inspect_a_folder_that_does_not_exist() {
          \n\
          Caused by:\n  `nowhere` has no config.json\n\
          \n\
-         hint: point `model.path` at a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)\n",
+         hint: expected a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)\n",
     );
 }

@@ -14,7 +14,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("`{}` has no config.json\nhint: point `model.path` at a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)", dir.display())]
+    #[error("`{}` has no config.json\nhint: expected a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)", dir.display())]
     MissingConfig { dir: PathBuf },
     #[error("`{}` is not valid JSON: {source}", path.display())]
     ConfigJson {
@@ -42,7 +42,7 @@ pub enum Error {
     },
     #[error("`{}` holds only a pickle checkpoint (pytorch_model.bin), which compressor does not load because unpickling can run arbitrary code\nhint: convert it to safetensors first, e.g. `AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`", dir.display())]
     PickleCheckpoint { dir: PathBuf },
-    #[error("`{}` has no model.safetensors or model.safetensors.index.json\nhint: point `model.path` at a Hugging Face checkpoint folder saved with safetensors", dir.display())]
+    #[error("`{}` has no model.safetensors or model.safetensors.index.json\nhint: expected a Hugging Face checkpoint folder saved with safetensors", dir.display())]
     NoWeights { dir: PathBuf },
     #[error("`{}`: {problem}", path.display())]
     Safetensors { path: PathBuf, problem: String },

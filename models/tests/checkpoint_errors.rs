@@ -22,7 +22,7 @@ fn missing_config_json() {
     assert_eq!(
         open_err(tmp.path()),
         format!(
-            "`{}` has no config.json\nhint: point `model.path` at a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)",
+            "`{}` has no config.json\nhint: expected a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)",
             tmp.path().display()
         )
     );

@@ -1,0 +1,139 @@
+//! A checkpoint ready to evaluate: the runtime model plus its tokenizer, with length-sorted batching.
+
+use std::path::Path;
+use std::time::Instant;
+
+use compressor_calibration::{length_sorted_order, TextInput, TextTokenizer};
+use compressor_models::runtime::{Bert, Cpu};
+use compressor_models::{Checkpoint, EncodedBatch};
+
+use crate::tasks::{Result, TaskError};
+
+/// Inputs per forward batch.
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+
+/// Throughput of the forward passes run so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Throughput {
+    pub inputs: usize,
+    pub seconds: f64,
+}
+
+impl Throughput {
+    pub fn per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.inputs as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One forward pass over a padded batch, producing a row per input.
+type Forward = dyn Fn(&Bert<Cpu>, &EncodedBatch) -> compressor_models::Result<Vec<Vec<f32>>>;
+
+/// A checkpoint's runtime model and tokenizer.
+pub struct Encoder {
+    pub checkpoint: Checkpoint,
+    pub tokenizer: TextTokenizer,
+    model: Bert<Cpu>,
+    pub batch_size: usize,
+    throughput: std::cell::Cell<Throughput>,
+    fingerprint: std::cell::OnceCell<String>,
+}
+
+impl Encoder {
+    /// Open a checkpoint folder (an original HF checkpoint or an artifact of ours) for evaluation.
+    /// `max_length` overrides the truncation length resolved from the folder.
+    pub fn open(dir: &Path, max_length: Option<usize>) -> Result<Self> {
+        let checkpoint = Checkpoint::open(dir)?;
+        checkpoint.store.check_finite()?;
+        let tokenizer = TextTokenizer::from_model_dir(dir, max_length)?;
+        let model = Bert::<Cpu>::load(
+            &checkpoint.store,
+            &checkpoint.config,
+            checkpoint.pooling,
+            &Default::default(),
+        )?;
+        Ok(Self {
+            checkpoint,
+            tokenizer,
+            model,
+            batch_size: DEFAULT_BATCH_SIZE,
+            throughput: Default::default(),
+            fingerprint: Default::default(),
+        })
+    }
+
+    /// sha256 of the files that determine the model's outputs (computed once).
+    pub fn fingerprint(&self) -> Result<String> {
+        if let Some(f) = self.fingerprint.get() {
+            return Ok(f.clone());
+        }
+        let f = crate::cache::model_fingerprint(&self.checkpoint.dir)?;
+        Ok(self.fingerprint.get_or_init(|| f).clone())
+    }
+
+    /// Forward passes run so far.
+    pub fn throughput(&self) -> Throughput {
+        self.throughput.get()
+    }
+
+    /// Run `f` over the inputs in batches of similar length and return per-input rows in input order.
+    fn batched(
+        &self,
+        inputs: &[TextInput],
+        on_batch: &mut dyn FnMut(usize),
+        f: &Forward,
+    ) -> Result<Vec<Vec<f32>>> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded = self.tokenizer.encode_all(inputs)?;
+        let lengths: Vec<usize> = encoded.iter().map(|(ids, _)| ids.len()).collect();
+        let order = length_sorted_order(&lengths);
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); inputs.len()];
+        let start = Instant::now();
+        for chunk in order.chunks(self.batch_size.max(1)) {
+            let rows: Vec<(Vec<i64>, Vec<i64>)> =
+                chunk.iter().map(|&i| encoded[i].clone()).collect();
+            let batch = EncodedBatch::from_rows(&rows, self.tokenizer.pad_id());
+            let result = f(&self.model, &batch)?;
+            for (&i, row) in chunk.iter().zip(result) {
+                out[i] = row;
+            }
+            on_batch(chunk.len());
+        }
+        let mut t = self.throughput.get();
+        t.inputs += inputs.len();
+        t.seconds += start.elapsed().as_secs_f64();
+        self.throughput.set(t);
+        Ok(out)
+    }
+
+    /// Sentence embeddings (the checkpoint's pooling), in input order.
+    pub fn embed(
+        &self,
+        inputs: &[TextInput],
+        on_batch: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        self.batched(inputs, on_batch, &|m, b| m.embed(b))
+    }
+
+    /// Classifier logits, in input order. Errors when the checkpoint has no classification head.
+    pub fn logits(
+        &self,
+        inputs: &[TextInput],
+        on_batch: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        if matches!(
+            self.checkpoint.config.bert().head,
+            compressor_models::Head::None
+        ) {
+            return Err(TaskError::NoHead {
+                dir: self.checkpoint.dir.clone(),
+            });
+        }
+        self.batched(inputs, on_batch, &|m, b| m.classify(b))
+    }
+}
