@@ -226,34 +226,7 @@ pub fn length_sorted_order(lengths: &[usize]) -> Vec<usize> {
     order
 }
 
-/// The SplitMix64 generator (Steele, Lea and Flood 2014; the seeding generator of xoshiro): a 64-bit counter
-/// advanced by the golden-ratio increment and passed through a bijective mixer. Small, fast, and identical on
-/// every platform, which is what deterministic subsampling needs.
-#[derive(Debug, Clone)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    /// A generator whose sequence is fully determined by `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound` (multiply-shift; `0` when `bound` is 0).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
-    }
-}
+pub use compressor_models::rng::SplitMix64;
 
 // ---------------------------------------------------------------------------------------------------------------
 // File formats

@@ -531,7 +531,7 @@ mod tests {
              unknown pass kind `cst` at `pass[0].kind` (line 5)\n\
              unknown value `fp16` for `pass[1].dtype` (line 9), expected one of `f16`, `bf16`, `f32`\n\
              wrong type for `output.dir` (line 13): expected a string, found integer `5`\n\
-             unknown key `calibraton` (line 14), expected one of `model`, `calibration`, `pass`, `output`\n\
+             unknown key `calibraton` (line 14), expected one of `model`, `calibration`, `pass`, `output`, `eval`\n\
              hint: did you mean `model.path`?\n\
              hint: did you mean `cast`?\n\
              hint: did you mean `f16`?\n\

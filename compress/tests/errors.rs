@@ -135,7 +135,7 @@ fn eval_with_an_unknown_task() {
         &ws,
         "error: failed to parse pipeline `pipeline.toml`\n\
          \n\
-         Caused by:\n  unknown value `stss` for `eval[0].task` (line 11), expected one of `sts`, `classification`, `pair-classification`, `retrieval`, `clustering`, `glue`\n\
+         Caused by:\n  unknown value `stss` for `eval[0].task` (line 12), expected one of `sts`, `classification`, `pair-classification`, `retrieval`, `clustering`, `glue`\n\
          \n\
          hint: did you mean `sts`?\n",
     );

@@ -13,6 +13,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod error;
 pub mod names;
+pub mod rng;
 pub mod runtime;
 pub mod st;
 pub mod store;

@@ -1,39 +1,21 @@
 //! The `cast` pass on a tiny seeded BERT: plan from metadata, run, validate, report.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use compressor_models::{st, Checkpoint, DType, HostTensor, Kind, ModelConfig};
+use compressor_models::testing::TinyBert;
+use compressor_models::{Checkpoint, DType};
 use compressor_passes::{ModelInfo, NoProgress, PassContext, PassSpec, PlanContext};
 
-const CONFIG: &str = r#"{"model_type": "bert", "vocab_size": 32, "hidden_size": 8, "num_hidden_layers": 2,
- "num_attention_heads": 2, "intermediate_size": 16, "max_position_embeddings": 16, "type_vocab_size": 2,
- "hidden_act": "gelu"}"#;
-
 fn tiny(dir: &Path) -> Checkpoint {
-    std::fs::write(dir.join("config.json"), CONFIG).expect("config");
-    let config = ModelConfig::parse(Path::new("config.json"), CONFIG).expect("parses");
-    let mut state = 1u32;
-    let tensors: Vec<(String, HostTensor)> = config
-        .expected_tensors()
-        .into_iter()
-        .map(|s| {
-            let n: usize = s.shape.iter().product();
-            let t = if s.kind == Kind::Buffer {
-                HostTensor::from_i64(s.shape.clone(), &(0..n as i64).collect::<Vec<_>>())
-            } else {
-                let v: Vec<f32> = (0..n)
-                    .map(|_| {
-                        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                        (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-                    })
-                    .collect();
-                HostTensor::from_f32(s.shape.clone(), &v, DType::F32)
-            };
-            (s.name, t.expect("tensor"))
-        })
-        .collect();
-    st::write(&dir.join("model.safetensors"), &tensors, &BTreeMap::new()).expect("write");
+    let model = TinyBert {
+        vocab_size: 32,
+        hidden_size: 8,
+        intermediate_size: 16,
+        max_positions: 16,
+        seed: 1,
+        ..TinyBert::default()
+    };
+    model.write(dir).expect("write tiny model");
     Checkpoint::open(dir).expect("opens")
 }
 

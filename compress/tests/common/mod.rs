@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use compressor_models::{st, DType, HostTensor, Kind, ModelConfig, Role};
+use compressor_models::testing::TinyBert;
+use compressor_models::{st, HostTensor, ModelConfig};
 
 pub const CONFIG: &str = r#"{
   "architectures": ["BertModel"],
@@ -28,48 +29,21 @@ pub const CONFIG: &str = r#"{
 /// 4 * (16 * 16 + 16), up and down 2 * (32 * 16) + 32 + 16, two LayerNorms 4 * 16; pooler 16 * 16 + 16.
 pub const TINY_PARAMETERS: usize = 1024 + 512 + 32 + 32 + 2 * (4 * 272 + 1024 + 48 + 64) + 272;
 
-/// A deterministic stream of values in [-0.5, 0.5).
-pub struct Lcg(u64);
-
-impl Lcg {
-    pub fn new(seed: u64) -> Self {
-        Self(
-            seed.wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407),
-        )
-    }
-    pub fn next_f32(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    }
-}
-
-/// The tensors of the tiny model (canonical names), f32 with seeded values, position_ids as I64.
+/// The tensors of the tiny model: the seeded `TinyBert` of the models crate with the dimensions of [`CONFIG`].
 pub fn tiny_tensors() -> Vec<(String, HostTensor)> {
+    let tensors = TinyBert {
+        seed: 7,
+        ..TinyBert::default()
+    }
+    .tensors()
+    .expect("tiny tensors");
     let config = ModelConfig::parse(Path::new("config.json"), CONFIG).expect("tiny config parses");
-    let mut rng = Lcg::new(7);
-    config
-        .expected_tensors()
-        .into_iter()
-        .map(|spec| {
-            let n: usize = spec.shape.iter().product();
-            let t = if spec.kind == Kind::Buffer {
-                HostTensor::from_i64(spec.shape.clone(), &(0..n as i64).collect::<Vec<_>>())
-            } else {
-                let values: Vec<f32> = (0..n)
-                    .map(|_| match (spec.role, spec.kind) {
-                        (Role::Norm, Kind::Weight) => 1.0 + 0.1 * rng.next_f32(),
-                        _ => 0.2 * rng.next_f32(),
-                    })
-                    .collect();
-                HostTensor::from_f32(spec.shape.clone(), &values, DType::F32)
-            };
-            (spec.name, t.expect("valid tensor"))
-        })
-        .collect()
+    assert_eq!(
+        tensors.len(),
+        config.expected_tensors().len(),
+        "CONFIG and TinyBert agree"
+    );
+    tensors
 }
 
 pub fn write_weights(dir: &Path, tensors: &[(String, HostTensor)]) {
