@@ -20,6 +20,20 @@ impl EncodedBatch {
             .collect()
     }
 
+    /// Rows `start..end` as a batch, re-padded to their own longest row.
+    pub fn rows(&self, start: usize, end: usize) -> Self {
+        let t = self.seq_len;
+        let lengths = self.lengths();
+        let rows: Vec<(Vec<i64>, Vec<i64>)> = (start..end)
+            .map(|r| {
+                let n = lengths[r];
+                (self.input_ids[r * t..r * t + n].to_vec(), self.token_type_ids[r * t..r * t + n].to_vec())
+            })
+            .collect();
+        let pad = self.attention_mask.iter().position(|&m| m == 0).map_or(0, |i| self.input_ids[i]);
+        Self::from_rows(&rows, pad)
+    }
+
     /// Build a batch from unpadded rows of (ids, type ids), right-padding with `pad_id`.
     pub fn from_rows(rows: &[(Vec<i64>, Vec<i64>)], pad_id: i64) -> Self {
         let seq_len = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);

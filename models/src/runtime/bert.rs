@@ -129,6 +129,9 @@ struct Layer<B: Backend> {
 pub struct Bert<B: Backend> {
     pub config: BertConfig,
     pub pooling: Pooling,
+    /// Compose GELU from `erf` so that second-order autodiff (Hessian-vector products) is exact; burn's fused
+    /// GELU is faster but its backward is not differentiable again. Off by default.
+    pub exact_second_order: bool,
     word: Tensor<B, 2>,
     position: Tensor<B, 2>,
     token_type: Tensor<B, 2>,
@@ -227,6 +230,7 @@ impl<B: Backend> Bert<B> {
         Ok(Self {
             config: c,
             pooling,
+            exact_second_order: false,
             word,
             position,
             token_type,
@@ -331,14 +335,15 @@ impl<B: Backend> Bert<B> {
         let scale = 1.0 / (hd as f64).sqrt();
         for layer in &self.layers {
             let split = |y: Tensor<B, 3>| y.reshape([b, t, nh, hd]).swap_dims(1, 2);
-            let q = split(layer.query.forward(x.clone()));
+            // Scaling q (b*t*h values) instead of the scores (b*nh*t*t) is the same product, cheaper.
+            let q = split(layer.query.forward(x.clone()) * scale);
             let k = split(layer.key.forward(x.clone()));
             let v = split(layer.value.forward(x.clone()));
-            let scores = q.matmul(k.swap_dims(2, 3)) * scale + additive.clone();
+            let scores = q.matmul(k.swap_dims(2, 3)) + additive.clone();
             let probs = softmax(scores, 3);
             let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
             let a = layer.attn_norm.forward(layer.attn_out.forward(ctx) + x);
-            let up = activation(layer.up.forward(a.clone()), c.hidden_act);
+            let up = activation(layer.up.forward(a.clone()), c.hidden_act, self.exact_second_order);
             x = layer.out_norm.forward(layer.down.forward(up) + a);
         }
         Ok(x)
@@ -392,22 +397,57 @@ impl<B: Backend> Bert<B> {
     }
 
     /// Sentence embeddings of a batch, on the host.
-    pub fn embed(&self, batch: &EncodedBatch) -> Result<Vec<Vec<f32>>> {
-        let hidden = self.encode(batch)?;
-        super::rows(self.pool(hidden, batch))
+    pub fn embed(&self, batch: &EncodedBatch) -> Result<Vec<Vec<f32>>>
+    where
+        Self: Sync,
+    {
+        self.by_row_groups(batch, &|m, b| super::rows(m.pool(m.encode(b)?, b)))
     }
 
     /// Classifier logits of a batch, on the host.
-    pub fn classify(&self, batch: &EncodedBatch) -> Result<Vec<Vec<f32>>> {
-        let hidden = self.encode(batch)?;
-        super::rows(self.logits(hidden)?)
+    pub fn classify(&self, batch: &EncodedBatch) -> Result<Vec<Vec<f32>>>
+    where
+        Self: Sync,
+    {
+        self.by_row_groups(batch, &|m, b| super::rows(m.logits(m.encode(b)?)?))
+    }
+
+    /// Run `f` on groups of rows in parallel, one group per worker thread, and concatenate the rows. Many of the
+    /// CPU backend's element-wise kernels run on one thread; splitting the batch keeps every core busy (a row's
+    /// result does not depend on the other rows of its batch).
+    fn by_row_groups(
+        &self,
+        batch: &EncodedBatch,
+        f: &(dyn Fn(&Self, &EncodedBatch) -> Result<Vec<Vec<f32>>> + Sync),
+    ) -> Result<Vec<Vec<f32>>>
+    where
+        Self: Sync,
+    {
+        use rayon::prelude::*;
+        const MIN_ROWS: usize = 4;
+        let groups = rayon::current_num_threads().min(batch.batch_size / MIN_ROWS).max(1);
+        if groups == 1 {
+            return f(self, batch);
+        }
+        let per = batch.batch_size.div_ceil(groups);
+        let parts: Vec<EncodedBatch> = (0..batch.batch_size)
+            .step_by(per)
+            .map(|start| batch.rows(start, (start + per).min(batch.batch_size)))
+            .collect();
+        let results: Vec<Result<Vec<Vec<f32>>>> = parts.par_iter().map(|p| f(self, p)).collect();
+        let mut out = Vec::with_capacity(batch.batch_size);
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(out)
     }
 }
 
-fn activation<B: Backend>(x: Tensor<B, 3>, act: Activation) -> Tensor<B, 3> {
+fn activation<B: Backend>(x: Tensor<B, 3>, act: Activation, exact_second_order: bool) -> Tensor<B, 3> {
     match act {
-        // Composed from erf rather than burn's built-in gelu so that second-order autodiff is exact.
-        Activation::Gelu => x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5,
+        // Composed from erf when second-order autodiff must be exact (burn's gelu backward is not).
+        Activation::Gelu if exact_second_order => x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5,
+        Activation::Gelu => burn::tensor::activation::gelu(x),
         Activation::GeluTanh => {
             let c = (2.0 / std::f64::consts::PI).sqrt();
             let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * c;
