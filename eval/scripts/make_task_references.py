@@ -41,6 +41,28 @@ from sklearn.metrics import accuracy_score, average_precision_score, f1_score, p
 ROOT = Path(__file__).resolve().parents[2]
 
 
+M64 = (1 << 64) - 1
+
+
+def sample(items, n, seed):
+    """compressor_calibration::sample: selection sampling driven by SplitMix64 (multiply-shift to 0..m)."""
+    if n >= len(items):
+        return items
+    state, kept, out = seed, 0, []
+    for i, item in enumerate(items):
+        if kept == n:
+            break
+        state = (state + 0x9E3779B97F4A7C15) & M64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+        z ^= z >> 31
+        if (z * (len(items) - i)) >> 64 < n - kept:
+            out.append(item)
+            kept += 1
+    return out
+
+
 def rows(path, limit=None):
     out = []
     with open(path, encoding="utf-8") as f:
@@ -104,8 +126,10 @@ def pair_classification(emb, path, limit):
     return {"examples": len(r), "ap": average_precision_score(y, s), "f1": float(f1.max()), "accuracy": best_acc}
 
 
-def retrieval(emb, path, limit):
+def retrieval(emb, path, limit, n=None):
     r = rows(path, limit)
+    if n is not None:
+        r = sample(r, n, 0)
     q, d = emb([x["title"] for x in r]), emb([x["text"] for x in r])
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
     d = d / np.linalg.norm(d, axis=1, keepdims=True)
@@ -123,8 +147,10 @@ def retrieval(emb, path, limit):
     return {"examples": n, "ndcg_at_10": ndcg / n, "mrr_at_10": mrr / n, "recall_at_1": r1 / n, "recall_at_10": r10 / n}
 
 
-def clustering(emb, path, limit):
+def clustering(emb, path, limit, n=None):
     r = rows(path, limit)
+    if n is not None:
+        r = sample(r, n, 0)
     x = emb([x["text"] for x in r])
     labels = [x["label"] for x in r]
     k = len(set(labels))
@@ -153,6 +179,8 @@ def main():
         "pair-classification:mrpc/dev": pair_classification(emb, d / "mrpc/dev.jsonl", None),
         "retrieval:bbc-news/all": retrieval(emb, d / "bbc-news/all.jsonl", None),
         "clustering:bbc-news/all": clustering(emb, d / "bbc-news/all.jsonl", None),
+        "retrieval:bbc-news/all:sample400": retrieval(emb, d / "bbc-news/all.jsonl", None, 400),
+        "clustering:bbc-news/all:sample400": clustering(emb, d / "bbc-news/all.jsonl", None, 400),
     }
     import sentence_transformers, sklearn, scipy
     out = {

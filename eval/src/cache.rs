@@ -1,9 +1,10 @@
-//! On-disk cache of embeddings, keyed by (model fingerprint, data hash, truncation length), so repeated
-//! evaluations of the same model on the same data do not recompute them.
+//! On-disk cache of embeddings, keyed by (model fingerprint, truncation length, text), so repeated evaluations of
+//! the same model do not recompute them, also across tasks that share texts (retrieval and clustering of one
+//! corpus).
 //!
-//! The model fingerprint is the sha256 of config.json, tokenizer.json, the pooling files and every weight file;
-//! the data hash covers the exact input texts in order. Files: `<dir>/<key>.emb` = `u64 rows, u64 dim` (LE) then
-//! f32 LE values, written to a temporary name and renamed.
+//! The model fingerprint is the sha256 of config.json, tokenizer.json, the pooling files and every weight file.
+//! Layout: `<dir>/embeddings/<sha256(fingerprint, max length)>/<xx>/<sha256(text)>.f32`, little-endian f32 values,
+//! each written to a temporary name and renamed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,74 +73,75 @@ impl EmbeddingCache {
         Self { dir }
     }
 
-    /// The cache key of embedding `inputs` with `encoder`.
-    pub fn key(&self, encoder: &Encoder, inputs: &[TextInput]) -> Result<String> {
+    /// The folder of one model's embeddings at one truncation length.
+    fn model_dir(&self, encoder: &Encoder) -> Result<PathBuf> {
         let mut h = Sha256::new();
         h.update(encoder.fingerprint()?.as_bytes());
         h.update((encoder.tokenizer.max_length() as u64).to_le_bytes());
-        for input in inputs {
-            match input {
-                TextInput::Single(a) => {
-                    h.update([0u8]);
-                    h.update((a.len() as u64).to_le_bytes());
-                    h.update(a.as_bytes());
-                }
-                TextInput::Pair(a, b) => {
-                    h.update([1u8]);
-                    for t in [a, b] {
-                        h.update((t.len() as u64).to_le_bytes());
-                        h.update(t.as_bytes());
-                    }
-                }
+        Ok(self
+            .dir
+            .join("embeddings")
+            .join(format!("{:x}", h.finalize())))
+    }
+
+    fn text_path(dir: &Path, input: &TextInput) -> PathBuf {
+        let mut h = Sha256::new();
+        match input {
+            TextInput::Single(a) => {
+                h.update([0u8]);
+                h.update(a.as_bytes());
+            }
+            TextInput::Pair(a, b) => {
+                h.update([1u8]);
+                h.update((a.len() as u64).to_le_bytes());
+                h.update(a.as_bytes());
+                h.update(b.as_bytes());
             }
         }
-        Ok(format!("{:x}", h.finalize()))
+        let key = format!("{:x}", h.finalize());
+        dir.join(&key[..2]).join(format!("{key}.f32"))
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.dir.join("embeddings").join(format!("{key}.emb"))
+    /// The cached embedding of each input, where present (unreadable entries count as absent).
+    pub fn lookup(&self, encoder: &Encoder, inputs: &[TextInput]) -> Result<Vec<Option<Vec<f32>>>> {
+        let dir = self.model_dir(encoder)?;
+        Ok(inputs
+            .iter()
+            .map(|input| {
+                let bytes = std::fs::read(Self::text_path(&dir, input)).ok()?;
+                if bytes.is_empty() || bytes.len() % 4 != 0 {
+                    return None;
+                }
+                Some(
+                    bytes
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                )
+            })
+            .collect())
     }
 
-    /// Cached embeddings, or None (missing or unreadable entries are recomputed).
-    pub fn load(&self, key: &str) -> Result<Option<Vec<Vec<f32>>>> {
-        let path = self.path(key);
-        let Ok(bytes) = std::fs::read(&path) else {
-            return Ok(None);
-        };
-        if bytes.len() < 16 {
-            return Ok(None);
+    /// Store one embedding per input, each written to a temporary name and renamed.
+    pub fn store(
+        &self,
+        encoder: &Encoder,
+        inputs: &[TextInput],
+        embeddings: &[Vec<f32>],
+    ) -> Result<()> {
+        let dir = self.model_dir(encoder)?;
+        for (input, emb) in inputs.iter().zip(embeddings) {
+            let path = Self::text_path(&dir, input);
+            let Some(parent) = path.parent() else {
+                continue;
+            };
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+            let bytes: Vec<u8> = emb.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
+            f.write_all(&bytes).map_err(|e| io(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
         }
-        let rows = u64::from_le_bytes(bytes[0..8].try_into().unwrap_or_default()) as usize;
-        let dim = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default()) as usize;
-        if bytes.len() != 16 + rows * dim * 4 || dim == 0 {
-            return Ok(None);
-        }
-        let values: Vec<f32> = bytes[16..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        Ok(Some(values.chunks(dim).map(<[f32]>::to_vec).collect()))
-    }
-
-    /// Store embeddings atomically.
-    pub fn store(&self, key: &str, embeddings: &[Vec<f32>]) -> Result<()> {
-        let path = self.path(key);
-        let Some(parent) = path.parent() else {
-            return Ok(());
-        };
-        std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
-        let dim = embeddings.first().map_or(0, Vec::len);
-        let mut bytes = Vec::with_capacity(16 + embeddings.len() * dim * 4);
-        bytes.extend_from_slice(&(embeddings.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&(dim as u64).to_le_bytes());
-        for row in embeddings {
-            for v in row {
-                bytes.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-        f.write_all(&bytes).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+        Ok(())
     }
 }

@@ -125,7 +125,7 @@ impl EvalReport {
                 ));
             }
         }
-        s.push_str("\n## All metrics (x100 unless a count or threshold)\n\n| model | task | examples | metrics | inputs/s | time |\n|---|---|---:|---|---:|---:|\n");
+        s.push_str("\n## All metrics (x100 unless a count or threshold)\n\n| model | task | examples | metrics | inputs/s | time | peak memory |\n|---|---|---:|---|---:|---:|---:|\n");
         for r in &self.results {
             let metrics: Vec<String> = r
                 .result
@@ -140,7 +140,7 @@ impl EvalReport {
                 })
                 .collect();
             s.push_str(&format!(
-                "| {} | {} ({}) | {} | {} | {:.1}{} | {:.1} s |\n",
+                "| {} | {} ({}) | {} | {} | {:.1}{} | {:.1} s | {:.0} MiB |\n",
                 r.model,
                 r.result.name,
                 r.result.task,
@@ -148,7 +148,8 @@ impl EvalReport {
                 metrics.join(", "),
                 r.result.inputs_per_s,
                 if r.result.cached { " (cached)" } else { "" },
-                r.result.elapsed_s
+                r.result.elapsed_s,
+                r.result.peak_rss_mib
             ));
         }
         s.push_str(&format!(

@@ -4,6 +4,7 @@
 //! - the other task types against eval/tests/fixtures/task_references.json (sentence-transformers + scikit-learn,
 //!   made by eval/scripts/make_task_references.py).
 //!
+//! bbc-news retrieval and clustering run on a seeded sample of 400 rows (the script draws the same rows).
 //! Skipped with a notice when ../shared or the MiniLM model (scripts/fetch-minilm.sh) is absent.
 
 use std::path::PathBuf;
@@ -148,26 +149,19 @@ fn retrieval_and_clustering_on_bbc_news_match_the_reference() {
         return;
     };
     let cache = compressor_eval::cache::EmbeddingCache::new(tempfile_dir());
-    let r = run_task(
-        &enc,
-        &TaskSpec::new(TaskKind::Retrieval, vec![bbc.clone()]),
-        Some(&cache),
-        &mut |_| {},
-    )
-    .expect("retrieval");
+    let mut spec = TaskSpec::new(TaskKind::Retrieval, vec![bbc.clone()]);
+    spec.sample = Some(400);
+    let r = run_task(&enc, &spec, Some(&cache), &mut |_| {}).expect("retrieval");
     eprintln!("retrieval: {:?}", r.metrics);
-    let refr = reference("retrieval:bbc-news/all");
+    assert_eq!(r.examples, 400);
+    let refr = reference("retrieval:bbc-news/all:sample400");
     for m in ["ndcg_at_10", "mrr_at_10", "recall_at_1", "recall_at_10"] {
         close(m, r.metrics[m], refr[m].as_f64().expect("f64"), 0.01);
     }
     // The articles' embeddings come from the cache filled by the retrieval task.
-    let r = run_task(
-        &enc,
-        &TaskSpec::new(TaskKind::Clustering, vec![bbc]),
-        Some(&cache),
-        &mut |_| {},
-    )
-    .expect("clustering");
+    let mut spec = TaskSpec::new(TaskKind::Clustering, vec![bbc]);
+    spec.sample = Some(400);
+    let r = run_task(&enc, &spec, Some(&cache), &mut |_| {}).expect("clustering");
     eprintln!("clustering: {:?}", r.metrics);
     assert!(
         r.cached,
@@ -176,7 +170,7 @@ fn retrieval_and_clustering_on_bbc_news_match_the_reference() {
     close(
         "v_measure",
         r.metrics["v_measure"],
-        reference("clustering:bbc-news/all")["v_measure"]
+        reference("clustering:bbc-news/all:sample400")["v_measure"]
             .as_f64()
             .expect("f64"),
         0.01,

@@ -27,10 +27,17 @@ impl EncodedBatch {
         let rows: Vec<(Vec<i64>, Vec<i64>)> = (start..end)
             .map(|r| {
                 let n = lengths[r];
-                (self.input_ids[r * t..r * t + n].to_vec(), self.token_type_ids[r * t..r * t + n].to_vec())
+                (
+                    self.input_ids[r * t..r * t + n].to_vec(),
+                    self.token_type_ids[r * t..r * t + n].to_vec(),
+                )
             })
             .collect();
-        let pad = self.attention_mask.iter().position(|&m| m == 0).map_or(0, |i| self.input_ids[i]);
+        let pad = self
+            .attention_mask
+            .iter()
+            .position(|&m| m == 0)
+            .map_or(0, |i| self.input_ids[i]);
         Self::from_rows(&rows, pad)
     }
 

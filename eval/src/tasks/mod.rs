@@ -128,6 +128,10 @@ pub struct TaskSpec {
     /// Use only the first N rows of each file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Then keep a seeded random subset of N rows (in file order; `calibration::sample` with `seed`), for quick
+    /// evaluations on large or sorted files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<usize>,
     /// Truncation length (default: the model's, from sentence_bert_config.json or config.json).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_length: Option<usize>,
@@ -178,6 +182,7 @@ impl TaskSpec {
             label_field: default_label_field(),
             score_field: default_score_field(),
             limit: None,
+            sample: None,
             max_length: None,
             folds: default_folds(),
             seed: 0,
@@ -237,4 +242,19 @@ pub struct TaskResult {
     pub elapsed_s: f64,
     /// Whether the embeddings came from the cache.
     pub cached: bool,
+    /// Peak resident memory of the process so far, in MiB (Linux `VmHWM`; 0 where unknown).
+    pub peak_rss_mib: f64,
+}
+
+/// Peak resident set size of this process in MiB, from `/proc/self/status` (0 where unavailable).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }

@@ -64,6 +64,7 @@ pub fn run_task(
         },
         elapsed_s: start.elapsed().as_secs_f64(),
         cached: ctx.cached,
+        peak_rss_mib: super::peak_rss_mib(),
     })
 }
 
@@ -87,18 +88,19 @@ impl Ctx<'_, '_> {
             .collect();
         let embeddings = match self.cache {
             Some(cache) => {
-                let key = cache.key(self.encoder, &inputs)?;
-                match cache.load(&key)? {
-                    Some(e) if e.len() == inputs.len() => {
-                        self.cached = true;
-                        e
-                    }
-                    _ => {
-                        let e = self.encoder.embed(&inputs, self.on_batch)?;
-                        cache.store(&key, &e)?;
-                        e
+                let mut found = cache.lookup(self.encoder, &inputs)?;
+                let missing: Vec<usize> =
+                    (0..inputs.len()).filter(|&i| found[i].is_none()).collect();
+                self.cached = missing.is_empty();
+                if !missing.is_empty() {
+                    let todo: Vec<TextInput> = missing.iter().map(|&i| inputs[i].clone()).collect();
+                    let fresh = self.encoder.embed(&todo, self.on_batch)?;
+                    cache.store(self.encoder, &todo, &fresh)?;
+                    for (i, e) in missing.into_iter().zip(fresh) {
+                        found[i] = Some(e);
                     }
                 }
+                found.into_iter().map(Option::unwrap_or_default).collect()
             }
             None => self.encoder.embed(&inputs, self.on_batch)?,
         };
@@ -128,7 +130,10 @@ fn rows(spec: &TaskSpec, fields: &[&str]) -> Result<Vec<Row>> {
     for path in &spec.data {
         out.extend(load_rows(path, fields, spec.limit)?);
     }
-    Ok(out)
+    Ok(match spec.sample {
+        Some(n) => compressor_calibration::sample(out, n, spec.seed),
+        None => out,
+    })
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -245,6 +250,11 @@ fn labelled_texts(
     let mut rows = Vec::new();
     for p in paths {
         rows.extend(load_rows(p, &fields, spec.limit)?);
+    }
+    if paths == spec.data.as_slice() {
+        if let Some(n) = spec.sample {
+            rows = compressor_calibration::sample(rows, n, spec.seed);
+        }
     }
     let texts: Vec<String> = rows
         .iter()

@@ -124,6 +124,9 @@ struct Layer<B: Backend> {
     out_norm: LayerNorm<B>,
 }
 
+/// A computation from a model and a batch to one host row per input.
+type RowsFn<B> = dyn Fn(&Bert<B>, &EncodedBatch) -> Result<Vec<Vec<f32>>> + Sync;
+
 /// A BERT encoder with its optional pooler and classification head.
 #[derive(Debug, Clone)]
 pub struct Bert<B: Backend> {
@@ -343,7 +346,11 @@ impl<B: Backend> Bert<B> {
             let probs = softmax(scores, 3);
             let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
             let a = layer.attn_norm.forward(layer.attn_out.forward(ctx) + x);
-            let up = activation(layer.up.forward(a.clone()), c.hidden_act, self.exact_second_order);
+            let up = activation(
+                layer.up.forward(a.clone()),
+                c.hidden_act,
+                self.exact_second_order,
+            );
             x = layer.out_norm.forward(layer.down.forward(up) + a);
         }
         Ok(x)
@@ -415,17 +422,15 @@ impl<B: Backend> Bert<B> {
     /// Run `f` on groups of rows in parallel, one group per worker thread, and concatenate the rows. Many of the
     /// CPU backend's element-wise kernels run on one thread; splitting the batch keeps every core busy (a row's
     /// result does not depend on the other rows of its batch).
-    fn by_row_groups(
-        &self,
-        batch: &EncodedBatch,
-        f: &(dyn Fn(&Self, &EncodedBatch) -> Result<Vec<Vec<f32>>> + Sync),
-    ) -> Result<Vec<Vec<f32>>>
+    fn by_row_groups(&self, batch: &EncodedBatch, f: &RowsFn<B>) -> Result<Vec<Vec<f32>>>
     where
         Self: Sync,
     {
         use rayon::prelude::*;
         const MIN_ROWS: usize = 4;
-        let groups = rayon::current_num_threads().min(batch.batch_size / MIN_ROWS).max(1);
+        let groups = rayon::current_num_threads()
+            .min(batch.batch_size / MIN_ROWS)
+            .max(1);
         if groups == 1 {
             return f(self, batch);
         }
@@ -443,10 +448,16 @@ impl<B: Backend> Bert<B> {
     }
 }
 
-fn activation<B: Backend>(x: Tensor<B, 3>, act: Activation, exact_second_order: bool) -> Tensor<B, 3> {
+fn activation<B: Backend>(
+    x: Tensor<B, 3>,
+    act: Activation,
+    exact_second_order: bool,
+) -> Tensor<B, 3> {
     match act {
         // Composed from erf when second-order autodiff must be exact (burn's gelu backward is not).
-        Activation::Gelu if exact_second_order => x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5,
+        Activation::Gelu if exact_second_order => {
+            x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5
+        }
         Activation::Gelu => burn::tensor::activation::gelu(x),
         Activation::GeluTanh => {
             let c = (2.0 / std::f64::consts::PI).sqrt();
