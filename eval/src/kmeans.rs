@@ -126,39 +126,7 @@ struct Points {
 
 impl Points {
     fn new(metric: &'static str, x: &[Vec<f32>]) -> Result<Self> {
-        if x.is_empty() {
-            return Err(Error::Empty { metric, input: "x" });
-        }
-        let d = x[0].len();
-        if d == 0 {
-            return Err(Error::Empty {
-                metric,
-                input: "x[0]",
-            });
-        }
-        let mut data = Vec::with_capacity(x.len() * d);
-        for (row, v) in x.iter().enumerate() {
-            if v.len() != d {
-                return Err(Error::RaggedRows {
-                    metric,
-                    input: "x",
-                    row,
-                    expected: d,
-                    found: v.len(),
-                });
-            }
-            for (j, &value) in v.iter().enumerate() {
-                if !value.is_finite() {
-                    return Err(Error::NotFinite {
-                        metric,
-                        input: "x",
-                        index: row * d + j,
-                        value: f64::from(value),
-                    });
-                }
-                data.push(f64::from(value));
-            }
-        }
+        let (data, d) = crate::logreg::flatten(metric, x, None)?;
         Ok(Points {
             data,
             n: x.len(),

@@ -282,8 +282,8 @@ pub fn undersample(labels: &[usize], samples_per_label: usize, rng: &mut Rng) ->
 // ---------------------------------------------------------------------------------------------------------------
 // The objective
 
-/// Copies rows into one row-major `f64` buffer, checking their lengths and values.
-fn flatten(
+/// Copies rows into one row-major `f64` buffer, checking their lengths and values (also used by k-means).
+pub(crate) fn flatten(
     metric: &'static str,
     x: &[Vec<f32>],
     expected: Option<usize>,
