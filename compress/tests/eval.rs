@@ -147,3 +147,25 @@ fn eval_command_compares_folders_and_writes_a_plot() {
         "has no classification head (it is a BertModel), so task `glue` cannot run on it"
     ));
 }
+
+#[test]
+fn a_failed_gate_exits_with_1_and_keeps_the_artifact() {
+    // A negative max-regression demands an improvement, which a cast cannot give: the gate fails.
+    let ws = workspace("\n[[eval]]\ntask = \"sts\"\ndata = \"sts.jsonl\"\nmax-regression = -1.0\n");
+    let out = ws.run(&["run", "pipeline.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("(GATE FAILED: max drop -100.00)"), "{err}");
+    assert!(
+        err.ends_with(
+            "error: an evaluation gate failed (a task dropped more than its `max-regression`)\n"
+        ),
+        "{err}"
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(ws.join("out/manifest.json")).expect("manifest"))
+            .expect("json");
+    assert_eq!(manifest["evaluation"]["gate_passed"], false);
+    let report = std::fs::read_to_string(ws.join("out/report.md")).expect("report.md");
+    assert!(report.contains("**FAIL**"), "{report}");
+}
