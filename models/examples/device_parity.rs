@@ -1,0 +1,96 @@
+//! Runs the committed tiny BERT fixtures on the CUDA backend and compares with transformers' reference outputs
+//! (models/tests/fixtures/tiny_reference.json), then times a 32 x 128 forward of the tiny classifier.
+//!
+//! Build here, run on a machine with an NVIDIA GPU (the CUDA libraries are loaded at run time):
+//! `cargo build --release -p compressor-models --features cuda --example device_parity`
+//! `./target/release/examples/device_parity models/tests/fixtures`
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use compressor_models::runtime::{flat, Bert, Cuda};
+use compressor_models::{Checkpoint, EncodedBatch};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let fixtures = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"));
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        fixtures.join("tiny_reference.json"),
+    )?)?;
+    let device = Default::default();
+    let ints = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_i64()).collect())
+            .unwrap_or_default()
+    };
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_f64())
+                    .map(|x| x as f32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let inputs = reference["inputs"].as_array().ok_or("no inputs")?;
+    let rows: Vec<(Vec<i64>, Vec<i64>)> = inputs
+        .iter()
+        .map(|x| (ints(&x["input_ids"]), ints(&x["token_type_ids"])))
+        .collect();
+
+    let ckpt = Checkpoint::open(&fixtures.join("tiny-bert"))?;
+    let model = Bert::<Cuda>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &device)?;
+    let mut worst_hidden = 0f32;
+    let mut worst_pooled = 0f32;
+    for (x, (ids, types)) in inputs.iter().zip(&rows) {
+        let batch = EncodedBatch::from_rows(&[(ids.clone(), types.clone())], 0);
+        let hidden = model.encode(&batch)?;
+        let h = flat(hidden.clone())?;
+        let p = flat(model.pool(hidden, &batch))?;
+        worst_hidden = worst_hidden.max(max_diff(&h, &floats(&x["last_hidden_state"])));
+        worst_pooled = worst_pooled.max(max_diff(&p, &floats(&x["mean_pooled"])));
+    }
+    let cls = Checkpoint::open(&fixtures.join("tiny-bert-cls"))?;
+    let classifier = Bert::<Cuda>::load(&cls.store, &cls.config, cls.pooling, &device)?;
+    let logits = classifier.classify(&EncodedBatch::from_rows(&rows, 0))?;
+    let worst_logits = inputs
+        .iter()
+        .zip(&logits)
+        .map(|(x, l)| max_diff(l, &floats(&x["logits"])))
+        .fold(0f32, f32::max);
+    println!("cuda vs transformers: max abs diff hidden {worst_hidden:e}, mean-pooled {worst_pooled:e}, logits (padded batch) {worst_logits:e}");
+
+    let long: Vec<(Vec<i64>, Vec<i64>)> = (0..32)
+        .map(|i| ((0..64).map(|j| 5 + (i * 7 + j) % 90).collect(), vec![0; 64]))
+        .collect();
+    let batch = EncodedBatch::from_rows(&long, 0);
+    classifier.classify(&batch)?;
+    let t = Instant::now();
+    for _ in 0..20 {
+        classifier.classify(&batch)?;
+    }
+    println!(
+        "tiny classifier, batch 32 x 64 on cuda: {:.2} ms/batch",
+        t.elapsed().as_secs_f64() * 1e3 / 20.0
+    );
+    let ok = worst_hidden <= 1e-4 && worst_pooled <= 1e-4 && worst_logits <= 1e-4;
+    println!("{}", if ok { "PASS" } else { "FAIL" });
+    if ok {
+        Ok(())
+    } else {
+        Err("cuda outputs differ from the reference".into())
+    }
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
