@@ -34,6 +34,21 @@ impl Bars {
     }
 }
 
+impl Bars {
+    /// Update the current bar, making it visible once its step has run for [`SHOW_AFTER`].
+    fn advance(&self, update: impl FnOnce(&ProgressBar)) {
+        let Ok(mut guard) = self.current.lock() else {
+            return;
+        };
+        let Some(c) = guard.as_mut() else { return };
+        if !c.shown && c.started.elapsed() >= SHOW_AFTER {
+            c.bar.set_draw_target(ProgressDrawTarget::stderr());
+            c.shown = true;
+        }
+        update(&c.bar);
+    }
+}
+
 impl Progress for Bars {
     fn on_pass_start(&self, label: &str, units: usize) {
         if !self.enabled {
@@ -56,16 +71,10 @@ impl Progress for Bars {
     }
 
     fn on_unit(&self, name: &str) {
-        let Ok(mut guard) = self.current.lock() else {
-            return;
-        };
-        let Some(c) = guard.as_mut() else { return };
-        if !c.shown && c.started.elapsed() >= SHOW_AFTER {
-            c.bar.set_draw_target(ProgressDrawTarget::stderr());
-            c.shown = true;
-        }
-        c.bar.set_message(name.to_string());
-        c.bar.inc(1);
+        self.advance(|bar| {
+            bar.set_message(name.to_string());
+            bar.inc(1);
+        });
     }
 
     fn on_pass_end(&self) {
@@ -101,14 +110,6 @@ impl compressor_eval::suite::SuiteProgress for Bars {
     }
 
     fn inputs(&self, n: usize) {
-        let Ok(mut guard) = self.current.lock() else {
-            return;
-        };
-        let Some(c) = guard.as_mut() else { return };
-        if !c.shown && c.started.elapsed() >= SHOW_AFTER {
-            c.bar.set_draw_target(ProgressDrawTarget::stderr());
-            c.shown = true;
-        }
-        c.bar.inc(n as u64);
+        self.advance(|bar| bar.inc(n as u64));
     }
 }
