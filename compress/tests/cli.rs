@@ -545,7 +545,7 @@ fn minilm_inspect_and_quickstart() {
     let worst = original
         .iter()
         .zip(&compressed)
-        .map(|(a, b)| common::cosine(a, b))
+        .map(|(a, b)| compressor_eval::metrics::cosine(a, b).expect("cosine"))
         .fold(1.0f64, f64::min);
     eprintln!(
         "f16 artifact: min cosine to the original {worst:.7} over {} sentences",

@@ -136,31 +136,30 @@ fn rows(spec: &TaskSpec, fields: &[&str]) -> Result<Vec<Row>> {
     })
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot / (na * nb)
-    }
-}
+/// One embedding per text.
+type Embeddings = Vec<Vec<f32>>;
 
-/// Texts of two fields and the cosine of their embeddings, per row.
-fn pair_cosines(ctx: &mut Ctx, rows: &[Row], f: &[&str]) -> Result<Vec<f64>> {
-    let a: Vec<String> = rows
+/// Embeddings of two text fields of every row: (first field's, second field's), row order.
+fn embed_two_fields(ctx: &mut Ctx, rows: &[Row], f: &[&str]) -> Result<(Embeddings, Embeddings)> {
+    let mut all: Vec<String> = rows
         .iter()
         .map(|r| r.text(0, f[0]))
         .collect::<Result<_>>()?;
-    let b: Vec<String> = rows
-        .iter()
-        .map(|r| r.text(1, f[1]))
-        .collect::<Result<_>>()?;
-    let all: Vec<String> = a.iter().chain(&b).cloned().collect();
-    let emb = ctx.embed_texts(&all)?;
-    let n = a.len();
-    Ok((0..n).map(|i| cosine(&emb[i], &emb[n + i])).collect())
+    for r in rows {
+        all.push(r.text(1, f[1])?);
+    }
+    let mut first = ctx.embed_texts(&all)?;
+    let second = first.split_off(rows.len());
+    Ok((first, second))
+}
+
+/// The cosine of the embeddings of two text fields, per row.
+fn pair_cosines(ctx: &mut Ctx, rows: &[Row], f: &[&str]) -> Result<Vec<f64>> {
+    let (a, b) = embed_two_fields(ctx, rows, f)?;
+    metric(
+        "cosine",
+        metrics::paired_scores(&a, &b, metrics::Similarity::Cosine),
+    )
 }
 
 fn sts(ctx: &mut Ctx, spec: &TaskSpec) -> Result<Outcome> {
@@ -346,17 +345,8 @@ fn clustering(ctx: &mut Ctx, spec: &TaskSpec) -> Result<Outcome> {
 fn retrieval(ctx: &mut Ctx, spec: &TaskSpec) -> Result<Outcome> {
     let f = text_fields(spec, 2)?;
     let rows = rows(spec, &f)?;
-    let queries: Vec<String> = rows
-        .iter()
-        .map(|r| r.text(0, f[0]))
-        .collect::<Result<_>>()?;
-    let docs: Vec<String> = rows
-        .iter()
-        .map(|r| r.text(1, f[1]))
-        .collect::<Result<_>>()?;
-    let all: Vec<String> = queries.iter().chain(&docs).cloned().collect();
-    let emb = ctx.embed_texts(&all)?;
-    let n = queries.len();
+    let (queries, docs) = embed_two_fields(ctx, &rows, &f)?;
+    let n = rows.len();
     let norm = |v: &Vec<f32>| {
         let l = v
             .iter()
@@ -366,8 +356,8 @@ fn retrieval(ctx: &mut Ctx, spec: &TaskSpec) -> Result<Outcome> {
             .max(1e-12);
         v.iter().map(|x| *x as f64 / l).collect::<Vec<f64>>()
     };
-    let q: Vec<Vec<f64>> = emb[..n].iter().map(norm).collect();
-    let d: Vec<Vec<f64>> = emb[n..].iter().map(norm).collect();
+    let q: Vec<Vec<f64>> = queries.iter().map(norm).collect();
+    let d: Vec<Vec<f64>> = docs.iter().map(norm).collect();
     let k = 10.min(n);
     let mut rankings = Vec::with_capacity(n);
     for qi in &q {
