@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use compressor_models::{st, DType, HostTensor, ModelConfig, TensorStore};
-use compressor_passes::{PassReport, Phase, Progress};
+use compressor_passes::{PassReport, Phase, Progress, SideFiles};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -133,6 +133,8 @@ pub struct Request<'a> {
     pub model_dir: &'a Path,
     pub config: &'a ModelConfig,
     pub store: &'a TensorStore,
+    /// The side files as the passes left them (rewritten ones replace the originals).
+    pub files: &'a SideFiles,
     pub input: InputRecord,
     pub pipeline: Value,
     pub passes: Vec<PassRecord>,
@@ -371,7 +373,10 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
         committed: false,
     };
 
-    let side = side_files(req.model_dir)?;
+    let mut side = side_files(req.model_dir)?;
+    side.extend(req.files.changed().keys().cloned());
+    side.sort();
+    side.dedup();
     progress.on_pass_start("write", 3 + side.len());
 
     // model.safetensors: every tensor under its on-disk name (model prefix restored).
@@ -417,9 +422,10 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
 
     for rel in &side {
         progress.on_unit(rel);
-        let src = req.model_dir.join(rel);
-        let bytes =
-            std::fs::read(&src).with_context(|| format!("cannot read `{}`", src.display()))?;
+        let bytes = req
+            .files
+            .read(rel)?
+            .with_context(|| format!("side file `{rel}` disappeared from the model folder"))?;
         let dst = staging_dir.join(rel);
         if let Some(dir) = dst.parent() {
             std::fs::create_dir_all(dir)

@@ -25,7 +25,7 @@ pub struct ModelSection {
     pub path: String,
 }
 
-/// `[calibration]`: the data shared by every pass that needs it. Accepted and recorded; no pass uses it yet.
+/// `[calibration]`: the data shared by every pass that needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CalibrationSection {
@@ -124,6 +124,19 @@ impl Pipeline {
     /// The calibration data file, resolved against the pipeline's folder.
     pub fn calibration_data(&self) -> Option<PathBuf> {
         self.calibration.as_ref().map(|c| self.base.join(&c.data))
+    }
+
+    /// The `[calibration]` section as passes see it, with its data path resolved.
+    pub fn calibration_spec(&self) -> Option<compressor_passes::CalibrationSpec> {
+        self.calibration
+            .as_ref()
+            .map(|c| compressor_passes::CalibrationSpec {
+                data: self.base.join(&c.data),
+                field: c.field.clone(),
+                samples: c.samples,
+                max_length: c.max_length,
+                seed: c.seed,
+            })
     }
 
     pub fn seed(&self) -> u64 {

@@ -96,12 +96,15 @@ pub fn plan(pipeline: Pipeline, opts: &PlanOptions) -> anyhow::Result<Plan> {
     let before = ModelInfo::from_store(&checkpoint.config, &checkpoint.store);
     let mut info = before.clone();
     let mut passes = Vec::new();
+    let calibration = pipeline.calibration_spec();
     for (index, spec) in pipeline.passes.iter().enumerate() {
         let pass = spec.build();
         let _span = tracing::info_span!("plan", index, kind = spec.kind()).entered();
         match pass.plan(&PlanContext {
             config: &checkpoint.config,
             info: &info,
+            model_dir: &model_dir,
+            calibration: calibration.as_ref(),
         }) {
             Ok(plan) => {
                 info.apply(&plan);

@@ -9,7 +9,7 @@ use compressor_eval::suite::{self, SuiteProgress};
 
 use anyhow::Context as _;
 use compressor_models::{Checkpoint, TensorStore};
-use compressor_passes::{PassContext, PassReport, Progress};
+use compressor_passes::{PassContext, PassReport, Progress, SideFiles};
 
 use crate::artifact::{self, Evaluation, InputRecord, Manifest, PassRecord};
 use crate::plan::Plan;
@@ -52,8 +52,12 @@ pub fn run(
     } = plan;
     let parameters = checkpoint.parameter_count();
     let Checkpoint {
-        config, mut store, ..
+        mut config,
+        mut store,
+        ..
     } = checkpoint;
+    let mut side_files = SideFiles::new(&model_dir);
+    let calibration = pipeline.calibration_spec();
 
     let files = artifact::input_files(&model_dir, &store)?;
     let input_files = artifact::hash_files(&model_dir, &files, "hash", progress)?;
@@ -77,8 +81,10 @@ pub fn run(
         let report = p
             .pass
             .run(&mut PassContext {
-                config: &config,
+                config: &mut config,
                 store: &mut store,
+                files: &mut side_files,
+                calibration: calibration.as_ref(),
                 plan: &p.plan,
                 progress,
                 seed: pipeline.seed(),
@@ -131,6 +137,7 @@ pub fn run(
             model_dir: &model_dir,
             config: &config,
             store: &store,
+            files: &side_files,
             input,
             pipeline: pipeline_json,
             passes: records,

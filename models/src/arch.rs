@@ -199,6 +199,27 @@ impl ModelConfig {
         })
     }
 
+    /// Set the top-level key `key` to `value` (`None` removes it) and parse the result again, so the typed view
+    /// follows (e.g. `vocab_size` after vocabulary trimming). On error the config is left unchanged.
+    pub fn set(&mut self, key: &str, value: Option<Value>) -> Result<()> {
+        let mut raw = self.raw.clone();
+        match value {
+            Some(v) => {
+                raw.insert(key.to_string(), v);
+            }
+            None => {
+                raw.remove(key);
+            }
+        }
+        let text =
+            serde_json::to_string(&Value::Object(raw)).map_err(|source| Error::ConfigJson {
+                path: self.path.clone(),
+                source,
+            })?;
+        *self = Self::parse(&self.path, &text)?;
+        Ok(())
+    }
+
     pub fn bert(&self) -> &BertConfig {
         match &self.arch {
             ArchConfig::Bert(b) => b,

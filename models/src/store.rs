@@ -189,6 +189,32 @@ impl TensorStore {
         self.entries.insert(name.to_string(), Entry::Owned(tensor));
     }
 
+    /// Keep only rows `rows` (in the order given) of tensor `name` along its first dimension, in its stored
+    /// encoding (e.g. vocabulary trimming of an embedding). An index past the end is an error naming the tensor.
+    pub fn select_rows(&mut self, name: &str, rows: &[usize]) -> Result<()> {
+        let t = self.get(name)?;
+        let Some(&n) = t.shape.first() else {
+            return Err(Error::Runtime(format!(
+                "tensor `{name}` is a scalar and has no rows to select"
+            )));
+        };
+        if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
+            return Err(Error::Runtime(format!(
+                "row {bad} of tensor `{name}` does not exist (it has {n} rows)"
+            )));
+        }
+        let row_bytes = t.nbytes() / n.max(1);
+        let src = t.bytes();
+        let mut out = Vec::with_capacity(rows.len() * row_bytes);
+        for &r in rows {
+            out.extend_from_slice(&src[r * row_bytes..(r + 1) * row_bytes]);
+        }
+        let mut shape = t.shape.clone();
+        shape[0] = rows.len();
+        self.set(name, HostTensor::from_bytes(t.dtype, shape, out)?);
+        Ok(())
+    }
+
     pub fn remove(&mut self, name: &str) -> Option<HostTensor> {
         let t = self.get(name).ok();
         self.entries.remove(name);

@@ -8,6 +8,18 @@ pub enum Error {
     /// A models-crate error (reading a tensor, validating the store, ...).
     #[error(transparent)]
     Model(#[from] compressor_models::Error),
+    /// A calibration-crate error (reading data, tokenizing).
+    #[error(transparent)]
+    Data(#[from] compressor_calibration::Error),
+    /// A side file (tokenizer, sentence-transformers config) that cannot be read or parsed.
+    #[error("`{}` {problem}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        problem: String,
+    },
+    /// A pass that needs the pipeline's `[calibration]` data, run without it.
+    #[error("`{key}` needs calibration data, and the pipeline has no `[calibration]` section\nhint: add `[calibration]` with `data = \"texts.jsonl\"` (one JSON record per line with a `text` field)")]
+    NoCalibration { key: String },
     /// A pass setting that is well-formed but cannot apply to this model (found at plan time).
     #[error("`{key}`: {problem}")]
     Config { key: String, problem: String },

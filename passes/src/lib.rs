@@ -12,14 +12,18 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+pub mod calibration;
 pub mod cast;
 pub mod error;
+pub mod files;
 pub mod pass;
 pub mod progress;
 pub mod registry;
 pub mod suggest;
 
+pub use calibration::CalibrationSpec;
 pub use error::{Error, Result};
+pub use files::SideFiles;
 pub use pass::{
     ModelInfo, Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, PlannedChange,
     TensorMeta,

@@ -1,11 +1,14 @@
 //! The `Pass` contract: a kind, a phase, a metadata-only plan and a run that returns a report.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use compressor_models::{DType, Kind, ModelConfig, Role, TensorSpec, TensorStore};
 use serde::{Serialize, Serializer};
 
+use crate::calibration::CalibrationSpec;
 use crate::error::Result;
+use crate::files::SideFiles;
 use crate::progress::Progress;
 
 /// Where a pass sits in a pipeline. Phases may not go backwards (structure, then factorize, then quantize): the
@@ -143,6 +146,10 @@ impl ModelInfo {
 pub struct PlanContext<'a> {
     pub config: &'a ModelConfig,
     pub info: &'a ModelInfo,
+    /// The checkpoint folder (side files such as tokenizer.json may be read at plan time).
+    pub model_dir: &'a Path,
+    /// The pipeline's `[calibration]` data, if it has any.
+    pub calibration: Option<&'a CalibrationSpec>,
 }
 
 /// One tensor a pass will change, as the plan predicts it.
@@ -179,8 +186,14 @@ impl PassPlan {
 
 /// What a pass sees when it runs.
 pub struct PassContext<'a> {
-    pub config: &'a ModelConfig,
+    /// The model's config as earlier passes left it; a pass that changes the architecture (vocabulary size, FFN
+    /// width) updates it with [`ModelConfig::set`].
+    pub config: &'a mut ModelConfig,
     pub store: &'a mut TensorStore,
+    /// Tokenizer and sentence-transformers files, as earlier passes left them.
+    pub files: &'a mut SideFiles,
+    /// The pipeline's `[calibration]` data, if it has any.
+    pub calibration: Option<&'a CalibrationSpec>,
     /// The plan this pass made for this model.
     pub plan: &'a PassPlan,
     pub progress: &'a dyn Progress,

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use compressor_models::testing::TinyBert;
 use compressor_models::{Checkpoint, DType};
-use compressor_passes::{ModelInfo, NoProgress, PassContext, PassSpec, PlanContext};
+use compressor_passes::{ModelInfo, NoProgress, PassContext, PassSpec, PlanContext, SideFiles};
 
 fn tiny(dir: &Path) -> Checkpoint {
     let model = TinyBert {
@@ -35,6 +35,8 @@ fn cast_plans_from_metadata_and_runs_to_a_valid_store() {
         .plan(&PlanContext {
             config: &ckpt.config,
             info: &info,
+            model_dir: tmp.path(),
+            calibration: None,
         })
         .expect("plans");
     // Every float parameter; the position_ids buffer is not selected by the default.
@@ -47,8 +49,10 @@ fn cast_plans_from_metadata_and_runs_to_a_valid_store() {
 
     let report = pass
         .run(&mut PassContext {
-            config: &ckpt.config,
+            config: &mut ckpt.config,
             store: &mut ckpt.store,
+            files: &mut SideFiles::new(tmp.path()),
+            calibration: None,
             plan: &plan,
             progress: &NoProgress,
             seed: 0,
@@ -75,8 +79,10 @@ fn cast_plans_from_metadata_and_runs_to_a_valid_store() {
     let mut again = Checkpoint::open(tmp.path()).expect("reopens");
     let report2 = pass
         .run(&mut PassContext {
-            config: &again.config,
+            config: &mut again.config,
             store: &mut again.store,
+            files: &mut SideFiles::new(tmp.path()),
+            calibration: None,
             plan: &plan,
             progress: &NoProgress,
             seed: 0,
@@ -93,6 +99,8 @@ fn cast_plan_errors_and_notes() {
     let ctx = PlanContext {
         config: &ckpt.config,
         info: &info,
+        model_dir: tmp.path(),
+        calibration: None,
     };
     let err = spec(serde_json::json!({ "dtype": "f16", "select": { "layers": [5] } }))
         .build()
