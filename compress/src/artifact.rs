@@ -29,6 +29,7 @@ pub const SIDE_FILES: &[&str] = &[
     "modules.json",
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
+    compressor_models::quant::act::FILE,
 ];
 
 /// sentence-transformers module folders copied when present (besides those `modules.json` names).
@@ -268,6 +269,7 @@ pub fn hash_files(
 pub fn uniform_float_dtype(store: &TensorStore) -> Option<DType> {
     let mut dtypes = store
         .names()
+        .filter(|n| store.encoding(n).is_none())
         .filter_map(|n| store.info(n))
         .map(|(d, _)| d)
         .filter(|d| d.is_float());
@@ -287,8 +289,21 @@ fn torch_dtype_name(d: DType) -> Option<&'static str> {
 
 /// The output config.json: the input's keys in their order, with `torch_dtype` (and `dtype`, where the input has
 /// it) set when every float tensor has one dtype. 2-space indent, trailing newline.
+///
+/// When the store holds quantized tensors, `quantization_config` describes them (compressed-tensors, FORMATS.md);
+/// otherwise any `quantization_config` of the input is dropped (the weights written are dense).
 pub fn output_config(config: &ModelConfig, store: &TensorStore) -> anyhow::Result<Vec<u8>> {
     let mut raw = config.raw.clone();
+    let modules = store.quantized_modules();
+    if modules.is_empty() {
+        raw.remove("quantization_config");
+    } else {
+        let embedding_model = matches!(config.bert().head, compressor_models::Head::None);
+        raw.insert(
+            "quantization_config".into(),
+            compressor_models::quant::ct::quantization_config(&modules, embedding_model),
+        );
+    }
     if let Some(name) = uniform_float_dtype(store).and_then(torch_dtype_name) {
         let mut set = false;
         for key in ["torch_dtype", "dtype"] {
@@ -381,12 +396,7 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
 
     // model.safetensors: every tensor under its on-disk name (model prefix restored).
     progress.on_unit("model.safetensors");
-    let mut tensors: Vec<(String, HostTensor)> = Vec::with_capacity(req.store.len());
-    for name in req.store.names() {
-        let t = req.store.get(name)?;
-        tensors.push((req.store.disk_name(req.config, name), t));
-    }
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let tensors: Vec<(String, HostTensor)> = req.store.disk_tensors(req.config)?;
     let mut metadata: BTreeMap<String, String> = req.store.metadata.clone();
     metadata
         .entry("format".into())

@@ -50,6 +50,7 @@ pub fn model_fingerprint(dir: &Path) -> Result<String> {
         "modules.json",
         "1_Pooling/config.json",
         "sentence_bert_config.json",
+        compressor_models::quant::act::FILE,
     ]
     .iter()
     .map(|f| dir.join(f))

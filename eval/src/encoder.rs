@@ -49,12 +49,15 @@ impl Encoder {
         let checkpoint = Checkpoint::open(dir)?;
         checkpoint.store.check_finite()?;
         let tokenizer = TextTokenizer::from_model_dir(dir, max_length)?;
-        let model = Bert::<Cpu>::load(
+        let mut model = Bert::<Cpu>::load(
             &checkpoint.store,
             &checkpoint.config,
             checkpoint.pooling,
             &Default::default(),
         )?;
+        if let Some(table) = &checkpoint.activations {
+            model.set_activation_quant(table.clone())?;
+        }
         Ok(Self {
             checkpoint,
             tokenizer,

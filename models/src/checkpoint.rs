@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::arch::{ModelConfig, Pooling};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::quant::act::{self, ActivationQuant};
 use crate::store::TensorStore;
 
 /// A loaded checkpoint: metadata parsed and checked, tensors memory-mapped (not read).
@@ -13,6 +14,8 @@ pub struct Checkpoint {
     pub config: ModelConfig,
     pub store: TensorStore,
     pub pooling: Pooling,
+    /// Static activation quantization scales (`activation_quantization.json`), when the folder has them.
+    pub activations: Option<ActivationQuant>,
 }
 
 impl Checkpoint {
@@ -23,11 +26,25 @@ impl Checkpoint {
         let store = TensorStore::open(dir, &config)?;
         store.check(&config)?;
         let pooling = Pooling::load(dir)?;
+        let act_path = dir.join(act::FILE);
+        let activations = if act_path.is_file() {
+            let bytes = std::fs::read(&act_path).map_err(|e| Error::io(&act_path, e))?;
+            Some(
+                ActivationQuant::from_json(&bytes).map_err(|problem| Error::ConfigKey {
+                    path: act_path.clone(),
+                    key: "(file)".into(),
+                    problem,
+                })?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
             store,
             pooling,
+            activations,
         })
     }
 

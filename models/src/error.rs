@@ -71,6 +71,13 @@ pub enum Error {
     Invalid(ValidationReport),
     #[error("{0}")]
     Runtime(String),
+    /// Quantized tensors that do not agree with the `quantization_config` of config.json (or with each other).
+    #[error("`{}`: quantized tensor `{name}`: {problem}\nhint: the folder was not written by a compressed-tensors writer, or its config.json and weights come from different runs; `compressor inspect` shows what was found", path.display())]
+    Quantized {
+        path: PathBuf,
+        name: String,
+        problem: String,
+    },
 }
 
 impl Error {

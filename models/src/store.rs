@@ -3,12 +3,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::arch::ModelConfig;
 use crate::error::{Error, Result};
-use crate::names::TensorSpec;
+use crate::names::{Role, TensorSpec};
+use crate::quant::ct::{CtConfig, ModuleClass};
+use crate::quant::{Encoding, QuantTensor};
 use crate::st::SafetensorsFile;
 use crate::tensor::{DType, HostTensor};
 
@@ -57,9 +60,22 @@ impl std::fmt::Display for ValidationReport {
 
 #[derive(Debug, Clone)]
 enum Entry {
-    File { file: usize, key: String },
+    File {
+        file: usize,
+        key: String,
+    },
     Owned(HostTensor),
+    /// Integer codes with scales (a quantized `M.weight`), decoded to f32 on `get`.
+    Quant(Arc<QuantTensor>),
 }
+
+/// The parts of one compressed-tensors weight on disk: canonical names of the tensors that encode `M.weight`.
+const CT_PARTS: &[&str] = &[
+    "weight_packed",
+    "weight_scale",
+    "weight_shape",
+    "weight_zero_point",
+];
 
 /// The tensors of one model, by canonical name.
 #[derive(Debug)]
@@ -116,12 +132,169 @@ impl TensorStore {
             .first()
             .map(|f| f.metadata.clone())
             .unwrap_or_default();
-        Ok(Self {
+        let mut store = Self {
             files,
             entries,
             prefix,
             metadata,
-        })
+        };
+        store.decode_compressed(config)?;
+        Ok(store)
+    }
+
+    /// Replace the compressed-tensors parts (`M.weight_packed`, `M.weight_scale`, `M.weight_shape`,
+    /// `M.weight_zero_point`, or an int8 `M.weight` with its scale) by one quantized `M.weight`, checking every size
+    /// against config.json's `quantization_config`.
+    fn decode_compressed(&mut self, config: &ModelConfig) -> Result<()> {
+        let path = config.path.clone();
+        let ct = CtConfig::from_config(&config.raw).map_err(|problem| Error::ConfigKey {
+            path: path.clone(),
+            key: "quantization_config".into(),
+            problem,
+        })?;
+        let modules: BTreeSet<String> = self
+            .entries
+            .keys()
+            .filter_map(|k| k.strip_suffix(".weight_packed").map(str::to_string))
+            .collect();
+        let int8_modules: Vec<String> = match &ct {
+            Some(_) => self
+                .entries
+                .keys()
+                .filter(|k| k.ends_with(".weight"))
+                .filter(|k| self.info(k).is_some_and(|(d, _)| d == DType::I8))
+                .map(|k| k.trim_end_matches(".weight").to_string())
+                .collect(),
+            None => Vec::new(),
+        };
+        if modules.is_empty() && int8_modules.is_empty() {
+            return Ok(());
+        }
+        let Some(ct) = ct else {
+            let first = modules.iter().next().cloned().unwrap_or_default();
+            return Err(Error::Quantized {
+                path,
+                name: format!("{first}.weight_packed"),
+                problem: "the weights are quantized but config.json has no compressed-tensors `quantization_config`".into(),
+            });
+        };
+        let specs: BTreeMap<String, Role> = config
+            .expected_tensors()
+            .into_iter()
+            .map(|s| (s.name, s.role))
+            .collect();
+        for module in modules.iter().chain(&int8_modules) {
+            let weight = format!("{module}.weight");
+            let fail = |problem: String| Error::Quantized {
+                path: path.clone(),
+                name: weight.clone(),
+                problem,
+            };
+            let class = match specs.get(&weight) {
+                Some(Role::EmbedTokens | Role::EmbedPositions | Role::EmbedTypes) => {
+                    ModuleClass::Embedding
+                }
+                Some(_) => ModuleClass::Linear,
+                None => return Err(fail("is not a weight of this architecture".into())),
+            };
+            let group = ct.group_for(module, class).ok_or_else(|| {
+                fail("no `quantization_config.config_groups` entry targets this module".into())
+            })?;
+            let scale = self
+                .get(&format!("{module}.weight_scale"))
+                .map_err(|_| fail("`weight_scale` is missing".into()))?;
+            let mut encoding: Encoding = group.encoding;
+            encoding.scale_dtype = scale.dtype;
+            let scales = scale.to_f32(&format!("{module}.weight_scale"))?;
+            let (rows, cols, quant) = if int8_modules.contains(module) {
+                let w = self.get(&weight)?;
+                let (rows, cols) = match w.shape[..] {
+                    [r, c] => (r, c),
+                    _ => return Err(fail(format!("has shape {:?}, expected a matrix", w.shape))),
+                };
+                if encoding.bits != 8 {
+                    return Err(fail(format!(
+                        "is stored as int8 but its config group says {} bits",
+                        encoding.bits
+                    )));
+                }
+                let codes: Vec<i8> = bytemuck::cast_slice::<u8, i8>(w.bytes()).to_vec();
+                let mut packed = Vec::new();
+                crate::quant::pack_codes_rows(&codes, rows, cols, 8, &mut packed);
+                (
+                    rows,
+                    cols,
+                    QuantTensor::from_packed(encoding, rows, cols, &packed, scales, None),
+                )
+            } else {
+                let shape = self
+                    .get(&format!("{module}.weight_shape"))
+                    .map_err(|_| fail("`weight_shape` is missing".into()))?
+                    .to_i64(&format!("{module}.weight_shape"))?;
+                let (rows, cols) = match shape[..] {
+                    [r, c] if r > 0 && c > 0 => (r as usize, c as usize),
+                    _ => {
+                        return Err(fail(format!(
+                            "`weight_shape` holds {shape:?}, expected [out, in]"
+                        )))
+                    }
+                };
+                let packed_name = format!("{module}.weight_packed");
+                let packed = self
+                    .get(&packed_name)
+                    .map_err(|_| fail("`weight_packed` is missing".into()))?;
+                if packed.dtype != DType::I32 {
+                    return Err(fail(format!(
+                        "`weight_packed` is {}, expected I32",
+                        packed.dtype
+                    )));
+                }
+                let words: Vec<i32> = bytemuck::pod_collect_to_vec(packed.bytes());
+                let zp_name = format!("{module}.weight_zero_point");
+                let zp: Option<Vec<i32>> = match self.get(&zp_name) {
+                    Ok(z) if z.dtype == DType::I32 => Some(bytemuck::pod_collect_to_vec(z.bytes())),
+                    Ok(z) => {
+                        return Err(fail(format!(
+                            "`weight_zero_point` is {}, expected packed I32",
+                            z.dtype
+                        )))
+                    }
+                    Err(_) => None,
+                };
+                (
+                    rows,
+                    cols,
+                    QuantTensor::from_packed(encoding, rows, cols, &words, scales, zp.as_deref()),
+                )
+            };
+            let quant = quant.map_err(|p| {
+                fail(format!(
+                    "{p} (config group `{}`: {} bits, {})",
+                    group.name,
+                    encoding.bits,
+                    encoding.strategy.describe()
+                ))
+            })?;
+            debug_assert_eq!((quant.rows, quant.cols), (rows, cols));
+            for part in CT_PARTS {
+                self.entries.remove(&format!("{module}.{part}"));
+            }
+            self.entries.insert(weight, Entry::Quant(Arc::new(quant)));
+        }
+        if let Some(stray) = self
+            .entries
+            .keys()
+            .find(|k| CT_PARTS.iter().any(|p| k.ends_with(&format!(".{p}"))))
+        {
+            return Err(Error::Quantized {
+                path,
+                name: stray.clone(),
+                problem:
+                    "is a compressed-tensors part without its `weight_packed` (or int8 `weight`)"
+                        .into(),
+            });
+        }
+        Ok(())
     }
 
     /// An empty store (for tests and builders).
@@ -159,7 +332,99 @@ impl TensorStore {
                 .get(key)
                 .map(|t| (t.dtype, t.shape.clone())),
             Entry::Owned(t) => Some((t.dtype, t.shape.clone())),
+            Entry::Quant(q) => Some((DType::F32, vec![q.rows, q.cols])),
         }
+    }
+
+    /// The encoding of a quantized tensor, `None` for dense ones.
+    pub fn encoding(&self, name: &str) -> Option<Encoding> {
+        match self.entries.get(name)? {
+            Entry::Quant(q) => Some(q.encoding),
+            _ => None,
+        }
+    }
+
+    /// The codes and scales of a quantized tensor, `None` for dense ones.
+    pub fn get_quant(&self, name: &str) -> Option<Arc<QuantTensor>> {
+        match self.entries.get(name)? {
+            Entry::Quant(q) => Some(q.clone()),
+            _ => None,
+        }
+    }
+
+    /// Store `name` as integer codes (it reads back dequantized, as f32).
+    pub fn set_quant(&mut self, name: &str, q: QuantTensor) {
+        self.entries
+            .insert(name.to_string(), Entry::Quant(Arc::new(q)));
+    }
+
+    /// Bytes the tensor takes on disk (all compressed-tensors parts for a quantized one).
+    pub fn stored_bytes(&self, name: &str) -> usize {
+        match self.entries.get(name) {
+            Some(Entry::Quant(q)) => q.stored_bytes(),
+            Some(_) => self
+                .info(name)
+                .map_or(0, |(dt, shape)| shape.iter().product::<usize>() * dt.size()),
+            None => 0,
+        }
+    }
+
+    /// Quantized modules (`M` of `M.weight`) with their encodings, sorted by name.
+    pub fn quantized_modules(&self) -> Vec<(String, Encoding)> {
+        self.entries
+            .iter()
+            .filter_map(|(n, e)| match e {
+                Entry::Quant(q) => Some((n.trim_end_matches(".weight").to_string(), q.encoding)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every tensor as it is written to disk, by on-disk name (prefix restored), sorted: dense tensors as they are,
+    /// quantized ones as compressed-tensors parts (`weight_packed` int32, `weight_scale` in the scale dtype,
+    /// `weight_shape` int64, and `weight_zero_point` when asymmetric).
+    pub fn disk_tensors(&self, config: &ModelConfig) -> Result<Vec<(String, HostTensor)>> {
+        let mut out = Vec::with_capacity(self.entries.len());
+        for (name, entry) in &self.entries {
+            match entry {
+                Entry::Quant(q) => {
+                    let module = name.trim_end_matches(".weight");
+                    let disk = |part: &str| self.disk_name(config, &format!("{module}.{part}"));
+                    let words = q.packed();
+                    out.push((
+                        disk("weight_packed"),
+                        HostTensor::from_bytes(
+                            DType::I32,
+                            vec![q.rows, crate::quant::packed_words(q.cols, q.encoding.bits)],
+                            bytemuck::cast_slice(&words).to_vec(),
+                        )?,
+                    ));
+                    let [sr, sc] = q.encoding.strategy.scale_shape(q.rows, q.cols);
+                    out.push((
+                        disk("weight_scale"),
+                        HostTensor::from_f32(vec![sr, sc], &q.scales, q.encoding.scale_dtype)?,
+                    ));
+                    out.push((
+                        disk("weight_shape"),
+                        HostTensor::from_i64(vec![2], &[q.rows as i64, q.cols as i64])?,
+                    ));
+                    if !q.encoding.symmetric {
+                        let zp = q.packed_zero_points();
+                        out.push((
+                            disk("weight_zero_point"),
+                            HostTensor::from_bytes(
+                                DType::I32,
+                                vec![crate::quant::packed_words(sr, q.encoding.bits), sc],
+                                bytemuck::cast_slice(&zp).to_vec(),
+                            )?,
+                        ));
+                    }
+                }
+                _ => out.push((self.disk_name(config, name), self.get(name)?)),
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// The tensor (mapped bytes for unchanged tensors, no copy).
@@ -167,6 +432,9 @@ impl TensorStore {
         match self.entries.get(name) {
             Some(Entry::File { file, key }) => self.files[*file].tensor(key),
             Some(Entry::Owned(t)) => Ok(t.clone()),
+            Some(Entry::Quant(q)) => {
+                HostTensor::from_f32(vec![q.rows, q.cols], &q.dequantize(), DType::F32)
+            }
             None => Err(Error::TensorNotFound { name: name.into() }),
         }
     }
@@ -192,6 +460,13 @@ impl TensorStore {
     /// Keep only rows `rows` (in the order given) of tensor `name` along its first dimension, in its stored
     /// encoding (e.g. vocabulary trimming of an embedding). An index past the end is an error naming the tensor.
     pub fn select_rows(&mut self, name: &str, rows: &[usize]) -> Result<()> {
+        if let Some(q) = self.get_quant(name) {
+            let selected = q.select_rows(rows).map_err(|problem| {
+                Error::Runtime(format!("cannot select rows of tensor `{name}`: {problem}"))
+            })?;
+            self.set_quant(name, selected);
+            return Ok(());
+        }
         let t = self.get(name)?;
         let Some(&n) = t.shape.first() else {
             return Err(Error::Runtime(format!(
@@ -223,7 +498,10 @@ impl TensorStore {
 
     /// Whether the tensor was changed since loading.
     pub fn is_changed(&self, name: &str) -> bool {
-        matches!(self.entries.get(name), Some(Entry::Owned(_)))
+        matches!(
+            self.entries.get(name),
+            Some(Entry::Owned(_) | Entry::Quant(_))
+        )
     }
 
     /// The name the tensor carries on disk (prefix restored, head tensors unprefixed).
@@ -237,11 +515,7 @@ impl TensorStore {
 
     /// Total bytes of all tensors as stored now.
     pub fn total_bytes(&self) -> usize {
-        self.entries
-            .keys()
-            .filter_map(|n| self.info(n))
-            .map(|(dt, shape)| shape.iter().product::<usize>() * dt.size())
-            .sum()
+        self.entries.keys().map(|n| self.stored_bytes(n)).sum()
     }
 
     /// Compare the store with what `config` expects: every missing, unexpected and mis-shaped tensor.

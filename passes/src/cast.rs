@@ -134,6 +134,7 @@ impl Pass for Cast {
                 shape_after: t.shape.clone(),
                 bytes_before: t.bytes(),
                 bytes_after: t.numel() * target.size(),
+                encoding_after: None,
             });
         }
         if already > 0 {

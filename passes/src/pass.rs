@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use compressor_models::{DType, Kind, ModelConfig, Role, TensorSpec, TensorStore};
+use compressor_models::{DType, Encoding, Kind, ModelConfig, Role, TensorSpec, TensorStore};
 use serde::{Serialize, Serializer};
 
 use crate::calibration::CalibrationSpec;
@@ -56,6 +56,9 @@ pub struct TensorMeta {
     pub kind: Kind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer: Option<usize>,
+    /// Integer encoding when the tensor is stored quantized (`dtype` is then the dtype it decodes to).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
 }
 
 impl TensorMeta {
@@ -63,8 +66,12 @@ impl TensorMeta {
         self.shape.iter().product()
     }
 
+    /// Bytes on disk: packed codes, scales and shape for a quantized tensor.
     pub fn bytes(&self) -> usize {
-        self.numel() * self.dtype.size()
+        match (&self.encoding, &self.shape[..]) {
+            (Some(e), [rows, cols]) => e.stored_bytes(*rows, *cols),
+            _ => self.numel() * self.dtype.size(),
+        }
     }
 
     /// The architecture's view of the tensor, for selector matching.
@@ -111,6 +118,7 @@ impl ModelInfo {
                     role,
                     kind,
                     layer,
+                    encoding: store.encoding(name),
                 })
             })
             .collect();
@@ -137,6 +145,7 @@ impl ModelInfo {
             {
                 self.tensors[i].dtype = change.dtype_after;
                 self.tensors[i].shape = change.shape_after.clone();
+                self.tensors[i].encoding = change.encoding_after;
             }
         }
     }
@@ -164,6 +173,9 @@ pub struct PlannedChange {
     pub shape_after: Vec<usize>,
     pub bytes_before: usize,
     pub bytes_after: usize,
+    /// The integer encoding the tensor will be stored in, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding_after: Option<Encoding>,
 }
 
 /// A pass's plan: the tensors it will change and notes for the dry run.

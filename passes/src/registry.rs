@@ -4,7 +4,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::pass::{Pass, Phase};
-use crate::{cast, suggest};
+use crate::{blockwise_quant, cast, suggest};
 
 /// One registered pass kind, as `compressor passes` lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -18,12 +18,20 @@ pub struct PassInfo {
 }
 
 /// Every pass kind, in the order `compressor passes` prints them.
-pub const REGISTRY: &[PassInfo] = &[PassInfo {
-    kind: "cast",
-    phase: Phase::Quantize,
-    summary: "store selected float tensors as f16, bf16 or f32",
-    cost: "one read of each selected tensor; no calibration data",
-}];
+pub const REGISTRY: &[PassInfo] = &[
+    PassInfo {
+        kind: "cast",
+        phase: Phase::Quantize,
+        summary: "store selected float tensors as f16, bf16 or f32",
+        cost: "one read of each selected tensor; no calibration data",
+    },
+    PassInfo {
+        kind: "blockwise-quant",
+        phase: Phase::Quantize,
+        summary: "BCT: blockwise integer weights and embeddings (compressed-tensors), optional static int activations",
+        cost: "one read of each selected tensor; activations: one forward pass over the calibration data",
+    },
+];
 
 /// A pass as written in `pipeline.toml`: its kind and its config, with defaults filled in. Serializes back to the
 /// same table (`kind` first), which is how the resolved pipeline is printed and recorded.
@@ -31,6 +39,7 @@ pub const REGISTRY: &[PassInfo] = &[PassInfo {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum PassSpec {
     Cast(cast::Config),
+    BlockwiseQuant(blockwise_quant::Config),
 }
 
 impl PassSpec {
@@ -42,6 +51,9 @@ impl PassSpec {
     ) -> Result<Option<Self>, D::Error> {
         Ok(Some(match kind {
             "cast" => PassSpec::Cast(cast::Config::deserialize(config)?),
+            "blockwise-quant" => {
+                PassSpec::BlockwiseQuant(blockwise_quant::Config::deserialize(config)?)
+            }
             _ => return Ok(None),
         }))
     }
@@ -49,6 +61,7 @@ impl PassSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             PassSpec::Cast(_) => "cast",
+            PassSpec::BlockwiseQuant(_) => "blockwise-quant",
         }
     }
 
@@ -60,6 +73,9 @@ impl PassSpec {
     pub fn build(&self) -> Box<dyn Pass> {
         match self {
             PassSpec::Cast(c) => Box::new(cast::Cast::new(c.clone())),
+            PassSpec::BlockwiseQuant(c) => {
+                Box::new(blockwise_quant::BlockwiseQuant::new(c.clone()))
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 use crate::arch::{Activation, BertConfig, Head, ModelConfig, Pooling, PoolingMode};
 use crate::batch::EncodedBatch;
 use crate::error::{Error, Result};
+use crate::quant::act::{ActivationQuant, Observer, Site};
 use crate::store::TensorStore;
 
 /// `y = x W^T + b`, with `W` kept transposed (`[in, out]`) for burn's matmul.
@@ -124,6 +125,15 @@ struct Layer<B: Backend> {
     out_norm: LayerNorm<B>,
 }
 
+/// What the model does at its activation quantization points.
+#[derive(Debug)]
+pub enum ActMode {
+    /// Record the values passing each point (calibration); outputs are unchanged.
+    Observe(std::sync::Mutex<Observer>),
+    /// Fake-quantize at every point the table lists.
+    Quantize(ActivationQuant),
+}
+
 /// A computation from a model and a batch to one host row per input.
 type RowsFn<B> = dyn Fn(&Bert<B>, &EncodedBatch) -> Result<Vec<Vec<f32>>> + Sync;
 
@@ -135,6 +145,8 @@ pub struct Bert<B: Backend> {
     /// Compose GELU from `erf` so that second-order autodiff (Hessian-vector products) is exact; burn's fused
     /// GELU is faster but its backward is not differentiable again. Off by default.
     pub exact_second_order: bool,
+    /// Activation quantization (static scales) or calibration; `None` runs in float.
+    pub act: Option<std::sync::Arc<ActMode>>,
     word: Tensor<B, 2>,
     position: Tensor<B, 2>,
     token_type: Tensor<B, 2>,
@@ -234,6 +246,7 @@ impl<B: Backend> Bert<B> {
             config: c,
             pooling,
             exact_second_order: false,
+            act: None,
             word,
             position,
             token_type,
@@ -243,6 +256,111 @@ impl<B: Backend> Bert<B> {
             classifier,
             device: device.clone(),
         })
+    }
+
+    /// Every activation quantization point of this model with the number of scales it takes for `block_size`.
+    pub fn activation_points(&self, block_size: usize) -> Vec<(String, usize)> {
+        let c = &self.config;
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let blocks = |n: usize| n.div_ceil(block_size.max(1));
+        let mut out = vec![
+            (Site::EmbNormIn.name(None), blocks(h)),
+            (Site::EmbNormOut.name(None), blocks(h)),
+        ];
+        for l in 0..c.num_hidden_layers {
+            for site in [
+                Site::Q,
+                Site::K,
+                Site::V,
+                Site::Scores,
+                Site::Probs,
+                Site::Context,
+                Site::AttnNormIn,
+                Site::AttnNormOut,
+                Site::GeluIn,
+                Site::GeluOut,
+                Site::FfnNormIn,
+                Site::FfnNormOut,
+            ] {
+                let n = match site {
+                    Site::Scores | Site::Probs => 1,
+                    Site::GeluIn | Site::GeluOut => blocks(i),
+                    _ => blocks(h),
+                };
+                out.push((site.name(Some(l)), n));
+            }
+        }
+        if self.pooler.is_some() && self.classifier.is_some() {
+            out.push((Site::PoolerOut.name(None), blocks(h)));
+        }
+        out
+    }
+
+    /// Quantize activations with `table` from now on. Every point must be one of this model's, with as many scales
+    /// as its width needs; the error names the first that is not.
+    pub fn set_activation_quant(&mut self, table: ActivationQuant) -> Result<()> {
+        let expected: std::collections::BTreeMap<String, usize> = self
+            .activation_points(table.block_size)
+            .into_iter()
+            .collect();
+        for (name, p) in &table.points {
+            match expected.get(name) {
+                None => {
+                    return Err(Error::Runtime(format!(
+                        "activation point `{name}` does not exist in this model"
+                    )))
+                }
+                Some(&n) if n != p.scales.len() => {
+                    return Err(Error::Runtime(format!(
+                        "activation point `{name}` has {} scales; blocks of {} need {n}",
+                        p.scales.len(),
+                        table.block_size
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        self.act = Some(std::sync::Arc::new(ActMode::Quantize(table)));
+        Ok(())
+    }
+
+    /// Fake-quantize (or observe) `x` at quantization point `site` of `layer`.
+    fn aq<const D: usize>(
+        &self,
+        site: Site,
+        layer: Option<usize>,
+        x: Tensor<B, D>,
+    ) -> Tensor<B, D> {
+        let Some(mode) = &self.act else {
+            return x;
+        };
+        let name = site.name(layer);
+        match &**mode {
+            ActMode::Observe(observer) => {
+                let last = x.dims()[D - 1];
+                if let (Ok(values), Ok(mut o)) = (super::flat(x.clone()), observer.lock()) {
+                    o.observe(&name, &values, last, site.per_tensor());
+                }
+                x
+            }
+            ActMode::Quantize(table) => {
+                let Some(p) = table.points.get(&name) else {
+                    return x;
+                };
+                let (qmin, qmax) = table.range(p.unsigned);
+                if let [s] = p.scales[..] {
+                    let s = f64::from(s);
+                    return (x / s).round().clamp(qmin, qmax) * s;
+                }
+                let last = x.dims()[D - 1];
+                let per: Vec<f32> = (0..last)
+                    .map(|j| p.scales[(j / table.block_size).min(p.scales.len() - 1)])
+                    .collect();
+                let s = Tensor::<B, 1>::from_data(TensorData::new(per, [last]), &self.device)
+                    .unsqueeze::<D>();
+                (x / s.clone()).round().clamp(qmin, qmax) * s
+            }
+        }
     }
 
     /// The Linear whose HF weight is `name` (e.g. `encoder.layer.0.attention.self.query.weight`).
@@ -327,7 +445,8 @@ impl<B: Backend> Bert<B> {
             .clone()
             .select(0, positions)
             .reshape([1, t, h]);
-        let mut x = self.emb_norm.forward(words + types + positions);
+        let e = self.aq(Site::EmbNormIn, None, words + types + positions);
+        let mut x = self.aq(Site::EmbNormOut, None, self.emb_norm.forward(e));
 
         // Additive mask [b, 1, 1, t]: 0 for tokens, the most negative f32 for padding (as transformers).
         let mask = self.ints(&batch.attention_mask, batch).equal_elem(0);
@@ -336,22 +455,28 @@ impl<B: Backend> Bert<B> {
             .reshape([b, 1, 1, t]);
         let (nh, hd) = (c.num_attention_heads, c.head_dim());
         let scale = 1.0 / (hd as f64).sqrt();
-        for layer in &self.layers {
+        for (l, layer) in self.layers.iter().enumerate() {
+            let l = Some(l);
             let split = |y: Tensor<B, 3>| y.reshape([b, t, nh, hd]).swap_dims(1, 2);
             // Scaling q (b*t*h values) instead of the scores (b*nh*t*t) is the same product, cheaper.
-            let q = split(layer.query.forward(x.clone()) * scale);
-            let k = split(layer.key.forward(x.clone()));
-            let v = split(layer.value.forward(x.clone()));
-            let scores = q.matmul(k.swap_dims(2, 3)) + additive.clone();
-            let probs = softmax(scores, 3);
+            let q = split(self.aq(Site::Q, l, layer.query.forward(x.clone()) * scale));
+            let k = split(self.aq(Site::K, l, layer.key.forward(x.clone())));
+            let v = split(self.aq(Site::V, l, layer.value.forward(x.clone())));
+            // Scores are quantized before the mask is added, so padding stays masked.
+            let scores = self.aq(Site::Scores, l, q.matmul(k.swap_dims(2, 3))) + additive.clone();
+            let probs = self.aq(Site::Probs, l, softmax(scores, 3));
             let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
-            let a = layer.attn_norm.forward(layer.attn_out.forward(ctx) + x);
-            let up = activation(
-                layer.up.forward(a.clone()),
-                c.hidden_act,
-                self.exact_second_order,
+            let ctx = self.aq(Site::Context, l, ctx);
+            let a = self.aq(Site::AttnNormIn, l, layer.attn_out.forward(ctx) + x);
+            let a = self.aq(Site::AttnNormOut, l, layer.attn_norm.forward(a));
+            let up = self.aq(Site::GeluIn, l, layer.up.forward(a.clone()));
+            let up = self.aq(
+                Site::GeluOut,
+                l,
+                activation(up, c.hidden_act, self.exact_second_order),
             );
-            x = layer.out_norm.forward(layer.down.forward(up) + a);
+            let y = self.aq(Site::FfnNormIn, l, layer.down.forward(up) + a);
+            x = self.aq(Site::FfnNormOut, l, layer.out_norm.forward(y));
         }
         Ok(x)
     }
@@ -400,7 +525,8 @@ impl<B: Backend> Bert<B> {
         let classifier = self.classifier.as_ref().ok_or_else(|| {
             Error::Runtime("the checkpoint has no classification head (BertModel)".into())
         })?;
-        Ok(classifier.forward(self.pooler_output(hidden)?))
+        let pooled = self.aq(Site::PoolerOut, None, self.pooler_output(hidden)?);
+        Ok(classifier.forward(pooled))
     }
 
     /// Sentence embeddings of a batch, on the host.

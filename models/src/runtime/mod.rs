@@ -8,7 +8,7 @@
 
 mod bert;
 
-pub use bert::{Bert, LayerNorm, Linear};
+pub use bert::{ActMode, Bert, LayerNorm, Linear};
 
 /// The CPU backend (pure Rust, multi-threaded).
 pub type Cpu = burn::backend::Flex;

@@ -1,0 +1,345 @@
+//! The compressed-tensors `quantization_config` of config.json: read (to load quantized checkpoints, ours and
+//! llm-compressor's) and written (for our artifacts), following FORMATS.md §2.2's conservative key set.
+
+use serde_json::{json, Map, Value};
+
+use super::{Encoding, Strategy};
+use crate::tensor::DType;
+
+/// One `config_groups` entry: which modules and how their weights are encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub targets: Vec<String>,
+    pub encoding: Encoding,
+    /// The group's `format` (or the global one): `pack-quantized` or `int-quantized`.
+    pub format: String,
+}
+
+/// A parsed `quantization_config` with `quant_method = "compressed-tensors"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CtConfig {
+    pub format: String,
+    pub groups: Vec<Group>,
+    pub ignore: Vec<String>,
+}
+
+/// Formats whose integer weights we decode.
+pub const READABLE_FORMATS: &[&str] = &[
+    "pack-quantized",
+    "int-quantized",
+    "naive-quantized",
+    "mixed-precision",
+];
+
+/// What kind of module a name refers to, for class-name targets (`Linear`, `Embedding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleClass {
+    Linear,
+    Embedding,
+}
+
+impl ModuleClass {
+    fn class_name(self) -> &'static str {
+        match self {
+            ModuleClass::Linear => "Linear",
+            ModuleClass::Embedding => "Embedding",
+        }
+    }
+}
+
+impl CtConfig {
+    /// Parse `quantization_config`. `Ok(None)` when there is none or its method is not compressed-tensors; an
+    /// error (naming the key) for a compressed-tensors config we cannot decode.
+    pub fn from_config(raw: &Map<String, Value>) -> Result<Option<Self>, String> {
+        let Some(q) = raw.get("quantization_config") else {
+            return Ok(None);
+        };
+        if q.get("quant_method").and_then(Value::as_str) != Some("compressed-tensors") {
+            return Ok(None);
+        }
+        let format = q
+            .get("format")
+            .and_then(Value::as_str)
+            .unwrap_or("dense")
+            .to_string();
+        let status = q.get("quantization_status").and_then(Value::as_str);
+        if !matches!(status, None | Some("compressed")) {
+            return Err(format!(
+                "`quantization_config.quantization_status` is `{}`; only compressed checkpoints can be read",
+                status.unwrap_or_default()
+            ));
+        }
+        let mut groups = Vec::new();
+        if let Some(g) = q.get("config_groups").and_then(Value::as_object) {
+            for (name, group) in g {
+                let key = format!("quantization_config.config_groups.{name}");
+                let targets = group
+                    .get("targets")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .ok_or_else(|| format!("`{key}.targets` must be a list of names"))?;
+                let Some(weights) = group.get("weights").filter(|w| !w.is_null()) else {
+                    continue;
+                };
+                let encoding =
+                    parse_weights(weights).map_err(|p| format!("`{key}.weights`: {p}"))?;
+                let gformat = group
+                    .get("format")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&format)
+                    .to_string();
+                if !READABLE_FORMATS.contains(&gformat.as_str()) || gformat == "mixed-precision" {
+                    return Err(format!(
+                        "`{key}.format` `{gformat}` is not supported (supported: pack-quantized, int-quantized, naive-quantized)"
+                    ));
+                }
+                groups.push(Group {
+                    name: name.clone(),
+                    targets,
+                    encoding,
+                    format: gformat,
+                });
+            }
+        }
+        let ignore = q
+            .get("ignore")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(Self {
+            format,
+            groups,
+            ignore,
+        }))
+    }
+
+    /// The group whose targets match module `name` of class `class`, unless the module is ignored.
+    pub fn group_for(&self, name: &str, class: ModuleClass) -> Option<&Group> {
+        if self.ignore.iter().any(|t| target_matches(t, name, class)) {
+            return None;
+        }
+        self.groups
+            .iter()
+            .find(|g| g.targets.iter().any(|t| target_matches(t, name, class)))
+    }
+}
+
+/// compressed-tensors' matching: an exact module name, a class name, or `re:<pattern>` matched at the start of the
+/// name (Python's `re.match`).
+pub fn target_matches(target: &str, name: &str, class: ModuleClass) -> bool {
+    if let Some(pattern) = target.strip_prefix("re:") {
+        return regex::Regex::new(&format!("^(?:{pattern})")).is_ok_and(|r| r.is_match(name));
+    }
+    target == name || target == class.class_name()
+}
+
+fn parse_weights(w: &Value) -> Result<Encoding, String> {
+    let bits = w
+        .get("num_bits")
+        .and_then(Value::as_u64)
+        .ok_or("`num_bits` is missing")?;
+    if w.get("type").and_then(Value::as_str).unwrap_or("int") != "int" {
+        return Err("only integer weights (`type = \"int\"`) are supported".into());
+    }
+    let symmetric = w.get("symmetric").and_then(Value::as_bool).unwrap_or(true);
+    let strategy =
+        match w
+            .get("strategy")
+            .and_then(Value::as_str)
+            .unwrap_or("tensor")
+        {
+            "tensor" => Strategy::Tensor,
+            "channel" => Strategy::Channel,
+            "group" => Strategy::Group {
+                size: w
+                    .get("group_size")
+                    .and_then(Value::as_u64)
+                    .ok_or("strategy `group` needs `group_size`")? as usize,
+            },
+            "block" => {
+                let b = w
+                    .get("block_structure")
+                    .and_then(Value::as_array)
+                    .filter(|b| b.len() == 2)
+                    .ok_or("strategy `block` needs `block_structure` = [rows, cols]")?;
+                let dim = |i: usize| {
+                    b[i].as_u64()
+                        .map(|v| v as usize)
+                        .ok_or("`block_structure` must hold integers")
+                };
+                Strategy::Block {
+                    rows: dim(0)?,
+                    cols: dim(1)?,
+                }
+            }
+            other => return Err(format!(
+                "strategy `{other}` is not supported (supported: tensor, channel, group, block)"
+            )),
+        };
+    if w.get("actorder")
+        .is_some_and(|a| !a.is_null() && a != &json!(false))
+    {
+        return Err("activation ordering (`actorder`) is not supported".into());
+    }
+    Ok(Encoding {
+        bits: u8::try_from(bits).map_err(|_| format!("{bits} bits is not supported"))?,
+        symmetric,
+        strategy,
+        // The stored scale dtype is read from the tensor itself.
+        scale_dtype: DType::F32,
+        pow2_scales: false,
+    })
+}
+
+/// The `weights` arguments of one encoding, with the conservative key set every loader accepts.
+pub fn weights_args(e: &Encoding) -> Value {
+    let (strategy, group_size, block) = match e.strategy {
+        Strategy::Tensor => ("tensor", Value::Null, Value::Null),
+        Strategy::Channel => ("channel", Value::Null, Value::Null),
+        Strategy::Group { size } => ("group", json!(size), Value::Null),
+        Strategy::Block { rows, cols } => ("block", Value::Null, json!([rows, cols])),
+    };
+    json!({
+        "num_bits": e.bits,
+        "type": "int",
+        "symmetric": e.symmetric,
+        "group_size": group_size,
+        "strategy": strategy,
+        "block_structure": block,
+        "dynamic": false,
+        "actorder": null,
+        "observer": "minmax",
+        "observer_kwargs": {}
+    })
+}
+
+/// The `quantization_config` for modules stored with the given encodings (`(module name, encoding)` in any order):
+/// one config group per distinct encoding, targeting exact module names, all `pack-quantized`. `dequantize` asks
+/// transformers 5.x to decompress at load (needed by sentence-transformers, FORMATS.md §2.2).
+pub fn quantization_config(modules: &[(String, Encoding)], dequantize: bool) -> Value {
+    let mut distinct: Vec<Encoding> = Vec::new();
+    for (_, e) in modules {
+        let key = ct_key(e);
+        if !distinct.iter().any(|d| ct_key(d) == key) {
+            distinct.push(*e);
+        }
+    }
+    distinct.sort_by_key(|e| {
+        (
+            std::cmp::Reverse(e.bits),
+            format!("{:?}", e.strategy),
+            !e.symmetric,
+        )
+    });
+    let mut groups = Map::new();
+    for (i, e) in distinct.iter().enumerate() {
+        let mut targets: Vec<&str> = modules
+            .iter()
+            .filter(|(_, m)| ct_key(m) == ct_key(e))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        targets.sort_unstable();
+        groups.insert(
+            format!("group_{i}"),
+            json!({
+                "targets": targets,
+                "weights": weights_args(e),
+                "input_activations": null,
+                "output_activations": null,
+                "format": "pack-quantized"
+            }),
+        );
+    }
+    let mut q = json!({
+        "quant_method": "compressed-tensors",
+        "format": "pack-quantized",
+        "quantization_status": "compressed",
+        "config_groups": groups,
+        "ignore": [],
+        "kv_cache_scheme": null,
+        "global_compression_ratio": null,
+        "sparsity_config": {},
+        "transform_config": {},
+        "version": "0.20.0"
+    });
+    if dequantize {
+        q["dequantize"] = json!(true);
+    }
+    q
+}
+
+/// What compressed-tensors' config distinguishes (it does not record the scale dtype or power-of-two scales).
+fn ct_key(e: &Encoding) -> (u8, bool, Strategy) {
+    (e.bits, e.symmetric, e.strategy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_match_like_compressed_tensors() {
+        assert!(target_matches(
+            "Linear",
+            "encoder.layer.0.attention.self.query",
+            ModuleClass::Linear
+        ));
+        assert!(!target_matches(
+            "Linear",
+            "embeddings.word_embeddings",
+            ModuleClass::Embedding
+        ));
+        assert!(target_matches(
+            "re:.*attention\\.self\\.(query|key)$",
+            "encoder.layer.3.attention.self.key",
+            ModuleClass::Linear
+        ));
+        assert!(!target_matches(
+            "re:attention",
+            "encoder.layer.3.attention.self.key",
+            ModuleClass::Linear
+        ));
+        assert!(target_matches(
+            "pooler.dense",
+            "pooler.dense",
+            ModuleClass::Linear
+        ));
+    }
+
+    #[test]
+    fn written_configs_parse_back() -> Result<(), String> {
+        let g = Encoding::symmetric(4, Strategy::Group { size: 128 });
+        let c = Encoding::symmetric(8, Strategy::Channel);
+        let q = quantization_config(
+            &[
+                ("encoder.layer.0.output.dense".into(), g),
+                ("encoder.layer.0.intermediate.dense".into(), g),
+                ("embeddings.word_embeddings".into(), c),
+            ],
+            true,
+        );
+        let mut raw = Map::new();
+        raw.insert("quantization_config".into(), q);
+        let ct = CtConfig::from_config(&raw)?.ok_or("compressed-tensors")?;
+        assert_eq!(ct.groups.len(), 2);
+        assert_eq!(ct.groups[0].encoding, c);
+        assert_eq!(
+            ct.group_for("encoder.layer.0.output.dense", ModuleClass::Linear)
+                .map(|g| g.encoding),
+            Some(g)
+        );
+        assert_eq!(ct.group_for("pooler.dense", ModuleClass::Linear), None);
+        Ok(())
+    }
+}

@@ -1,0 +1,696 @@
+//! `blockwise-quant`: BCT-style blockwise quantization (Dong & Chen 2023, "Blockwise Compression of
+//! Transformer-based Models without Retraining"), with no retraining.
+//!
+//! - **Weights** of the selected roles (default: every encoder Linear) become `bits`-bit integer codes with one
+//!   scale per block: `group-size` consecutive inputs of a row (default), a whole row (`channel`), an `r x c` tile
+//!   (`block`) or the whole matrix (`tensor`). Stored in compressed-tensors layout (see `models::quant`).
+//! - **Embeddings** (word, position, token type) get their own widths, row-blocked the same way.
+//! - **Activations** (optional): static int scales per block of features, calibrated on the pipeline's
+//!   `[calibration]` texts (largest magnitude or a percentile), at the inputs of every Linear, the operands of the
+//!   attention matmuls and the inputs and outputs of GELU, softmax and LayerNorm. They are written to
+//!   `activation_quantization.json`; our runtime fake-quantizes at those points, so evaluation measures what a
+//!   blockwise integer runtime computes.
+//!
+//! The paper's method section is not public; docs/passes/blockwise-quant.md says where we follow its abstract and
+//! where we chose.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use compressor_models::quant::act::{self, Category, Observer, RangeRule};
+use compressor_models::quant::nearest_divisors;
+use compressor_models::runtime::{ActMode, Bert, Cpu};
+use compressor_models::{DType, Encoding, Kind, Pooling, QuantTensor, Role, Selector, Strategy};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::pass::{
+    Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, PlannedChange, TensorMeta,
+};
+
+/// How many values share a weight scale.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Granularity {
+    /// `group-size` consecutive inputs of one output row.
+    #[default]
+    Group,
+    /// One scale per output row.
+    Channel,
+    /// One scale per `block = [rows, cols]` tile.
+    Block,
+    /// One scale per matrix.
+    Tensor,
+}
+
+/// The dtype scales are stored in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleDtype {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl ScaleDtype {
+    fn dtype(self) -> DType {
+        match self {
+            ScaleDtype::F32 => DType::F32,
+            ScaleDtype::F16 => DType::F16,
+            ScaleDtype::Bf16 => DType::BF16,
+        }
+    }
+}
+
+/// Bit widths of the embedding tables; a table left out stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EmbeddingBits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<u8>,
+    /// Values per scale along a row; default: the pass's `group-size` (or one scale per row when the weights use
+    /// another granularity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_size: Option<usize>,
+}
+
+/// How activation ranges are calibrated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RangeMode {
+    /// The largest magnitude seen in the calibration data.
+    #[default]
+    Max,
+    /// The mean over batches of each batch's `percentile`-th percentile of magnitudes.
+    Percentile,
+}
+
+/// Static activation quantization.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Activations {
+    #[serde(default = "default_act_bits")]
+    pub bits: u8,
+    /// Features per scale along the last dimension (attention scores and probabilities: one scale per tensor).
+    #[serde(default = "default_act_block")]
+    pub block_size: usize,
+    #[serde(default)]
+    pub range: RangeMode,
+    /// For `range = "percentile"`.
+    #[serde(default = "default_percentile")]
+    pub percentile: f64,
+    /// Which points to quantize: `linear` (inputs of every Linear), `matmul` (attention matmul operands), `gelu`,
+    /// `softmax`, `layernorm` (inputs and outputs). Default: all.
+    #[serde(default = "default_at")]
+    pub at: Vec<Category>,
+    /// Calibration texts per forward batch.
+    #[serde(default = "default_act_batch")]
+    pub batch_size: usize,
+}
+
+fn default_act_bits() -> u8 {
+    8
+}
+fn default_act_block() -> usize {
+    64
+}
+fn default_percentile() -> f64 {
+    99.99
+}
+fn default_at() -> Vec<Category> {
+    Category::ALL.to_vec()
+}
+fn default_act_batch() -> usize {
+    16
+}
+
+/// Settings of a `blockwise-quant` pass.
+///
+/// ```toml
+/// [[pass]]
+/// kind = "blockwise-quant"
+/// bits = 4                      # 2..8
+/// granularity = "group"         # group | channel | block | tensor
+/// group-size = 128              # values per scale along the input dimension
+/// symmetric = true              # asymmetric codes do not load in transformers (FORMATS.md)
+/// scale-dtype = "f32"           # f32 | f16 | bf16
+/// pow2-scales = false           # scales rounded up to powers of two
+/// embeddings = { word = 4, position = 8, token-type = 8 }
+/// activations = { bits = 8, block-size = 64, range = "max" }   # needs [calibration]
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default = "default_bits")]
+    pub bits: u8,
+    #[serde(default)]
+    pub granularity: Granularity,
+    #[serde(default = "default_group")]
+    pub group_size: usize,
+    /// `[rows, cols]` of a scale tile, for `granularity = "block"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<[usize; 2]>,
+    #[serde(default = "default_true")]
+    pub symmetric: bool,
+    #[serde(default)]
+    pub scale_dtype: ScaleDtype,
+    #[serde(default)]
+    pub pow2_scales: bool,
+    /// Which weights to quantize. Default: `{ roles = ["attn.*", "ffn.*"], kinds = ["weight"] }`.
+    #[serde(default = "default_select")]
+    pub select: Selector,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embeddings: Option<EmbeddingBits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<Activations>,
+}
+
+fn default_bits() -> u8 {
+    4
+}
+fn default_group() -> usize {
+    128
+}
+fn default_true() -> bool {
+    true
+}
+
+pub fn default_select() -> Selector {
+    Selector {
+        roles: vec!["attn.*".into(), "ffn.*".into()],
+        kinds: Some(vec![Kind::Weight]),
+        ..Selector::default()
+    }
+}
+
+/// The `blockwise-quant` pass.
+pub struct BlockwiseQuant {
+    config: Config,
+}
+
+impl BlockwiseQuant {
+    pub fn new(config: Config) -> Self {
+        Self { config }
+    }
+
+    fn check_bits(key: &str, bits: u8) -> Result<()> {
+        if (compressor_models::quant::MIN_BITS..=compressor_models::quant::MAX_BITS).contains(&bits)
+        {
+            Ok(())
+        } else {
+            Err(Error::Config {
+                key: key.into(),
+                problem: format!("{bits} bits is outside the supported range 2 to 8"),
+            })
+        }
+    }
+
+    fn encoding(&self, bits: u8, strategy: Strategy) -> Encoding {
+        Encoding {
+            bits,
+            symmetric: self.config.symmetric,
+            strategy,
+            scale_dtype: self.config.scale_dtype.dtype(),
+            pow2_scales: self.config.pow2_scales,
+        }
+    }
+
+    fn weight_strategy(&self) -> Result<Strategy> {
+        let c = &self.config;
+        Ok(match c.granularity {
+            Granularity::Group => Strategy::Group { size: c.group_size },
+            Granularity::Channel => Strategy::Channel,
+            Granularity::Tensor => Strategy::Tensor,
+            Granularity::Block => {
+                let [rows, cols] = c.block.ok_or_else(|| Error::Config {
+                    key: "block".into(),
+                    problem: "granularity = \"block\" needs `block = [rows, cols]`".into(),
+                })?;
+                Strategy::Block { rows, cols }
+            }
+        })
+    }
+
+    fn embedding_strategy(&self, e: &EmbeddingBits) -> Strategy {
+        match (e.group_size, self.config.granularity) {
+            (Some(size), _) => Strategy::Group { size },
+            (None, Granularity::Group) => Strategy::Group {
+                size: self.config.group_size,
+            },
+            (None, _) => Strategy::Channel,
+        }
+    }
+
+    /// (tensor, encoding, config key) for every tensor this pass quantizes.
+    fn targets<'i>(&self, ctx: &'i PlanContext) -> Result<Vec<(&'i TensorMeta, Encoding, String)>> {
+        let c = &self.config;
+        Self::check_bits("bits", c.bits)?;
+        let selector = c.select.compile().map_err(|problem| Error::Config {
+            key: "select".into(),
+            problem,
+        })?;
+        let strategy = self.weight_strategy()?;
+        let mut out = Vec::new();
+        let matched: Vec<&TensorMeta> = ctx
+            .info
+            .tensors
+            .iter()
+            .filter(|t| selector.matches(&t.spec()))
+            .collect();
+        if matched.is_empty() {
+            return Err(Error::EmptySelection {
+                key: "select".into(),
+                roles: Role::ALL
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let not_matrices: Vec<&str> = matched
+            .iter()
+            .filter(|t| t.shape.len() != 2 || !t.dtype.is_float())
+            .map(|t| t.name.as_str())
+            .collect();
+        if !not_matrices.is_empty() {
+            return Err(Error::Config {
+                key: "select".into(),
+                problem: format!(
+                    "selects tensors that are not float matrices: {}\nhint: select weight matrices (kinds = [\"weight\"])",
+                    not_matrices.join(", ")
+                ),
+            });
+        }
+        for t in matched {
+            out.push((t, self.encoding(c.bits, strategy), "group-size".to_string()));
+        }
+        if let Some(e) = &c.embeddings {
+            let strategy = self.embedding_strategy(e);
+            for (key, bits, role) in [
+                ("embeddings.word", e.word, Role::EmbedTokens),
+                ("embeddings.position", e.position, Role::EmbedPositions),
+                ("embeddings.token-type", e.token_type, Role::EmbedTypes),
+            ] {
+                let Some(bits) = bits else { continue };
+                Self::check_bits(key, bits)?;
+                let tables: Vec<&TensorMeta> = ctx
+                    .info
+                    .tensors
+                    .iter()
+                    .filter(|t| t.role == role && t.kind == Kind::Weight)
+                    .collect();
+                if tables.is_empty() {
+                    return Err(Error::Config {
+                        key: key.into(),
+                        problem: format!("this model has no `{role}` table"),
+                    });
+                }
+                for t in tables {
+                    if out.iter().any(|(o, _, _)| o.name == t.name) {
+                        return Err(Error::Config {
+                            key: key.into(),
+                            problem: format!(
+                                "`{}` is also selected by `select`; choose one",
+                                t.name
+                            ),
+                        });
+                    }
+                    out.push((
+                        t,
+                        self.encoding(bits, strategy),
+                        "embeddings.group-size".to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_activations(&self, ctx: &PlanContext, a: &Activations) -> Result<()> {
+        Self::check_bits("activations.bits", a.bits)?;
+        if ctx.calibration.is_none() {
+            return Err(Error::NoCalibration {
+                key: "activations".into(),
+            });
+        }
+        if a.at.is_empty() {
+            return Err(Error::Config {
+                key: "activations.at".into(),
+                problem: format!(
+                    "selects no point; choose from {}",
+                    category_names(&Category::ALL)
+                ),
+            });
+        }
+        if !(a.percentile > 0.0 && a.percentile <= 100.0) {
+            return Err(Error::Config {
+                key: "activations.percentile".into(),
+                problem: format!("{} is not in (0, 100]", a.percentile),
+            });
+        }
+        if a.batch_size == 0 {
+            return Err(Error::Config {
+                key: "activations.batch-size".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
+        let b = ctx.config.bert();
+        for (dim, name) in [
+            (b.hidden_size, "hidden_size"),
+            (b.intermediate_size, "intermediate_size"),
+        ] {
+            if a.block_size == 0 || dim % a.block_size != 0 {
+                return Err(Error::Config {
+                    key: "activations.block-size".into(),
+                    problem: format!(
+                        "{} does not divide {name} {dim}; valid sizes near it: {}",
+                        a.block_size,
+                        join(&nearest_divisors(
+                            gcd(b.hidden_size, b.intermediate_size),
+                            a.block_size
+                        ))
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+fn join(v: &[usize]) -> String {
+    v.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn category_names(c: &[Category]) -> String {
+    c.iter()
+        .map(|c| {
+            serde_json::to_value(c)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Pass for BlockwiseQuant {
+    fn kind(&self) -> &'static str {
+        "blockwise-quant"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::Quantize
+    }
+
+    fn plan(&self, ctx: &PlanContext) -> Result<PassPlan> {
+        let targets = self.targets(ctx)?;
+        let mut problems = Vec::new();
+        let mut plan = PassPlan::default();
+        for (t, e, key) in &targets {
+            let [rows, cols] = [t.shape[0], t.shape[1]];
+            if let Err(p) = e.check(rows, cols) {
+                problems.push(format!("tensor `{}` {:?}: {p}", t.name, t.shape));
+                let _ = key;
+                continue;
+            }
+            if t.encoding.is_some() {
+                plan.notes.push(format!(
+                    "`{}` is already quantized; it is decoded and quantized again",
+                    t.name
+                ));
+            }
+            plan.changes.push(PlannedChange {
+                name: t.name.clone(),
+                dtype_before: t.dtype,
+                dtype_after: DType::F32,
+                shape_before: t.shape.clone(),
+                shape_after: t.shape.clone(),
+                bytes_before: t.bytes(),
+                bytes_after: e.stored_bytes(rows, cols),
+                encoding_after: Some(*e),
+            });
+        }
+        if !problems.is_empty() {
+            let key = match self.config.granularity {
+                Granularity::Block => "block",
+                _ => "group-size",
+            };
+            return Err(Error::Config {
+                key: key.into(),
+                problem: format!(
+                    "the encoding does not fit {} tensor(s):\n  {}\nhint: choose a size that divides every selected dimension, or granularity = \"channel\"",
+                    problems.len(),
+                    problems.join("\n  ")
+                ),
+            });
+        }
+        if let Some(a) = &self.config.activations {
+            self.check_activations(ctx, a)?;
+            plan.notes.push(format!(
+                "activations: {}-bit at {} points ({}), blocks of {}, calibrated on [calibration] data",
+                a.bits,
+                category_names(&a.at),
+                match a.range {
+                    RangeMode::Max => "max range".to_string(),
+                    RangeMode::Percentile => format!("percentile {}", a.percentile),
+                },
+                a.block_size
+            ));
+        }
+        if !self.config.symmetric {
+            plan.notes.push(
+                "asymmetric codes are written as compressed-tensors pack-quantized with packed zero points: vLLM loads them, transformers does not (use `compressor export --format dense`)".into(),
+            );
+        }
+        Ok(plan)
+    }
+
+    fn run(&self, ctx: &mut PassContext) -> Result<PassReport> {
+        let changes = &ctx.plan.changes;
+        // Quantize every planned tensor (in parallel; results are collected in plan order).
+        let inputs: Vec<(String, Vec<f32>, Encoding, [usize; 2])> = changes
+            .iter()
+            .map(|c| -> Result<_> {
+                let e = c.encoding_after.ok_or_else(|| Error::Config {
+                    key: "plan".into(),
+                    problem: format!("`{}` has no planned encoding", c.name),
+                })?;
+                let values = ctx.store.get_f32(&c.name, &c.shape_before)?;
+                Ok((
+                    c.name.clone(),
+                    values,
+                    e,
+                    [c.shape_before[0], c.shape_before[1]],
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let progress = ctx.progress;
+        let done = Mutex::new(());
+        let results: Vec<Result<(String, QuantTensor, compressor_models::quant::QuantError)>> =
+            inputs
+                .par_iter()
+                .map(|(name, values, e, [rows, cols])| {
+                    let q = QuantTensor::quantize(values, *rows, *cols, *e).map_err(|problem| {
+                        Error::Config {
+                            key: "bits".into(),
+                            problem: format!("cannot quantize `{name}`: {problem}"),
+                        }
+                    })?;
+                    let err = q.error(values);
+                    if let Ok(_g) = done.lock() {
+                        progress.on_unit(name);
+                    }
+                    Ok((name.clone(), q, err))
+                })
+                .collect();
+        let mut per_tensor = BTreeMap::new();
+        let mut changed = Vec::new();
+        let (mut se, mut norm) = (0f64, 0f64);
+        for r in results {
+            let (name, q, err) = r?;
+            let values_norm = if err.relative_frobenius > 0.0 {
+                err.squared_error / (err.relative_frobenius * err.relative_frobenius)
+            } else {
+                0.0
+            };
+            se += err.squared_error;
+            norm += values_norm;
+            per_tensor.insert(
+                name.clone(),
+                json!({
+                    "bits": q.encoding.bits,
+                    "granularity": q.encoding.strategy.describe(),
+                    "relative_frobenius_error": err.relative_frobenius,
+                    "max_abs_error": err.max_abs_error,
+                    "bytes": q.stored_bytes(),
+                }),
+            );
+            ctx.store.set_quant(&name, q);
+            changed.push(name);
+        }
+        changed.sort();
+        let mut report = PassReport {
+            kind: "blockwise-quant".into(),
+            changed,
+            ..PassReport::default()
+        };
+        let c = &self.config;
+        report.decisions.insert("bits".into(), json!(c.bits));
+        report.decisions.insert(
+            "granularity".into(),
+            json!(self.weight_strategy()?.describe()),
+        );
+        report
+            .decisions
+            .insert("symmetric".into(), json!(c.symmetric));
+        report
+            .decisions
+            .insert("scale_dtype".into(), json!(c.scale_dtype.dtype().as_str()));
+        report
+            .decisions
+            .insert("pow2_scales".into(), json!(c.pow2_scales));
+        let m = &mut report.metrics;
+        m.insert("tensors".into(), json!(changes.len()));
+        m.insert("bytes_before".into(), json!(ctx.plan.bytes_before()));
+        m.insert("bytes_after".into(), json!(ctx.plan.bytes_after()));
+        m.insert(
+            "relative_frobenius_error".into(),
+            json!(if norm > 0.0 { (se / norm).sqrt() } else { 0.0 }),
+        );
+        m.insert("per_tensor".into(), json!(per_tensor));
+
+        if let Some(a) = &c.activations {
+            let table = self.calibrate(ctx, a)?;
+            let ranges: BTreeMap<&String, serde_json::Value> = table
+                .points
+                .iter()
+                .map(|(name, p)| {
+                    let (lo, hi) = table.range(p.unsigned);
+                    let smax = p.scales.iter().fold(0f32, |m, &s| m.max(s));
+                    let v = json!({
+                        "blocks": p.scales.len(),
+                        "unsigned": p.unsigned,
+                        "range": [lo * smax, hi * smax],
+                    });
+                    (name, v)
+                })
+                .collect();
+            report
+                .metrics
+                .insert("activation_points".into(), json!(table.points.len()));
+            report
+                .metrics
+                .insert("activation_ranges".into(), json!(ranges));
+            report.decisions.insert(
+                "activations".into(),
+                json!({
+                    "bits": a.bits,
+                    "block_size": a.block_size,
+                    "range": table.range.clone(),
+                    "at": a.at,
+                    "file": act::FILE,
+                }),
+            );
+            ctx.files.set(act::FILE, table.to_json());
+        }
+        Ok(report)
+    }
+}
+
+impl BlockwiseQuant {
+    /// Run the calibration texts through the (weight-quantized) model, observing every point, and keep the points
+    /// of the selected categories.
+    fn calibrate(&self, ctx: &mut PassContext, a: &Activations) -> Result<act::ActivationQuant> {
+        let spec = ctx.calibration.ok_or_else(|| Error::NoCalibration {
+            key: "activations".into(),
+        })?;
+        let batches = spec.batches(ctx.files, ctx.config, a.batch_size)?;
+        if batches.is_empty() {
+            return Err(Error::Config {
+                key: "calibration.data".into(),
+                problem: format!("`{}` holds no text", spec.data.display()),
+            });
+        }
+        let rule = match a.range {
+            RangeMode::Max => RangeRule::Max,
+            RangeMode::Percentile => RangeRule::Percentile(a.percentile),
+        };
+        let pooling = Pooling::load(ctx.files.dir())?;
+        let mut model = Bert::<Cpu>::load(ctx.store, ctx.config, pooling, &Default::default())?;
+        let mode = Arc::new(ActMode::Observe(Mutex::new(Observer::new(
+            rule,
+            a.block_size,
+        ))));
+        model.act = Some(mode.clone());
+        ctx.progress.on_pass_start("calibrate", batches.len());
+        for (i, batch) in batches.iter().enumerate() {
+            ctx.progress
+                .on_unit(&format!("calibration batch {}/{}", i + 1, batches.len()));
+            model.encode(batch)?;
+        }
+        drop(model);
+        let observer = match &*mode {
+            ActMode::Observe(o) => o.lock().map_err(|_| {
+                compressor_models::Error::Runtime("calibration observer poisoned".into())
+            })?,
+            ActMode::Quantize(_) => {
+                return Err(compressor_models::Error::Runtime(
+                    "calibration model lost its observer".into(),
+                )
+                .into())
+            }
+        };
+        let range = match a.range {
+            RangeMode::Max => "max".to_string(),
+            RangeMode::Percentile => format!("percentile {}", a.percentile),
+        };
+        let mut table = observer.finish(a.bits, range);
+        let sites = all_sites();
+        table.points.retain(|name, _| {
+            sites
+                .iter()
+                .find(|s| name.ends_with(s.suffix()))
+                .is_some_and(|s| s.categories().iter().any(|c| a.at.contains(c)))
+        });
+        Ok(table)
+    }
+}
+
+fn all_sites() -> Vec<act::Site> {
+    use act::Site::*;
+    vec![
+        EmbNormIn,
+        EmbNormOut,
+        Q,
+        K,
+        V,
+        Scores,
+        Probs,
+        Context,
+        AttnNormIn,
+        AttnNormOut,
+        GeluIn,
+        GeluOut,
+        FfnNormIn,
+        FfnNormOut,
+        PoolerOut,
+    ]
+}
