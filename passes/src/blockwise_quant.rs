@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use compressor_models::quant::act::{self, Category, Observer, RangeRule};
 use compressor_models::quant::nearest_divisors;
 use compressor_models::runtime::{ActMode, Bert, Cpu};
-use compressor_models::{DType, Encoding, Kind, Pooling, QuantTensor, Role, Selector, Strategy};
+use compressor_models::{
+    DType, Encoding, Head, Kind, Pooling, QuantTensor, Role, Selector, Strategy,
+};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -634,6 +636,7 @@ impl BlockwiseQuant {
             RangeMode::Percentile => RangeRule::Percentile(a.percentile),
         };
         let pooling = Pooling::load(ctx.files.dir())?;
+        let classifier = matches!(ctx.config.bert().head, Head::SequenceClassification { .. });
         let mut model = Bert::<Cpu>::load(ctx.store, ctx.config, pooling, &Default::default())?;
         let mode = Arc::new(ActMode::Observe(Mutex::new(Observer::new(
             rule,
@@ -644,7 +647,11 @@ impl BlockwiseQuant {
         for (i, batch) in batches.iter().enumerate() {
             ctx.progress
                 .on_unit(&format!("calibration batch {}/{}", i + 1, batches.len()));
-            model.encode(batch)?;
+            let hidden = model.encode(batch)?;
+            if classifier {
+                // Also observe the pooler output that feeds the classifier.
+                model.logits(hidden)?;
+            }
         }
         drop(model);
         let observer = match &*mode {

@@ -153,40 +153,41 @@ fn parse_weights(w: &Value) -> Result<Encoding, String> {
         return Err("only integer weights (`type = \"int\"`) are supported".into());
     }
     let symmetric = w.get("symmetric").and_then(Value::as_bool).unwrap_or(true);
-    let strategy =
-        match w
-            .get("strategy")
-            .and_then(Value::as_str)
-            .unwrap_or("tensor")
-        {
-            "tensor" => Strategy::Tensor,
-            "channel" => Strategy::Channel,
-            "group" => Strategy::Group {
-                size: w
-                    .get("group_size")
-                    .and_then(Value::as_u64)
-                    .ok_or("strategy `group` needs `group_size`")? as usize,
-            },
-            "block" => {
-                let b = w
-                    .get("block_structure")
-                    .and_then(Value::as_array)
-                    .filter(|b| b.len() == 2)
-                    .ok_or("strategy `block` needs `block_structure` = [rows, cols]")?;
-                let dim = |i: usize| {
-                    b[i].as_u64()
-                        .map(|v| v as usize)
-                        .ok_or("`block_structure` must hold integers")
-                };
-                Strategy::Block {
-                    rows: dim(0)?,
-                    cols: dim(1)?,
-                }
+    let strategy = match w
+        .get("strategy")
+        .and_then(Value::as_str)
+        .unwrap_or("tensor")
+    {
+        "tensor" => Strategy::Tensor,
+        "channel" => Strategy::Channel,
+        "group" => Strategy::Group {
+            size: w
+                .get("group_size")
+                .and_then(Value::as_u64)
+                .ok_or("strategy `group` needs `group_size`")? as usize,
+        },
+        "block" => {
+            let b = w
+                .get("block_structure")
+                .and_then(Value::as_array)
+                .filter(|b| b.len() == 2)
+                .ok_or("strategy `block` needs `block_structure` = [rows, cols]")?;
+            let dim = |i: usize| {
+                b[i].as_u64()
+                    .map(|v| v as usize)
+                    .ok_or("`block_structure` must hold integers")
+            };
+            Strategy::Block {
+                rows: dim(0)?,
+                cols: dim(1)?,
             }
-            other => return Err(format!(
+        }
+        other => {
+            return Err(format!(
                 "strategy `{other}` is not supported (supported: tensor, channel, group, block)"
-            )),
-        };
+            ))
+        }
+    };
     if w.get("actorder")
         .is_some_and(|a| !a.is_null() && a != &json!(false))
     {

@@ -169,17 +169,17 @@ impl Encoding {
         packed + scales + zero_points + 16
     }
 
-    /// Round a scale computed in f64 to what is stored: power of two (rounded up) if asked, then to the scale dtype,
-    /// never zero.
-    fn stored_scale(&self, s: f64) -> f32 {
-        let tiny = match self.scale_dtype {
-            DType::F16 => f16::MIN_POSITIVE.to_f32(),
-            DType::BF16 => bf16::MIN_POSITIVE.to_f32(),
+    /// Round a scale to what is stored: power of two (rounded up) if asked, then up to the scale dtype. A zero
+    /// scale (an all-zero block) becomes the dtype's epsilon, as compressed-tensors does.
+    fn stored_scale(&self, s: f32) -> f32 {
+        let eps = match self.scale_dtype {
+            DType::F16 => f16::EPSILON.to_f32(),
+            DType::BF16 => bf16::EPSILON.to_f32(),
             _ => f32::EPSILON,
         };
-        let mut s = s as f32;
-        if s.is_nan() || s < tiny {
-            s = tiny;
+        let mut s = s;
+        if s.is_nan() || s <= 0.0 {
+            s = eps;
         }
         if self.pow2_scales {
             s = 2f32.powi(s.log2().ceil() as i32);
@@ -207,7 +207,7 @@ impl Encoding {
     }
 }
 
-/// Divisors of `n` closest to `wanted` (up to two below and two above, nearest first), for hints.
+/// The (up to) three divisors of `n` closest to `wanted`, ascending, for hints.
 pub fn nearest_divisors(n: usize, wanted: usize) -> Vec<usize> {
     let mut divisors: Vec<usize> = (1..=n).filter(|d| n.is_multiple_of(*d)).collect();
     divisors.sort_by_key(|&d| (d.abs_diff(wanted), d));
@@ -329,18 +329,25 @@ impl QuantTensor {
             }
         }
         let (qmin, qmax) = (encoding.qmin(), encoding.qmax());
-        let levels = f64::from((1u32 << encoding.bits) - 1);
+        // In f32, as compressed-tensors computes them.
+        let levels = ((1u32 << encoding.bits) - 1) as f32;
         let mut scales = Vec::with_capacity(sr * sc);
         let mut zero_points = Vec::new();
         for k in 0..sr * sc {
             if encoding.symmetric {
-                let absmax = f64::from(lo[k].abs().max(hi[k].abs()));
+                let absmax = lo[k].abs().max(hi[k].abs());
                 scales.push(encoding.stored_scale(absmax / (levels / 2.0)));
             } else {
-                let s = encoding.stored_scale((f64::from(hi[k]) - f64::from(lo[k])) / levels);
-                let zp = (f64::from(qmin) - f64::from(lo[k]) / f64::from(s)).round_ties_even();
+                let range = hi[k] - lo[k];
+                let s = encoding.stored_scale(range / levels);
+                // An all-zero block has no range: compressed-tensors' zero point is then 0 (its NaN cast to int).
+                let zp = if range == 0.0 {
+                    0.0
+                } else {
+                    (qmin as f32 - lo[k] / s).round_ties_even()
+                };
                 scales.push(s);
-                zero_points.push(zp.clamp(f64::from(qmin), f64::from(qmax)) as i8);
+                zero_points.push(zp.clamp(qmin as f32, qmax as f32) as i8);
             }
         }
         let mut codes = Vec::with_capacity(values.len());
@@ -511,9 +518,11 @@ impl QuantTensor {
             Strategy::Channel | Strategy::Group { .. } => true,
             Strategy::Block { rows: 1, .. } => true,
             Strategy::Tensor => false,
-            Strategy::Block { rows: br, .. } => return Err(format!(
+            Strategy::Block { rows: br, .. } => {
+                return Err(format!(
                 "its {br}-row scale blocks cannot be split by row; quantize after selecting rows"
-            )),
+            ))
+            }
         };
         let mut codes = Vec::with_capacity(rows.len() * self.cols);
         let mut scales = Vec::new();
