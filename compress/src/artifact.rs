@@ -216,6 +216,25 @@ pub fn input_files(model_dir: &Path, store: &TensorStore) -> anyhow::Result<Vec<
     Ok(files)
 }
 
+/// What went in: the model's identity and every input file hashed (reported under `hash`).
+pub fn input_record(
+    model_dir: &Path,
+    config: &ModelConfig,
+    store: &TensorStore,
+    parameters: usize,
+    progress: &dyn Progress,
+) -> anyhow::Result<InputRecord> {
+    let files = input_files(model_dir, store)?;
+    Ok(InputRecord {
+        model_type: config.model_type.clone(),
+        architecture: config.architecture.clone(),
+        prefix: store.prefix.clone(),
+        parameters,
+        tensor_bytes: store.total_bytes(),
+        files: hash_files(model_dir, &files, "hash", progress)?,
+    })
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
@@ -390,6 +409,7 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
 
     let mut side = side_files(req.model_dir)?;
     side.extend(req.files.changed().keys().cloned());
+    side.retain(|rel| !req.files.is_removed(rel));
     side.sort();
     side.dedup();
     progress.on_pass_start("write", 3 + side.len());

@@ -121,3 +121,53 @@ pub fn model_labels(dirs: &[PathBuf]) -> Vec<String> {
         })
         .collect()
 }
+
+/// `compressor embed`: one JSON line per input row of `data`, `{"index": i, "embedding": [...]}` for an embedding
+/// model or `{"index": i, "logits": [...]}` for a classifier, in input order.
+pub fn embed(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    fields: &[String],
+    limit: Option<usize>,
+    max_length: Option<usize>,
+    float_activations: bool,
+) -> anyhow::Result<Vec<String>> {
+    use compressor_calibration::{read_text_fields, TextInput};
+    let mut encoder = compressor_eval::encoder::Encoder::open(dir, max_length)
+        .with_context(|| format!("cannot open model `{}`", dir.display()))?;
+    if float_activations {
+        encoder.use_float_activations();
+    }
+    let names: Vec<&str> = fields.iter().map(String::as_str).collect();
+    if names.is_empty() || names.len() > 2 {
+        anyhow::bail!(
+            "`--text-fields` takes one field, or two for sentence pairs; got {}",
+            names.len()
+        );
+    }
+    let rows = read_text_fields(data, &names, limit)?;
+    let inputs: Vec<TextInput> = rows
+        .into_iter()
+        .map(|mut r| match r.len() {
+            2 => {
+                let b = r.pop().unwrap_or_default();
+                TextInput::pair(r.pop().unwrap_or_default(), b)
+            }
+            _ => TextInput::Single(r.pop().unwrap_or_default()),
+        })
+        .collect();
+    let classifier = !matches!(
+        encoder.checkpoint.config.bert().head,
+        compressor_models::Head::None
+    );
+    let (key, vectors) = if classifier {
+        ("logits", encoder.logits(&inputs, &mut |_| {})?)
+    } else {
+        ("embedding", encoder.embed(&inputs, &mut |_| {})?)
+    };
+    Ok(vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| json!({ "index": i, key: v }).to_string())
+        .collect())
+}

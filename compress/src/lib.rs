@@ -7,6 +7,7 @@
 pub mod artifact;
 pub mod errors;
 pub mod evaluate;
+pub mod export;
 pub mod human;
 pub mod inspect;
 pub mod pipeline;

@@ -103,6 +103,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a checkpoint or artifact in another on-disk format (dense: plain HF safetensors every runtime loads)
+    Export {
+        /// A compressor artifact or Hugging Face checkpoint folder
+        dir: PathBuf,
+        /// The format to write
+        #[arg(long, value_enum, default_value = "dense")]
+        format: compressor::export::ExportFormat,
+        /// The folder to write (must not exist unless --force)
+        #[arg(long, value_name = "DIR")]
+        output: PathBuf,
+        /// Replace an existing folder at --output
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run a model over texts and print one JSON line per text: its sentence embedding, or its logits for a classifier
+    Embed {
+        /// A Hugging Face checkpoint folder or a compressor artifact
+        dir: PathBuf,
+        /// Data file (JSONL, TSV, CSV or .txt)
+        #[arg(long, value_name = "FILE")]
+        data: PathBuf,
+        /// Text fields, comma-separated (two for sentence pairs)
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "text",
+            value_name = "FIELDS"
+        )]
+        text_fields: Vec<String>,
+        /// Use only the first N rows
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Truncation length (default: the model's)
+        #[arg(long)]
+        max_length: Option<usize>,
+        /// Ignore the artifact's static activation scales (run activations in float, as other runtimes do)
+        #[arg(long)]
+        float_activations: bool,
+    },
     /// List the pass kinds
     Passes {
         /// Print the list as JSON on stdout
@@ -281,6 +320,48 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 print_json(&result)?;
             } else {
                 print!("{}", evaluate::summary(&result));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            dir,
+            format,
+            output,
+            force,
+        } => {
+            let outcome = compressor::export::export(&dir, &output, format, force, &bars)?;
+            bars.on_pass_end();
+            for w in &outcome.warnings {
+                eprintln!("warning: {w}");
+            }
+            eprintln!(
+                "wrote `{}`: {} quantized tensor(s) decoded, {} tensor bytes",
+                output.display(),
+                outcome.decoded,
+                thousands(outcome.manifest.output.tensor_bytes)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Embed {
+            dir,
+            data,
+            text_fields,
+            limit,
+            max_length,
+            float_activations,
+        } => {
+            let rows = evaluate::embed(
+                &dir,
+                &data,
+                &text_fields,
+                limit,
+                max_length,
+                float_activations,
+            )?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for line in rows {
+                use std::io::Write as _;
+                writeln!(out, "{line}").context("cannot write to stdout")?;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use compressor_models::{Checkpoint, TensorStore};
 use compressor_passes::{PassContext, PassReport, Progress, SideFiles};
 
-use crate::artifact::{self, Evaluation, InputRecord, Manifest, PassRecord};
+use crate::artifact::{self, Evaluation, Manifest, PassRecord};
 use crate::plan::Plan;
 
 /// What a run produced.
@@ -59,18 +59,9 @@ pub fn run(
     let mut side_files = SideFiles::new(&model_dir);
     let calibration = pipeline.calibration_spec();
 
-    let files = artifact::input_files(&model_dir, &store)?;
-    let input_files = artifact::hash_files(&model_dir, &files, "hash", progress)?;
+    let input = artifact::input_record(&model_dir, &config, &store, parameters, progress)?;
     check_finite(&store, progress)
         .with_context(|| format!("cannot use the weights of `{}`", model_dir.display()))?;
-    let input = InputRecord {
-        model_type: config.model_type.clone(),
-        architecture: config.architecture.clone(),
-        prefix: store.prefix.clone(),
-        parameters,
-        tensor_bytes: store.total_bytes(),
-        files: input_files,
-    };
 
     let mut records = Vec::with_capacity(passes.len());
     let mut reports = Vec::with_capacity(passes.len());

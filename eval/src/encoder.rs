@@ -68,6 +68,12 @@ impl Encoder {
         })
     }
 
+    /// Run activations in float even if the checkpoint carries static activation scales (as runtimes other than
+    /// ours do).
+    pub fn use_float_activations(&mut self) {
+        self.model.act = None;
+    }
+
     /// sha256 of the files that determine the model's outputs (computed once).
     pub fn fingerprint(&self) -> Result<String> {
         if let Some(f) = self.fingerprint.get() {

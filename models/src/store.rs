@@ -358,6 +358,21 @@ impl TensorStore {
             .insert(name.to_string(), Entry::Quant(Arc::new(q)));
     }
 
+    /// Replace every quantized tensor by its decoded f32 values (for dense export). Returns how many were decoded.
+    pub fn dequantize_all(&mut self) -> Result<usize> {
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Quant(_)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &names {
+            let dense = self.get(name)?;
+            self.set(name, dense);
+        }
+        Ok(names.len())
+    }
+
     /// Bytes the tensor takes on disk (all compressed-tensors parts for a quantized one).
     pub fn stored_bytes(&self, name: &str) -> usize {
         match self.entries.get(name) {

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 pub struct SideFiles {
     dir: PathBuf,
     changed: BTreeMap<String, Vec<u8>>,
+    removed: std::collections::BTreeSet<String>,
 }
 
 impl SideFiles {
@@ -20,6 +21,7 @@ impl SideFiles {
         Self {
             dir: dir.to_path_buf(),
             changed: BTreeMap::new(),
+            removed: Default::default(),
         }
     }
 
@@ -31,6 +33,9 @@ impl SideFiles {
     /// The current bytes of `rel` (a `/`-separated path inside the checkpoint folder): the rewritten bytes if a pass
     /// set them, else the original file's, else `None` when neither exists.
     pub fn read(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        if self.removed.contains(rel) {
+            return Ok(None);
+        }
         if let Some(bytes) = self.changed.get(rel) {
             return Ok(Some(bytes.clone()));
         }
@@ -59,7 +64,19 @@ impl SideFiles {
 
     /// Replace (or add) `rel` in the output.
     pub fn set(&mut self, rel: &str, bytes: Vec<u8>) {
+        self.removed.remove(rel);
         self.changed.insert(rel.to_string(), bytes);
+    }
+
+    /// Leave `rel` out of the output.
+    pub fn remove(&mut self, rel: &str) {
+        self.changed.remove(rel);
+        self.removed.insert(rel.to_string());
+    }
+
+    /// Whether `rel` was removed.
+    pub fn is_removed(&self, rel: &str) -> bool {
+        self.removed.contains(rel)
     }
 
     /// Replace (or add) `rel` with `value` as 2-space-indented JSON and a trailing newline.
