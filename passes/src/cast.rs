@@ -106,6 +106,8 @@ impl Pass for Cast {
                     .join(", "),
             });
         }
+        let (quantized, matched): (Vec<&TensorMeta>, Vec<&TensorMeta>) =
+            matched.into_iter().partition(|t| t.encoding.is_some());
         let (float, other): (Vec<&TensorMeta>, Vec<&TensorMeta>) =
             matched.into_iter().partition(|t| t.dtype.is_float());
         if float.is_empty() {
@@ -136,6 +138,12 @@ impl Pass for Cast {
                 bytes_after: t.numel() * target.size(),
                 encoding_after: None,
             });
+        }
+        if !quantized.is_empty() {
+            plan.notes.push(format!(
+                "{} selected tensor(s) are stored as integer codes and stay as they are",
+                quantized.len()
+            ));
         }
         if already > 0 {
             plan.notes
