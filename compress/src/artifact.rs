@@ -313,14 +313,16 @@ fn torch_dtype_name(d: DType) -> Option<&'static str> {
 /// otherwise any `quantization_config` of the input is dropped (the weights written are dense).
 pub fn output_config(config: &ModelConfig, store: &TensorStore) -> anyhow::Result<Vec<u8>> {
     let mut raw = config.raw.clone();
-    let modules = store.quantized_modules();
+    let modules = store.quantized_modules(config);
     if modules.is_empty() {
         raw.remove("quantization_config");
     } else {
-        let embedding_model = matches!(config.bert().head, compressor_models::Head::None);
+        // `dequantize: true` for every model: sentence-transformers needs it for embedding models, and without it
+        // transformers 5.24 leaves the weights of BertForSequenceClassification packed (scripts/check_interop.py
+        // measured logits off by up to 2.9); transformers 4.57 ignores the key.
         raw.insert(
             "quantization_config".into(),
-            compressor_models::quant::ct::quantization_config(&modules, embedding_model),
+            compressor_models::quant::ct::quantization_config(&modules, true),
         );
     }
     if let Some(name) = uniform_float_dtype(store).and_then(torch_dtype_name) {

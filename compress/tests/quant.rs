@@ -247,3 +247,52 @@ fn bad_settings_are_plan_errors_and_write_nothing() {
         "{err}"
     );
 }
+
+#[test]
+fn targets_carry_the_model_prefix_of_classifiers() {
+    // BertForSequenceClassification names its modules `bert.encoder...`: compressed-tensors targets must too.
+    let ws = Workspace::new();
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/tests/fixtures/tiny-bert-cls"
+    );
+    ws.write(
+        "cls.toml",
+        &format!("[model]\npath = \"{model}\"\n\n[[pass]]\nkind = \"blockwise-quant\"\nbits = 8\ngranularity = \"channel\"\n\n[output]\ndir = \"cls\"\n"),
+    );
+    assert_ok(&ws.run(&["run", "cls.toml"]));
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(ws.join("cls/config.json")).expect("config"))
+            .expect("json");
+    let q = &config["quantization_config"];
+    assert_eq!(
+        q["dequantize"], true,
+        "transformers 5.x leaves classifier weights packed without it"
+    );
+    let targets = q["config_groups"]["group_0"]["targets"]
+        .as_array()
+        .expect("targets");
+    assert_eq!(targets.len(), 12);
+    assert!(
+        targets.iter().all(|t| t
+            .as_str()
+            .is_some_and(|t| t.starts_with("bert.encoder.layer."))),
+        "{targets:?}"
+    );
+    let file = st::SafetensorsFile::open(&ws.join("cls/model.safetensors")).expect("opens");
+    assert!(file
+        .tensors
+        .contains_key("bert.encoder.layer.0.attention.self.query.weight_packed"));
+    assert!(
+        file.tensors.contains_key("classifier.weight"),
+        "the head stays dense"
+    );
+    let reopened = Checkpoint::open(&ws.join("cls")).expect("reopens");
+    assert_eq!(
+        reopened
+            .store
+            .encoding("encoder.layer.1.output.dense.weight")
+            .map(|e| e.bits),
+        Some(8)
+    );
+}

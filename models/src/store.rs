@@ -197,7 +197,10 @@ impl TensorStore {
                 Some(_) => ModuleClass::Linear,
                 None => return Err(fail("is not a weight of this architecture".into())),
             };
-            let group = ct.group_for(module, class).ok_or_else(|| {
+            // Targets name modules as the loader sees them: with the model prefix (`bert.`) where the file has it.
+            let disk_module = self.disk_name(config, &weight);
+            let disk_module = disk_module.trim_end_matches(".weight");
+            let group = ct.group_for(disk_module, class).ok_or_else(|| {
                 fail("no `quantization_config.config_groups` entry targets this module".into())
             })?;
             let scale = self
@@ -384,12 +387,18 @@ impl TensorStore {
         }
     }
 
-    /// Quantized modules (`M` of `M.weight`) with their encodings, sorted by name.
-    pub fn quantized_modules(&self) -> Vec<(String, Encoding)> {
+    /// Quantized modules (`M` of `M.weight`, named as on disk: with the model prefix where the checkpoint has it)
+    /// with their encodings, sorted by canonical name.
+    pub fn quantized_modules(&self, config: &ModelConfig) -> Vec<(String, Encoding)> {
         self.entries
             .iter()
             .filter_map(|(n, e)| match e {
-                Entry::Quant(q) => Some((n.trim_end_matches(".weight").to_string(), q.encoding)),
+                Entry::Quant(q) => Some((
+                    self.disk_name(config, n)
+                        .trim_end_matches(".weight")
+                        .to_string(),
+                    q.encoding,
+                )),
                 _ => None,
             })
             .collect()

@@ -121,7 +121,7 @@ fn default_act_bits() -> u8 {
     8
 }
 fn default_act_block() -> usize {
-    64
+    16
 }
 fn default_percentile() -> f64 {
     99.99
@@ -145,7 +145,7 @@ fn default_act_batch() -> usize {
 /// scale-dtype = "f32"           # f32 | f16 | bf16
 /// pow2-scales = false           # scales rounded up to powers of two
 /// embeddings = { word = 4, position = 8, token-type = 8 }
-/// activations = { bits = 8, block-size = 64, range = "max" }   # needs [calibration]
+/// activations = { bits = 8, block-size = 16, range = "max" }   # needs [calibration]
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
