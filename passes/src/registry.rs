@@ -1,10 +1,12 @@
 //! The closed set of pass kinds: their specs (parsed in two steps, `kind` first), one-line descriptions and
 //! did-you-mean lookup.
 
+use std::path::Path;
+
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::pass::{Pass, Phase};
-use crate::{cast, suggest};
+use crate::{cast, suggest, vocab_trim};
 
 /// One registered pass kind, as `compressor passes` lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -18,12 +20,21 @@ pub struct PassInfo {
 }
 
 /// Every pass kind, in the order `compressor passes` prints them.
-pub const REGISTRY: &[PassInfo] = &[PassInfo {
-    kind: "cast",
-    phase: Phase::Quantize,
-    summary: "store selected float tensors as f16, bf16 or f32",
-    cost: "one read of each selected tensor; no calibration data",
-}];
+pub const REGISTRY: &[PassInfo] = &[
+    PassInfo {
+        kind: "cast",
+        phase: Phase::Quantize,
+        summary: "store selected float tensors as f16, bf16 or f32",
+        cost: "one read of each selected tensor; no calibration data",
+    },
+    PassInfo {
+        kind: "vocab-trim",
+        phase: Phase::Structure,
+        summary:
+            "keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer",
+        cost: "tokenizes the corpus once (counts cached); copies the kept embedding rows",
+    },
+];
 
 /// A pass as written in `pipeline.toml`: its kind and its config, with defaults filled in. Serializes back to the
 /// same table (`kind` first), which is how the resolved pipeline is printed and recorded.
@@ -31,6 +42,7 @@ pub const REGISTRY: &[PassInfo] = &[PassInfo {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum PassSpec {
     Cast(cast::Config),
+    VocabTrim(vocab_trim::Config),
 }
 
 impl PassSpec {
@@ -42,6 +54,7 @@ impl PassSpec {
     ) -> Result<Option<Self>, D::Error> {
         Ok(Some(match kind {
             "cast" => PassSpec::Cast(cast::Config::deserialize(config)?),
+            "vocab-trim" => PassSpec::VocabTrim(vocab_trim::Config::deserialize(config)?),
             _ => return Ok(None),
         }))
     }
@@ -49,6 +62,7 @@ impl PassSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             PassSpec::Cast(_) => "cast",
+            PassSpec::VocabTrim(_) => "vocab-trim",
         }
     }
 
@@ -60,6 +74,15 @@ impl PassSpec {
     pub fn build(&self) -> Box<dyn Pass> {
         match self {
             PassSpec::Cast(c) => Box::new(cast::Cast::new(c.clone())),
+            PassSpec::VocabTrim(c) => Box::new(vocab_trim::VocabTrim::new(c.clone())),
+        }
+    }
+
+    /// This spec with the file paths in its config (if any) resolved against `base`, the pipeline file's folder.
+    pub fn with_base(&self, base: &Path) -> Self {
+        match self {
+            PassSpec::Cast(_) => self.clone(),
+            PassSpec::VocabTrim(c) => PassSpec::VocabTrim(c.with_base(base)),
         }
     }
 }
