@@ -33,6 +33,7 @@
 pub mod cache;
 pub mod data;
 pub mod error;
+pub mod testing;
 pub mod tokenize;
 pub mod trim;
 pub mod vocab;
