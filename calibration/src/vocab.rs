@@ -1,10 +1,10 @@
 //! Vocabulary mining for vocabulary trimming (Ushio et al. 2023): how often the model's own tokenizer produces each
 //! token id on a corpus, and which ids to keep.
 //!
-//! - [`count_tokens`] tokenizes every text of one or more corpus files (JSONL field, `.txt` lines, TSV/CSV column;
-//!   see [`crate::data`]) without special tokens, padding or truncation, on the rayon pool, and counts each id. The
+//! - [`count_tokens`] tokenizes every text of one or more corpus files (JSONL fields, `.txt` lines, TSV/CSV
+//!   columns; see [`crate::data`]) without special tokens, padding or truncation, on the rayon pool, and counts each id. The
 //!   counts are a cached statistic: `<cache>/vocab-counts/<key>.json`, where the key is the sha256 of the
-//!   tokenizer.json bytes, every corpus file's bytes (not its path) and the field. A damaged entry is recomputed.
+//!   tokenizer.json bytes, every corpus file's bytes (not its path) and its fields. A damaged entry is recomputed.
 //! - [`select_ids`] keeps the ids always kept (special tokens, keep-list, ...), then ids seen at least
 //!   `min_frequency` times, most frequent first (ties: lower id first), up to `target_size` ids in all. A token
 //!   that can only be built from other tokens (a BPE merge result) brings those along, so that the trimmed
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
-use crate::data::read_texts;
+use crate::data::read_text_fields;
 use crate::error::{Error, Result};
 
 /// Texts tokenized per batch (one rayon fan-out each).
@@ -29,11 +29,18 @@ const CHUNK: usize = 1024;
 /// Version of the counting procedure and cache layout; part of the cache key.
 const COUNTS_VERSION: &str = "compressor vocab-counts v1 (no special tokens, no truncation)";
 
-/// The corpus to mine: files and the field holding the text (ignored for `.txt`).
+/// The corpus to mine: files and, per file, the fields holding text (ignored for `.txt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corpus {
-    pub files: Vec<PathBuf>,
-    pub field: String,
+    pub files: Vec<CorpusFile>,
+}
+
+/// One corpus file and the fields of each record that hold text (JSONL keys, TSV/CSV columns; every one is
+/// counted; a `.txt` file takes one, ignored, field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorpusFile {
+    pub path: PathBuf,
+    pub fields: Vec<String>,
 }
 
 /// How often each token id occurs in a corpus.
@@ -41,7 +48,7 @@ pub struct Corpus {
 pub struct TokenCounts {
     /// `counts[id]`: occurrences of `id`; ids past the end occur 0 times.
     pub counts: Vec<u64>,
-    /// Texts read.
+    /// Texts read (a record with two text fields counts twice).
     pub texts: u64,
     /// Tokens produced (the sum of `counts`).
     pub tokens: u64,
@@ -110,7 +117,11 @@ pub fn count_tokens(
     let mut counts: Vec<u64> = vec![0; tokenizer.get_vocab_size(true)];
     let mut texts = 0u64;
     for file in &corpus.files {
-        let rows = read_texts(file, &corpus.field, None)?;
+        let fields: Vec<&str> = file.fields.iter().map(String::as_str).collect();
+        let rows: Vec<String> = read_text_fields(&file.path, &fields, None)?
+            .into_iter()
+            .flatten()
+            .collect();
         texts += rows.len() as u64;
         for chunk in rows.chunks(CHUNK) {
             let encodings = tokenizer
@@ -152,13 +163,13 @@ fn cache_key(tokenizer_json: &[u8], corpus: &Corpus) -> Result<String> {
     };
     part(COUNTS_VERSION.as_bytes());
     part(tokenizer_json);
-    part(corpus.field.as_bytes());
     for file in &corpus.files {
-        let bytes = std::fs::read(file).map_err(|cause| Error::ReadFile {
-            path: file.clone(),
+        let bytes = std::fs::read(&file.path).map_err(|cause| Error::ReadFile {
+            path: file.path.clone(),
             cause,
         })?;
         part(&bytes);
+        part(file.fields.join("\0").as_bytes());
     }
     Ok(format!("{:x}", h.finalize()))
 }

@@ -85,9 +85,17 @@ impl Encoder {
             checkpoint.pooling,
             &Default::default(),
         )?;
+        let unk_id = tokenizer.unk_id().map(i64::from);
+        // Special tokens the post-processor adds are not text; the unknown token (also "special") is counted.
+        let special_ids = tokenizer
+            .special_ids()
+            .into_iter()
+            .map(i64::from)
+            .filter(|&id| Some(id) != unk_id)
+            .collect();
         Ok(Self {
-            unk_id: tokenizer.unk_id().map(i64::from),
-            special_ids: tokenizer.special_ids().into_iter().map(i64::from).collect(),
+            unk_id,
+            special_ids,
             checkpoint,
             tokenizer,
             model,

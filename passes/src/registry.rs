@@ -32,7 +32,7 @@ pub const REGISTRY: &[PassInfo] = &[
         phase: Phase::Structure,
         summary:
             "keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer",
-        cost: "tokenizes the corpus once (counts cached); copies the kept embedding rows",
+        cost: "tokenizes the corpus once, counts cached; copies the kept embedding rows",
     },
 ];
 

@@ -27,7 +27,9 @@ use compressor_calibration::trim::{
     named_special_tokens, rewrite_added_tokens, rewrite_tokenizer, rewrite_tokenizer_config,
     vocab_txt, IdMap, TokenizerModel, Vocabulary, CONFIG_TOKEN_ID_KEYS,
 };
-use compressor_calibration::vocab::{count_tokens, select_ids, Corpus, Selection, TokenCounts};
+use compressor_calibration::vocab::{
+    count_tokens, select_ids, Corpus, CorpusFile, Selection, TokenCounts,
+};
 use compressor_models::{st, DType, HostTensor, ModelConfig, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -56,8 +58,8 @@ pub const OUTPUT_EMBEDDING_NAMES: &[&str] = &[
 /// ```toml
 /// [[pass]]
 /// kind = "vocab-trim"
-/// corpus = ["data/calibration-wiki/en.jsonl", "data/sst2/train.jsonl"]  # one path or a list
-/// field = "text"            # JSONL field / TSV or CSV column (ignored for .txt)
+/// corpus = ["data/calibration-wiki/en.jsonl", { path = "data/sts-b/train.jsonl", field = ["sentence1", "sentence2"] }]
+/// field = "text"            # JSONL field / TSV or CSV column of files without their own (ignored for .txt)
 /// min-frequency = 2         # keep ids seen at least this often
 /// target-size = 20000       # optional: at most this many ids in all
 /// keep = ["[unused0]"]      # tokens always kept
@@ -67,10 +69,11 @@ pub const OUTPUT_EMBEDDING_NAMES: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
-    /// Corpus files (JSONL, `.txt`, TSV or CSV), relative to the pipeline file: one path or a list.
+    /// Corpus files (JSONL, `.txt`, TSV or CSV), relative to the pipeline file: one path or a list, whose items
+    /// are paths or `{ path = "...", field = "..." | [...] }` tables (fields of that file).
     #[serde(deserialize_with = "one_or_many")]
-    pub corpus: Vec<PathBuf>,
-    /// The field holding the text (JSONL key, TSV/CSV column; ignored for `.txt`). Every file uses it.
+    pub corpus: Vec<CorpusEntry>,
+    /// The field holding the text (JSONL key, TSV/CSV column; ignored for `.txt`) of files without their own.
     #[serde(default = "default_field")]
     pub field: String,
     /// Keep ids seen at least this many times in the corpus.
@@ -91,14 +94,53 @@ pub struct Config {
     pub keep_alphabet: bool,
 }
 
-fn one_or_many<'de, D: serde::Deserializer<'de>>(
+/// One corpus file: a path (the pass's `field`) or a table with its own fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a path or a table `{ path = \"...\", field = \"...\" }`"
+)]
+pub enum CorpusEntry {
+    Path(PathBuf),
+    Table(CorpusTable),
+}
+
+/// `{ path = "...", field = "..." }` or `field = ["a", "b"]` (every field's text is counted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorpusTable {
+    pub path: PathBuf,
+    #[serde(deserialize_with = "one_or_many")]
+    pub field: Vec<String>,
+}
+
+impl CorpusEntry {
+    pub fn path(&self) -> &Path {
+        match self {
+            CorpusEntry::Path(p) => p,
+            CorpusEntry::Table(t) => &t.path,
+        }
+    }
+
+    fn with_base(&self, base: &Path) -> Self {
+        match self {
+            CorpusEntry::Path(p) => CorpusEntry::Path(base.join(p)),
+            CorpusEntry::Table(t) => CorpusEntry::Table(CorpusTable {
+                path: base.join(&t.path),
+                field: t.field.clone(),
+            }),
+        }
+    }
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
-) -> std::result::Result<Vec<PathBuf>, D::Error> {
+) -> std::result::Result<Vec<T>, D::Error> {
     #[derive(Deserialize)]
-    #[serde(untagged, expecting = "a path or a list of paths")]
-    enum OneOrMany {
-        One(PathBuf),
-        Many(Vec<PathBuf>),
+    #[serde(untagged, expecting = "one value or a list")]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
     }
     Ok(match OneOrMany::deserialize(d)? {
         OneOrMany::One(p) => vec![p],
@@ -120,7 +162,7 @@ impl Config {
     /// This config with relative paths resolved against `base` (the pipeline file's folder).
     pub fn with_base(&self, base: &Path) -> Self {
         let mut c = self.clone();
-        c.corpus = c.corpus.iter().map(|p| base.join(p)).collect();
+        c.corpus = c.corpus.iter().map(|e| e.with_base(base)).collect();
         c.keep_file = c.keep_file.as_ref().map(|p| base.join(p));
         c
     }
@@ -178,7 +220,7 @@ impl VocabTrim {
         if c.corpus.is_empty() {
             return Err(config_err("corpus", "names no file\nhint: give one path or a list of paths, e.g. `corpus = [\"data/en.jsonl\"]`"));
         }
-        for p in &c.corpus {
+        for p in c.corpus.iter().map(CorpusEntry::path) {
             if !p.is_file() {
                 return Err(config_err(
                     "corpus",
@@ -271,16 +313,26 @@ impl VocabTrim {
         unknown_keep.dedup();
 
         let corpus = Corpus {
-            files: self.config.corpus.clone(),
-            field: self.config.field.clone(),
+            files: self
+                .config
+                .corpus
+                .iter()
+                .map(|e| CorpusFile {
+                    path: e.path().to_path_buf(),
+                    fields: match e {
+                        CorpusEntry::Path(_) => vec![self.config.field.clone()],
+                        CorpusEntry::Table(t) => t.field.clone(),
+                    },
+                })
+                .collect(),
         };
         let counts = count_tokens(&bytes, &tok_path, &corpus, self.cache_dir.as_deref())?;
         if counts.tokens == 0 {
             return Err(config_err(
                 "corpus",
                 format!(
-                    "the {} text(s) of the corpus give no tokens (every `{}` is empty)",
-                    counts.texts, self.config.field
+                    "the {} text(s) of the corpus give no tokens (all are empty)",
+                    counts.texts
                 ),
             ));
         }

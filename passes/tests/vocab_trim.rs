@@ -484,7 +484,7 @@ fn bad_inputs_have_exact_messages() {
     std::fs::write(&blank, "{\"text\": \"\"}\n").expect("write");
     assert_eq!(
         t.error(json!({"corpus": blank})),
-        "`corpus`: the 1 text(s) of the corpus give no tokens (every `text` is empty)"
+        "`corpus`: the 1 text(s) of the corpus give no tokens (all are empty)"
     );
 
     let mut wordlevel = tiny_wordpiece();
