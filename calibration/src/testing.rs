@@ -1,5 +1,8 @@
-//! A tiny WordPiece `tokenizer.json` for tests of every crate (as `compressor_models::testing` provides tiny
-//! checkpoints): 64 ids, the size of the default [`compressor_models::testing::TinyBert`] vocabulary.
+//! Test helpers for every crate (as `compressor_models::testing` provides tiny checkpoints): WordPiece
+//! `tokenizer.json` documents ([`tiny_wordpiece`] has 64 ids, the size of the default
+//! [`compressor_models::testing::TinyBert`] vocabulary) and the path of the shared data beside the workspace.
+
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
@@ -16,14 +19,23 @@ pub const TINY_WORDPIECE_TOKENS: [&str; 64] = [
 /// A BERT-style (lowercasing, `[CLS] A [SEP]` / `[CLS] A [SEP] B [SEP]`) WordPiece tokenizer over
 /// [`TINY_WORDPIECE_TOKENS`].
 pub fn tiny_wordpiece() -> Value {
-    let vocab: Map<String, Value> = TINY_WORDPIECE_TOKENS
+    wordpiece_tokenizer(&TINY_WORDPIECE_TOKENS)
+}
+
+/// A BERT-style WordPiece `tokenizer.json` over `vocab` (id = position; tokens in brackets such as `[CLS]` or
+/// `<s>` are special added tokens; the vocabulary must hold `[UNK]`, `[CLS]` and `[SEP]`), without padding or
+/// truncation.
+pub fn wordpiece_tokenizer(vocab: &[&str]) -> Value {
+    let map: Map<String, Value> = vocab
         .iter()
         .enumerate()
         .map(|(i, t)| (t.to_string(), json!(i)))
         .collect();
-    let added: Vec<Value> = TINY_WORDPIECE_TOKENS[..5]
+    let id = |t: &str| vocab.iter().position(|v| *v == t);
+    let added: Vec<Value> = vocab
         .iter()
         .enumerate()
+        .filter(|(_, t)| t.starts_with('[') || t.starts_with('<'))
         .map(|(i, t)| {
             json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
                    "normalized": false, "special": true})
@@ -45,14 +57,30 @@ pub fn tiny_wordpiece() -> Value {
                      {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
                      {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
             "special_tokens": {
-                "[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]},
-                "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}
+                "[CLS]": {"id": "[CLS]", "ids": [id("[CLS]")], "tokens": ["[CLS]"]},
+                "[SEP]": {"id": "[SEP]", "ids": [id("[SEP]")], "tokens": ["[SEP]"]}
             }
         },
         "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
         "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
-                  "max_input_chars_per_word": 100, "vocab": vocab}
+                  "max_input_chars_per_word": 100, "vocab": map}
     })
+}
+
+/// The workspace folder (the parent of every crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `../shared/<rel>` beside the workspace (the shared data and models), or `None` with a skip notice on stderr.
+pub fn shared(rel: &str) -> Option<PathBuf> {
+    let p = workspace_root().join("../shared").join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: {} is absent", p.display());
+        None
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,17 @@ fn workspace() -> Workspace {
     ws
 }
 
+/// Run the binary in the workspace with its statistics cache inside the workspace.
+fn run(ws: &Workspace, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_compressor"))
+        .args(args)
+        .current_dir(ws.path())
+        .env("COMPRESSOR_NO_PROGRESS", "1")
+        .env("COMPRESSOR_CACHE", ws.join("cache"))
+        .output()
+        .expect("run")
+}
+
 fn json_file(ws: &Workspace, rel: &str) -> Value {
     serde_json::from_slice(&std::fs::read(ws.join(rel)).expect("read")).expect("json")
 }
@@ -37,14 +48,7 @@ fn json_file(ws: &Workspace, rel: &str) -> Value {
 fn vocab_trim_writes_a_consistent_artifact() {
     let ws = workspace();
     let input_before = read_tree(&ws.join("model"));
-    let env_cache = ws.join("cache");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_compressor"))
-        .args(["run", "pipeline.toml"])
-        .current_dir(ws.path())
-        .env("COMPRESSOR_NO_PROGRESS", "1")
-        .env("COMPRESSOR_CACHE", &env_cache)
-        .output()
-        .expect("run");
+    let out = run(&ws, &["run", "pipeline.toml"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stderr(&out),
@@ -54,7 +58,7 @@ fn vocab_trim_writes_a_consistent_artifact() {
     );
     // The counts were cached.
     assert_eq!(
-        std::fs::read_dir(env_cache.join("vocab-counts"))
+        std::fs::read_dir(ws.join("cache/vocab-counts"))
             .expect("cache")
             .count(),
         1
@@ -129,13 +133,7 @@ fn vocab_trim_writes_a_consistent_artifact() {
     );
 
     // The same run again (counts now cached) gives byte-identical files.
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_compressor"))
-        .args(["run", "pipeline.toml", "--output", "again"])
-        .current_dir(ws.path())
-        .env("COMPRESSOR_NO_PROGRESS", "1")
-        .env("COMPRESSOR_CACHE", &env_cache)
-        .output()
-        .expect("run");
+    let again = run(&ws, &["run", "pipeline.toml", "--output", "again"]);
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     assert_eq!(read_tree(&ws.join("again")), read_tree(&ws.join("out")));
 }
@@ -153,13 +151,7 @@ fn vocab_trim_with_eval_reports_unknown_tokens() {
         "pipeline.toml",
         &format!("{PIPELINE}\n[[eval]]\ntask = \"sts\"\ndata = \"data/sts.jsonl\"\n"),
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_compressor"))
-        .args(["run", "pipeline.toml"])
-        .current_dir(ws.path())
-        .env("COMPRESSOR_NO_PROGRESS", "1")
-        .env("COMPRESSOR_CACHE", ws.join("cache"))
-        .output()
-        .expect("run");
+    let out = run(&ws, &["run", "pipeline.toml"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report = json_file(&ws, "out/report.json");
     let results = report["results"].as_array().expect("results");
@@ -194,7 +186,7 @@ fn plan_time_errors_name_the_key_and_file() {
         &PIPELINE.replace("data/corpus.jsonl", "data/missing.jsonl"),
     );
     assert_error(
-        &ws.run(&["plan", "pipeline.toml"]),
+        &run(&ws, &["plan", "pipeline.toml"]),
         "error: cannot plan pipeline `pipeline.toml`\n\nCaused by:\n  `pass[0]` (`vocab-trim`): `corpus`: file `data/missing.jsonl` does not exist\n\nhint: paths in a pipeline are relative to the pipeline file's folder\n",
     );
     ws.write(
@@ -205,7 +197,7 @@ fn plan_time_errors_name_the_key_and_file() {
         ),
     );
     assert_error(
-        &ws.run(&["run", "pipeline.toml"]),
+        &run(&ws, &["run", "pipeline.toml"]),
         "error: cannot plan pipeline `pipeline.toml`\n\nCaused by:\n  `pass[0]` (`vocab-trim`): `target-size`: 3 is smaller than the 6 tokens every trimmed vocabulary of this tokenizer keeps (special tokens, byte pieces, keep-list)\n\nhint: raise `target-size` to at least 6\n",
     );
     assert!(!ws.join("out").exists());
@@ -214,7 +206,7 @@ fn plan_time_errors_name_the_key_and_file() {
         &PIPELINE.replace("keep-alphabet = false", "keep-alphabt = false"),
     );
     assert_error(
-        &ws.run(&["plan", "pipeline.toml"]),
+        &run(&ws, &["plan", "pipeline.toml"]),
         "error: failed to parse pipeline `pipeline.toml`\n\nCaused by:\n  unknown key `pass[0].keep-alphabt` (line 7), expected one of `kind`, `corpus`, `field`, `min-frequency`, `target-size`, `keep`, `keep-file`, `keep-alphabet`\n\nhint: did you mean `pass[0].keep-alphabet`?\n",
     );
 }

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use compressor_calibration::read_texts;
-use compressor_calibration::testing::tiny_wordpiece;
+use compressor_calibration::testing::{shared, tiny_wordpiece, workspace_root as root};
 use compressor_models::testing::TinyBert;
 use compressor_models::{Checkpoint, TensorStore};
 use compressor_passes::vocab_trim::{read_old_ids, VocabTrim, VOCAB_MAP_FILE};
@@ -22,20 +22,6 @@ use serde_json::{json, Value};
 use tokenizers::Tokenizer;
 
 const EMBEDDING: &str = "embeddings.word_embeddings.weight";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn shared(rel: &str) -> Option<PathBuf> {
-    let p = root().join("../shared").join(rel);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("SKIPPED: {} is absent", p.display());
-        None
-    }
-}
 
 /// A tiny seeded BERT with `vocab` rows and the given tokenizer.json in `dir`.
 fn model_with_tokenizer(dir: &Path, vocab: usize, tokenizer: &[u8]) {
