@@ -138,9 +138,10 @@ fn one_or_many<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 ) -> std::result::Result<Vec<T>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged, expecting = "one value or a list")]
+    // `Many` first: a table also deserializes from a list (`["a.jsonl", "b.txt"]` would read as one table).
     enum OneOrMany<T> {
-        One(T),
         Many(Vec<T>),
+        One(T),
     }
     Ok(match OneOrMany::deserialize(d)? {
         OneOrMany::One(p) => vec![p],
@@ -659,4 +660,48 @@ pub fn read_old_ids(path: &Path, bytes: &[u8]) -> Result<Vec<i32>> {
         .chunks_exact(4)
         .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: Value) -> Config {
+        serde_json::from_value(v).expect("valid config")
+    }
+
+    #[test]
+    fn corpus_is_one_path_a_list_or_tables() {
+        let p = |s: &str| CorpusEntry::Path(PathBuf::from(s));
+        assert_eq!(
+            parse(json!({"corpus": "a.jsonl"})).corpus,
+            vec![p("a.jsonl")]
+        );
+        assert_eq!(
+            parse(json!({"corpus": ["a.jsonl", "b.txt"]})).corpus,
+            vec![p("a.jsonl"), p("b.txt")]
+        );
+        let t = parse(json!({"corpus": ["a.jsonl", {"path": "b.jsonl", "field": "s"}]}));
+        assert_eq!(
+            t.corpus[1],
+            CorpusEntry::Table(CorpusTable {
+                path: "b.jsonl".into(),
+                field: vec!["s".into()]
+            })
+        );
+        assert_eq!(
+            t.with_base(Path::new("base")).corpus[1].path(),
+            Path::new("base/b.jsonl")
+        );
+        let c = parse(json!({"corpus": "a.jsonl"}));
+        assert_eq!(
+            (
+                c.field.as_str(),
+                c.min_frequency,
+                c.target_size,
+                c.keep_alphabet
+            ),
+            ("text", 2, None, true)
+        );
+    }
 }
