@@ -52,6 +52,10 @@ config = {"architectures": ["BertModel"], "model_type": "bert", "vocab_size": V,
           "type_vocab_size": 1, "hidden_act": "gelu", "layer_norm_eps": 1e-12, "pad_token_id": 1,
           "bos_token_id": 0, "eos_token_id": 2}
 (model / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+tok_config = {"tokenizer_class": "XLMRobertaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>",
+              "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>",
+              "model_max_length": 512}
+(model / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
 shapes = {"embeddings.word_embeddings.weight": [V, H], "embeddings.position_embeddings.weight": [P, H],
           "embeddings.token_type_embeddings.weight": [1, H], "embeddings.LayerNorm.weight": [H],
           "embeddings.LayerNorm.bias": [H]}

@@ -22,7 +22,7 @@ import tokenizers
 import torch
 import transformers
 from safetensors.numpy import load_file
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 
 def texts_of(paths, fields, limit):
@@ -95,16 +95,21 @@ def main():
           f"{'BertTokenizer(vocab.txt)' if slow_new is not None else '(no vocab.txt check)'}; "
           f"{covered} fully kept, each mapping back through old_ids")
 
-    m_old = AutoModel.from_pretrained(args.original).eval()
-    m_new = AutoModel.from_pretrained(args.trimmed).eval()
-    worst = 0.0
+    classifier = any(a.endswith("ForSequenceClassification") for a in config.get("architectures", []))
+    cls = AutoModelForSequenceClassification if classifier else AutoModel
+    m_old = cls.from_pretrained(args.original).eval()
+    m_new = cls.from_pretrained(args.trimmed).eval()
+    worst = worst_logit = 0.0
     with torch.inference_mode():
         for a, b in full[:200]:
-            h_old = m_old(input_ids=torch.tensor([a])).last_hidden_state
-            h_new = m_new(input_ids=torch.tensor([b])).last_hidden_state
-            worst = max(worst, (h_old - h_new).abs().max().item())
-    print(f"last hidden state, {min(len(full), 200)} fully kept texts: max abs diff {worst:.3g}")
-    if worst > 1e-5:
+            o_old = m_old(input_ids=torch.tensor([a]), output_hidden_states=True)
+            o_new = m_new(input_ids=torch.tensor([b]), output_hidden_states=True)
+            worst = max(worst, (o_old.hidden_states[-1] - o_new.hidden_states[-1]).abs().max().item())
+            if classifier:
+                worst_logit = max(worst_logit, (o_old.logits - o_new.logits).abs().max().item())
+    print(f"last hidden state, {min(len(full), 200)} fully kept texts: max abs diff {worst:.3g}"
+          + (f"; logits: max abs diff {worst_logit:.3g}" if classifier else ""))
+    if worst > 1e-5 or worst_logit > 1e-5:
         failures += 1
     print("OK" if failures == 0 else f"{failures} FAILURES")
     return 0 if failures == 0 else 1
