@@ -201,6 +201,15 @@ fn plan_time_errors_name_the_key_and_file() {
         "error: cannot plan pipeline `pipeline.toml`\n\nCaused by:\n  `pass[0]` (`vocab-trim`): `target-size`: 3 is smaller than the 6 tokens every trimmed vocabulary of this tokenizer keeps (special tokens, byte pieces, keep-list)\n\nhint: raise `target-size` to at least 6\n",
     );
     assert!(!ws.join("out").exists());
+    let twice = PIPELINE.replace(
+        "\n[output]",
+        "\n[[pass]]\nkind = \"vocab-trim\"\ncorpus = \"data/corpus.jsonl\"\n\n[output]",
+    );
+    ws.write("pipeline.toml", &twice);
+    assert_error(
+        &run(&ws, &["plan", "pipeline.toml"]),
+        "error: cannot plan pipeline `pipeline.toml`\n\nCaused by:\n  `pass[1]` (`vocab-trim`): `kind`: an earlier pass changed the vocabulary (`embeddings.word_embeddings.weight` has 14 rows, config.json says 64); a pipeline trims the vocabulary once\n",
+    );
     ws.write(
         "pipeline.toml",
         &PIPELINE.replace("keep-alphabet = false", "keep-alphabt = false"),
