@@ -165,6 +165,25 @@ pub enum Error {
         positions: usize,
     },
 
+    /// A `tokenizer.json` whose model type vocabulary trimming cannot rewrite.
+    #[error(
+        "`{}`: tokenizer model type `{model_type}` is not supported by vocabulary trimming (supported: WordPiece, \
+         BPE, Unigram)",
+        .path.display()
+    )]
+    UnsupportedTokenizer { path: PathBuf, model_type: String },
+
+    /// A `tokenizer.json` (or tokenizer side file) that parses as JSON but lacks what we need, or contradicts itself.
+    #[error("`{}`: {problem}", .path.display())]
+    TokenizerFile { path: PathBuf, problem: String },
+
+    /// A statistics cache entry that cannot be written.
+    #[error("cannot write the statistics cache `{}`: {cause}", .path.display())]
+    Cache {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+
     /// The tokenizer failed on an input.
     #[error("cannot tokenize with `{}`: {cause}", .path.display())]
     Encode {

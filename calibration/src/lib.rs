@@ -8,6 +8,9 @@
 //!   truncation are switched off and replaced by longest-first truncation to a resolved max length and dynamic
 //!   right padding into a [`compressor_models::EncodedBatch`].
 //!
+//! - [`vocab`] mines token counts of a corpus (a cached statistic) and selects the ids a trimmed vocabulary keeps;
+//!   [`trim`] rewrites `tokenizer.json` and its side files for the kept ids (WordPiece, BPE, Unigram).
+//!
 //! ```no_run
 //! # fn main() -> compressor_calibration::Result<()> {
 //! use std::path::Path;
@@ -27,10 +30,15 @@
 //! # }
 //! ```
 
+pub mod cache;
 pub mod data;
 pub mod error;
+pub mod testing;
 pub mod tokenize;
+pub mod trim;
+pub mod vocab;
 
+pub use cache::default_cache_dir;
 pub use data::{
     int_field, length_sorted_order, number_field, read_jsonl, read_text_fields, read_texts, sample,
     text_field, Record, SplitMix64,

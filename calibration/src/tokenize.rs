@@ -333,6 +333,38 @@ impl TextTokenizer {
         self.tokenizer.token_to_id(token)
     }
 
+    /// The id of the model's unknown token (WordPiece/WordLevel `unk_token`, BPE `unk_token`, Unigram `unk_id`),
+    /// if it has one.
+    pub fn unk_id(&self) -> Option<u32> {
+        use tokenizers::models::ModelWrapper;
+        match self.tokenizer.get_model() {
+            ModelWrapper::WordPiece(m) => self.tokenizer.token_to_id(&m.unk_token),
+            ModelWrapper::WordLevel(m) => self.tokenizer.token_to_id(&m.unk_token),
+            ModelWrapper::BPE(m) => m
+                .unk_token
+                .as_deref()
+                .and_then(|t| self.tokenizer.token_to_id(t)),
+            // `unk_id` is private in the `tokenizers` crate; its serialized form has it.
+            ModelWrapper::Unigram(m) => serde_json::to_value(m)
+                .ok()
+                .and_then(|v| v.get("unk_id").and_then(Value::as_u64))
+                .and_then(|id| u32::try_from(id).ok()),
+        }
+    }
+
+    /// Ids of the added tokens marked special (`[CLS]`, `[SEP]`, `<s>`, ...), sorted.
+    pub fn special_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .tokenizer
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     fn encode_error(&self, cause: tokenizers::Error) -> Error {
         Error::Encode {
             path: self.path.clone(),

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use compressor_calibration::testing::wordpiece_tokenizer;
 use compressor_calibration::{MaxLengthSource, TextInput, TextTokenizer};
 use serde_json::{json, Value};
 
@@ -13,48 +14,13 @@ const VOCAB: &[&str] = &[
 ];
 
 fn tokenizer_json(vocab: &[&str], baked: bool) -> Value {
-    let vocab_map: serde_json::Map<String, Value> = vocab
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.to_string(), json!(i)))
-        .collect();
-    let id = |t: &str| vocab.iter().position(|v| *v == t).expect("token in vocab");
-    let special = |t: &str| {
-        json!({"id": id(t), "special": true, "content": t, "single_word": false, "lstrip": false,
-               "rstrip": false, "normalized": false})
-    };
-    let added: Vec<Value> = vocab
-        .iter()
-        .filter(|t| t.starts_with('[') || t.starts_with('<'))
-        .map(|t| special(t))
-        .collect();
-    json!({
-        "version": "1.0",
-        "truncation": if baked { json!({"max_length": 6, "strategy": "LongestFirst", "stride": 0}) } else { Value::Null },
-        "padding": if baked {
-            json!({"strategy": {"Fixed": 16}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 1,
-                   "pad_type_id": 0, "pad_token": "[PAD]"})
-        } else { Value::Null },
-        "added_tokens": added,
-        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
-                       "strip_accents": null, "lowercase": true},
-        "pre_tokenizer": {"type": "BertPreTokenizer"},
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                       {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
-                     {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
-            "special_tokens": {
-                "[CLS]": {"id": "[CLS]", "ids": [id("[CLS]")], "tokens": ["[CLS]"]},
-                "[SEP]": {"id": "[SEP]", "ids": [id("[SEP]")], "tokens": ["[SEP]"]}
-            }
-        },
-        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
-                  "max_input_chars_per_word": 100, "vocab": vocab_map}
-    })
+    let mut doc = wordpiece_tokenizer(vocab);
+    if baked {
+        doc["truncation"] = json!({"max_length": 6, "strategy": "LongestFirst", "stride": 0});
+        doc["padding"] = json!({"strategy": {"Fixed": 16}, "direction": "Right", "pad_to_multiple_of": null,
+                                "pad_id": 1, "pad_type_id": 0, "pad_token": "[PAD]"});
+    }
+    doc
 }
 
 fn write(dir: &Path, name: &str, value: &Value) {

@@ -30,6 +30,7 @@ pub const SIDE_FILES: &[&str] = &[
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
     compressor_models::quant::act::FILE,
+    compressor_passes::vocab_trim::VOCAB_MAP_FILE,
 ];
 
 /// sentence-transformers module folders copied when present (besides those `modules.json` names).

@@ -39,6 +39,8 @@ pub fn manifest_record(report: &EvalReport) -> Value {
                 "examples": r.result.examples,
                 "main_metric": r.result.main_metric,
                 "metrics": r.result.metrics,
+                "tokens": r.result.tokens,
+                "unk_tokens": r.result.unk_tokens,
             })
         })
         .collect();

@@ -143,6 +143,12 @@ impl Pipeline {
         self.calibration.as_ref().map_or(0, |c| c.seed)
     }
 
+    /// The pass that carries out `spec`, with the relative paths of its config resolved against the pipeline's
+    /// folder (the spec itself keeps the paths as written, for the plan and the manifest).
+    pub fn build_pass(&self, spec: &PassSpec) -> Box<dyn compressor_passes::Pass> {
+        spec.with_base(&self.base).build()
+    }
+
     /// The resolved document; `with_output` false leaves out `[output]` (the manifest does not record where the
     /// artifact was written, so the same run into two folders gives identical files).
     pub fn resolved(&self, with_output: bool) -> Resolved<'_> {
@@ -561,7 +567,7 @@ mod tests {
              missing key `pass[1].kind` (line 6)\n\
              missing table `[output]`\n\
              hint: did you mean `pass[0].dtype`?\n\
-             hint: every `[[pass]]` needs a `kind`: one of cast\n\
+             hint: every `[[pass]]` needs a `kind`: one of cast, blockwise-quant, vocab-trim\n\
              hint: add `[output]` with `dir = \"<artifact folder>\"`"
         );
         assert_eq!(

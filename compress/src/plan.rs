@@ -98,7 +98,7 @@ pub fn plan(pipeline: Pipeline, opts: &PlanOptions) -> anyhow::Result<Plan> {
     let mut passes = Vec::new();
     let calibration = pipeline.calibration_spec();
     for (index, spec) in pipeline.passes.iter().enumerate() {
-        let pass = spec.build();
+        let pass = pipeline.build_pass(spec);
         let _span = tracing::info_span!("plan", index, kind = spec.kind()).entered();
         match pass.plan(&PlanContext {
             config: &checkpoint.config,

@@ -443,7 +443,9 @@ fn passes_lists_every_kind() {
     assert_ok(&out);
     assert_eq!(
         stdout(&out),
-        "cast  quantize   store selected float tensors as f16, bf16 or f32 (one read of each selected tensor; no calibration data)\n"
+        "cast             quantize   store selected float tensors as f16, bf16 or f32 (one read of each selected tensor; no calibration data)\n\
+         blockwise-quant  quantize   BCT: blockwise integer weights and embeddings (compressed-tensors), optional static int activations (one read of each selected tensor; activations: one forward pass over the calibration data)\n\
+         vocab-trim       structure  keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer (tokenizes the corpus once, counts cached; copies the kept embedding rows)\n"
     );
     let list = json(&common::compressor_in(Path::new("."), &["passes", "--json"]).stdout);
     assert_eq!(list[0]["kind"], "cast");

@@ -21,18 +21,7 @@ pub struct EmbeddingCache {
     dir: PathBuf,
 }
 
-/// `$COMPRESSOR_CACHE`, else `$XDG_CACHE_HOME/compressor`, else `~/.cache/compressor`.
-pub fn default_cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("COMPRESSOR_CACHE") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("compressor");
-    }
-    std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".cache/compressor"))
-        .unwrap_or_else(|| std::env::temp_dir().join("compressor-cache"))
-}
+pub use compressor_calibration::default_cache_dir;
 
 fn io(path: &Path, e: std::io::Error) -> TaskError {
     TaskError::Dataset {

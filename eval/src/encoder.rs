@@ -29,6 +29,33 @@ impl Throughput {
     }
 }
 
+/// Tokens of the inputs tokenized so far (special tokens such as `[CLS]` left out) and how many of them are the
+/// unknown token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenStats {
+    pub tokens: u64,
+    pub unknown: u64,
+}
+
+impl TokenStats {
+    /// The counts since `before`.
+    pub fn since(&self, before: &TokenStats) -> TokenStats {
+        TokenStats {
+            tokens: self.tokens - before.tokens,
+            unknown: self.unknown - before.unknown,
+        }
+    }
+
+    /// unknown / tokens (0 without tokens).
+    pub fn unknown_fraction(&self) -> f64 {
+        if self.tokens == 0 {
+            0.0
+        } else {
+            self.unknown as f64 / self.tokens as f64
+        }
+    }
+}
+
 /// One forward pass over a padded batch, producing a row per input.
 type Forward = dyn Fn(&Bert<Cpu>, &EncodedBatch) -> compressor_models::Result<Vec<Vec<f32>>>;
 
@@ -40,6 +67,9 @@ pub struct Encoder {
     pub batch_size: usize,
     throughput: std::cell::Cell<Throughput>,
     fingerprint: std::cell::OnceCell<String>,
+    unk_id: Option<i64>,
+    special_ids: Vec<i64>,
+    token_stats: std::cell::Cell<TokenStats>,
 }
 
 impl Encoder {
@@ -58,13 +88,24 @@ impl Encoder {
         if let Some(table) = &checkpoint.activations {
             model.set_activation_quant(table.clone())?;
         }
+        let unk_id = tokenizer.unk_id().map(i64::from);
+        // Special tokens the post-processor adds are not text; the unknown token (also "special") is counted.
+        let special_ids = tokenizer
+            .special_ids()
+            .into_iter()
+            .map(i64::from)
+            .filter(|&id| Some(id) != unk_id)
+            .collect();
         Ok(Self {
+            unk_id,
+            special_ids,
             checkpoint,
             tokenizer,
             model,
             batch_size: DEFAULT_BATCH_SIZE,
             throughput: Default::default(),
             fingerprint: Default::default(),
+            token_stats: Default::default(),
         })
     }
 
@@ -88,6 +129,34 @@ impl Encoder {
         self.throughput.get()
     }
 
+    /// Tokens seen so far (every input tokenized for a forward pass or counted with
+    /// [`count_tokens`](Self::count_tokens)).
+    pub fn token_stats(&self) -> TokenStats {
+        self.token_stats.get()
+    }
+
+    /// Tokenize `inputs` (as the forward passes do) and add their tokens to [`token_stats`](Self::token_stats).
+    pub fn encode(&self, inputs: &[TextInput]) -> Result<Vec<(Vec<i64>, Vec<i64>)>> {
+        let encoded = self.tokenizer.encode_all(inputs)?;
+        let mut stats = self.token_stats.get();
+        for (ids, _) in &encoded {
+            for id in ids {
+                if !self.special_ids.contains(id) {
+                    stats.tokens += 1;
+                    stats.unknown += u64::from(Some(*id) == self.unk_id);
+                }
+            }
+        }
+        self.token_stats.set(stats);
+        Ok(encoded)
+    }
+
+    /// Count the tokens of inputs whose outputs came from a cache, so that [`token_stats`](Self::token_stats)
+    /// covers every input of a task.
+    pub fn count_tokens(&self, inputs: &[TextInput]) -> Result<()> {
+        self.encode(inputs).map(|_| ())
+    }
+
     /// Run `f` over the inputs in batches of similar length and return per-input rows in input order.
     fn batched(
         &self,
@@ -98,7 +167,7 @@ impl Encoder {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
-        let encoded = self.tokenizer.encode_all(inputs)?;
+        let encoded = self.encode(inputs)?;
         let lengths: Vec<usize> = encoded.iter().map(|(ids, _)| ids.len()).collect();
         let order = length_sorted_order(&lengths);
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); inputs.len()];

@@ -9,22 +9,9 @@
 
 use std::path::PathBuf;
 
+use compressor_calibration::testing::{shared, workspace_root as root};
 use compressor_eval::encoder::Encoder;
 use compressor_eval::tasks::{run_task, TaskKind, TaskResult, TaskSpec};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn shared(rel: &str) -> Option<PathBuf> {
-    let p = root().join("../shared").join(rel);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("SKIPPED: {} is absent", p.display());
-        None
-    }
-}
 
 fn minilm() -> Option<Encoder> {
     let dir = root().join(".cache/models/all-MiniLM-L6-v2");

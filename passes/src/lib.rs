@@ -21,6 +21,7 @@ pub mod pass;
 pub mod progress;
 pub mod registry;
 pub mod suggest;
+pub mod vocab_trim;
 
 pub use calibration::CalibrationSpec;
 pub use error::{Error, Result};

@@ -1,10 +1,12 @@
 //! The closed set of pass kinds: their specs (parsed in two steps, `kind` first), one-line descriptions and
 //! did-you-mean lookup.
 
+use std::path::Path;
+
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::pass::{Pass, Phase};
-use crate::{blockwise_quant, cast, suggest};
+use crate::{blockwise_quant, cast, suggest, vocab_trim};
 
 /// One registered pass kind, as `compressor passes` lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,6 +33,13 @@ pub const REGISTRY: &[PassInfo] = &[
         summary: "BCT: blockwise integer weights and embeddings (compressed-tensors), optional static int activations",
         cost: "one read of each selected tensor; activations: one forward pass over the calibration data",
     },
+    PassInfo {
+        kind: "vocab-trim",
+        phase: Phase::Structure,
+        summary:
+            "keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer",
+        cost: "tokenizes the corpus once, counts cached; copies the kept embedding rows",
+    },
 ];
 
 /// A pass as written in `pipeline.toml`: its kind and its config, with defaults filled in. Serializes back to the
@@ -40,6 +49,7 @@ pub const REGISTRY: &[PassInfo] = &[
 pub enum PassSpec {
     Cast(cast::Config),
     BlockwiseQuant(blockwise_quant::Config),
+    VocabTrim(vocab_trim::Config),
 }
 
 impl PassSpec {
@@ -54,6 +64,7 @@ impl PassSpec {
             "blockwise-quant" => {
                 PassSpec::BlockwiseQuant(blockwise_quant::Config::deserialize(config)?)
             }
+            "vocab-trim" => PassSpec::VocabTrim(vocab_trim::Config::deserialize(config)?),
             _ => return Ok(None),
         }))
     }
@@ -62,6 +73,7 @@ impl PassSpec {
         match self {
             PassSpec::Cast(_) => "cast",
             PassSpec::BlockwiseQuant(_) => "blockwise-quant",
+            PassSpec::VocabTrim(_) => "vocab-trim",
         }
     }
 
@@ -76,6 +88,15 @@ impl PassSpec {
             PassSpec::BlockwiseQuant(c) => {
                 Box::new(blockwise_quant::BlockwiseQuant::new(c.clone()))
             }
+            PassSpec::VocabTrim(c) => Box::new(vocab_trim::VocabTrim::new(c.clone())),
+        }
+    }
+
+    /// This spec with the file paths in its config (if any) resolved against `base`, the pipeline file's folder.
+    pub fn with_base(&self, base: &Path) -> Self {
+        match self {
+            PassSpec::Cast(_) | PassSpec::BlockwiseQuant(_) => self.clone(),
+            PassSpec::VocabTrim(c) => PassSpec::VocabTrim(c.with_base(base)),
         }
     }
 }

@@ -244,6 +244,13 @@ pub struct TaskResult {
     pub cached: bool,
     /// Peak resident memory of the process so far, in MiB (Linux `VmHWM`; 0 where unknown).
     pub peak_rss_mib: f64,
+    /// Tokens of the task's (distinct) texts as the model sees them, special tokens left out; `metrics` has
+    /// `unk_fraction` = `unk_tokens` / `tokens`.
+    #[serde(default)]
+    pub tokens: u64,
+    /// Of those, tokens that are the unknown token (`[UNK]`, `<unk>`).
+    #[serde(default)]
+    pub unk_tokens: u64,
 }
 
 /// Peak resident set size of this process in MiB, from `/proc/self/status` (0 where unavailable).

@@ -34,13 +34,14 @@ pub fn run_task(
     }
     let start = Instant::now();
     let before = encoder.throughput();
+    let tokens_before = encoder.token_stats();
     let mut ctx = Ctx {
         encoder,
         cache,
         on_batch,
         cached: false,
     };
-    let (examples, main, metrics) = match spec.task {
+    let (examples, main, mut metrics) = match spec.task {
         TaskKind::Sts => sts(&mut ctx, spec)?,
         TaskKind::PairClassification => pair_classification(&mut ctx, spec)?,
         TaskKind::Classification => classification(&mut ctx, spec)?,
@@ -48,6 +49,10 @@ pub fn run_task(
         TaskKind::Retrieval => retrieval(&mut ctx, spec)?,
         TaskKind::Glue => glue(&mut ctx, spec)?,
     };
+    let tokens = encoder.token_stats().since(&tokens_before);
+    if tokens.tokens > 0 {
+        metrics.insert("unk_fraction".into(), tokens.unknown_fraction());
+    }
     let after = encoder.throughput();
     let (inputs, secs) = (after.inputs - before.inputs, after.seconds - before.seconds);
     Ok(TaskResult {
@@ -65,6 +70,8 @@ pub fn run_task(
         elapsed_s: start.elapsed().as_secs_f64(),
         cached: ctx.cached,
         peak_rss_mib: super::peak_rss_mib(),
+        tokens: tokens.tokens,
+        unk_tokens: tokens.unknown,
     })
 }
 
@@ -91,6 +98,11 @@ impl Ctx<'_, '_> {
                 let mut found = cache.lookup(self.encoder, &inputs)?;
                 let missing: Vec<usize> =
                     (0..inputs.len()).filter(|&i| found[i].is_none()).collect();
+                let hits: Vec<TextInput> = (0..inputs.len())
+                    .filter(|&i| found[i].is_some())
+                    .map(|i| inputs[i].clone())
+                    .collect();
+                self.encoder.count_tokens(&hits)?;
                 self.cached = missing.is_empty();
                 if !missing.is_empty() {
                     let todo: Vec<TextInput> = missing.iter().map(|&i| inputs[i].clone()).collect();

@@ -304,7 +304,7 @@ mod tests {
         let q = o.finish(8, "max".into());
         assert_eq!(
             q.points["a"].scales,
-            vec![(3.0f64 / 127.0) as f32, (4.0f64 / 127.0) as f32]
+            vec![(2.0f64 / 127.0) as f32, (4.0f64 / 127.0) as f32]
         );
         assert!(!q.points["a"].unsigned);
         assert_eq!(q.points["p"].scales, vec![(1.0f64 / 255.0) as f32]);
@@ -317,6 +317,7 @@ mod tests {
         o.observe("x", &[1.0, 2.0, 3.0, 4.0], 4, false);
         o.observe("x", &[5.0, 6.0, 7.0, 8.0], 4, false);
         let q = o.finish(8, "percentile 50".into());
-        assert_eq!(q.points["x"].scales, vec![(4.0f64 / 127.0) as f32]);
+        // Mean of the batch medians 2 and 6; no negative value, so unsigned codes.
+        assert_eq!(q.points["x"].scales, vec![(4.0f64 / 255.0) as f32]);
     }
 }
