@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context as _;
-use compressor_models::{Checkpoint, DType};
+use compressor_models::Checkpoint;
 use compressor_passes::{ModelInfo, Pass, PassPlan, PassSpec, Phase, PlanContext};
 use serde_json::{json, Value};
 
@@ -267,11 +267,26 @@ pub fn absolute(path: &Path) -> PathBuf {
     }
 }
 
-/// Tensor changes of a plan grouped by dtype change: (before, after) → (count, bytes before, bytes after).
-fn grouped(plan: &PassPlan) -> BTreeMap<(DType, DType), (usize, usize, usize)> {
-    let mut groups: BTreeMap<(DType, DType), (usize, usize, usize)> = BTreeMap::new();
+/// How a planned tensor is stored after the pass: its dtype, or its integer encoding (`int4 group 128`).
+fn stored_as(c: &compressor_passes::PlannedChange) -> String {
+    match c.encoding_after {
+        Some(e) => format!(
+            "int{} {}{}",
+            e.bits,
+            e.strategy.describe(),
+            if e.symmetric { "" } else { " asymmetric" }
+        ),
+        None => c.dtype_after.to_string(),
+    }
+}
+
+/// Tensor changes of a plan grouped by storage change: (before, after) → (count, bytes before, bytes after).
+fn grouped(plan: &PassPlan) -> BTreeMap<(String, String), (usize, usize, usize)> {
+    let mut groups: BTreeMap<(String, String), (usize, usize, usize)> = BTreeMap::new();
     for c in &plan.changes {
-        let g = groups.entry((c.dtype_before, c.dtype_after)).or_default();
+        let g = groups
+            .entry((c.dtype_before.to_string(), stored_as(c)))
+            .or_default();
         g.0 += 1;
         g.1 += c.bytes_before;
         g.2 += c.bytes_after;
