@@ -41,6 +41,11 @@ def main():
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--compressor", default=str(root / "target/release/compressor"))
     p.add_argument("--min-cosine", type=float, default=0.9999)
+    p.add_argument(
+        "--no-sentence-transformers",
+        action="store_true",
+        help="skip check 2 (e.g. with transformers 4.x, which sentence-transformers 6 does not support)",
+    )
     args = p.parse_args()
 
     import transformers
@@ -71,18 +76,21 @@ def main():
     key = "logits" if classifier else "embedding"
     ours = np.array([r[key] for r in rows])
 
+    # f32, as our runtime computes: transformers 4.x loads compressed-tensors checkpoints as f16 unless told.
+    major = int(transformers.__version__.split(".")[0])
+    dtype = {"dtype": torch.float32} if major >= 5 else {"torch_dtype": torch.float32}
     tok = transformers.AutoTokenizer.from_pretrained(art)
     enc = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
     results = {"artifact": str(art), "versions": versions, "texts": len(texts), "float_activations": float_acts}
     ok = True
     with torch.no_grad():
         if classifier:
-            model = transformers.AutoModelForSequenceClassification.from_pretrained(art).eval()
+            model = transformers.AutoModelForSequenceClassification.from_pretrained(art, **dtype).eval()
             theirs = model(**enc).logits.numpy()
             results["argmax_agreement"] = float((theirs.argmax(1) == ours.argmax(1)).mean())
             results["max_abs_logit_diff"] = float(np.abs(theirs - ours).max())
         else:
-            model = transformers.AutoModel.from_pretrained(art).eval()
+            model = transformers.AutoModel.from_pretrained(art, **dtype).eval()
             hidden = model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).float()
             theirs = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy()
@@ -91,7 +99,7 @@ def main():
     results["transformers_min_cosine"] = float(c.min())
     ok &= bool(c.min() >= args.min_cosine)
 
-    if not classifier:
+    if not classifier and not args.no_sentence_transformers:
         import sentence_transformers
 
         versions["sentence_transformers"] = sentence_transformers.__version__
@@ -108,6 +116,10 @@ def main():
 
         ref = load_file(str(dense / "model.safetensors"))
         state = model.state_dict()
+        # transformers 4.x keeps CompressedLinear modules packed and decompresses them per forward; read them back.
+        for name, module in model.named_modules():
+            if hasattr(module, "compressor") and hasattr(module.compressor, "decompress_module"):
+                state[name + ".weight"] = module.compressor.decompress_module(module)
         prefix = "bert." if classifier else ""
         worst, compared = 0.0, 0
         for name, value in ref.items():

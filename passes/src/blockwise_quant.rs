@@ -477,6 +477,18 @@ impl Pass for BlockwiseQuant {
                 a.block_size
             ));
         }
+        if plan.changes.iter().any(|c| {
+            ctx.info.get(&c.name).is_some_and(|t| {
+                matches!(
+                    t.role,
+                    Role::EmbedTokens | Role::EmbedPositions | Role::EmbedTypes
+                )
+            })
+        }) {
+            plan.notes.push(
+                "quantized embedding tables load in transformers 5.x, not in 4.x (measured 4.57.3 with compressed-tensors 0.12.2); for 4.x leave `embeddings` out or use `compressor export --format dense`".into(),
+            );
+        }
         if !self.config.symmetric {
             plan.notes.push(
                 "asymmetric codes are written as compressed-tensors pack-quantized with packed zero points: vLLM loads them, transformers does not (use `compressor export --format dense`)".into(),
