@@ -17,6 +17,7 @@ pub mod calibration;
 pub mod cast;
 pub mod error;
 pub mod files;
+pub mod hessian;
 pub mod pass;
 pub mod progress;
 pub mod registry;
