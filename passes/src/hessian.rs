@@ -299,7 +299,7 @@ pub fn power_iteration(
 }
 
 /// The sensitivity of one block across runs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlockSensitivity {
     pub name: String,
     /// One top eigenvalue per run.
@@ -330,20 +330,37 @@ impl BlockSensitivity {
     }
 }
 
+/// The inputs of a sensitivity analysis.
+#[derive(Clone, Copy)]
+pub struct Analysis<'a> {
+    /// The weights at which the Hessians are taken.
+    pub store: &'a TensorStore,
+    pub config: &'a ModelConfig,
+    pub pooling: Pooling,
+    /// HF names of the Linear weights, one block each.
+    pub blocks: &'a [String],
+    /// One batch per run.
+    pub samples: &'a [Sample],
+    pub settings: PowerIteration,
+    pub seed: u64,
+}
+
 /// Top Hessian eigenvalues of every block in `blocks` (HF weight names), one power iteration per sample (run).
 /// Run `r` of block `i` starts from a direction drawn with seed `(seed, i, r)`, so results do not depend on
 /// thread scheduling. `on_block` is called as each block finishes.
-#[allow(clippy::too_many_arguments)]
 pub fn sensitivity(
-    store: &TensorStore,
-    config: &ModelConfig,
-    pooling: Pooling,
-    blocks: &[String],
-    samples: &[Sample],
-    settings: PowerIteration,
-    seed: u64,
+    a: &Analysis,
     on_block: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<BlockSensitivity>> {
+    let Analysis {
+        store,
+        config,
+        pooling,
+        blocks,
+        samples,
+        settings,
+        seed,
+    } = *a;
     let model = Bert::<Hessian2>::load(store, config, pooling, &Default::default())?;
     blocks
         .par_iter()
@@ -365,6 +382,111 @@ pub fn sensitivity(
             Ok(BlockSensitivity::from_runs(name, runs))
         })
         .collect()
+}
+
+/// Version of the cached sensitivity entries; bump when the computation changes.
+const CACHE_VERSION: &str = "hessian-sensitivity v1";
+
+/// A cached sensitivity analysis: `<cache>/hessian-sensitivity/<key>.json`, where the key is the sha256 of every
+/// input of [`sensitivity`] ([`Analysis`]): all tensors of the store (f32 values), the model config and pooling, the blocks, the
+/// samples (token ids, type ids, masks, targets), the power-iteration settings and the seed.
+pub struct Cache {
+    path: std::path::PathBuf,
+}
+
+impl Cache {
+    pub fn new(dir: &std::path::Path, a: &Analysis) -> Result<Self> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut part = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        part(CACHE_VERSION.as_bytes());
+        let mut names: Vec<&str> = a.store.names().collect();
+        names.sort_unstable();
+        for name in names {
+            let Some((_, shape)) = a.store.info(name) else {
+                continue;
+            };
+            part(name.as_bytes());
+            let values = a.store.get_f32(name, &shape)?;
+            part(
+                &values
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            );
+        }
+        part(format!("{:?}{:?}", a.config.bert(), a.pooling).as_bytes());
+        part(a.blocks.join("\0").as_bytes());
+        for s in a.samples {
+            let b = &s.batch;
+            for ints in [&b.input_ids, &b.token_type_ids, &b.attention_mask] {
+                part(
+                    &ints
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                );
+            }
+            part(
+                &[b.batch_size as u64, b.seq_len as u64]
+                    .map(u64::to_le_bytes)
+                    .concat(),
+            );
+            match &s.target {
+                Target::Labels(l) => {
+                    part(b"labels");
+                    part(
+                        &l.iter()
+                            .flat_map(|&y| (y as u64).to_le_bytes())
+                            .collect::<Vec<u8>>(),
+                    );
+                }
+                Target::Embeddings(e) => {
+                    part(b"embeddings");
+                    part(&e.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+                }
+            }
+        }
+        part(&a.settings.max_iterations.to_le_bytes());
+        part(&a.settings.tolerance.to_le_bytes());
+        part(&a.seed.to_le_bytes());
+        Ok(Self {
+            path: dir
+                .join("hessian-sensitivity")
+                .join(format!("{:x}.json", h.finalize())),
+        })
+    }
+
+    /// The cached analysis, if there is a readable one for exactly these blocks.
+    pub fn read(&self, blocks: &[String]) -> Option<Vec<BlockSensitivity>> {
+        let entry: Vec<BlockSensitivity> =
+            serde_json::from_slice(&std::fs::read(&self.path).ok()?).ok()?;
+        let names: Vec<&String> = entry.iter().map(|b| &b.name).collect();
+        (names.len() == blocks.len() && names.iter().zip(blocks).all(|(a, b)| *a == b))
+            .then_some(entry)
+    }
+
+    /// Store the analysis (written to a temporary file, then renamed into place).
+    pub fn write(&self, entry: &[BlockSensitivity]) -> Result<()> {
+        let err = |e: std::io::Error| {
+            Error::File {
+            path: self.path.clone(),
+            problem: format!("cannot be written to the statistics cache: {e}\nhint: set COMPRESSOR_CACHE to a writable folder"),
+        }
+        };
+        if let Some(parent) = self.path.parent() {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        let bytes = serde_json::to_vec(entry).map_err(|e| err(std::io::Error::other(e)))?;
+        let tmp = self
+            .path
+            .with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)
+    }
 }
 
 #[cfg(test)]

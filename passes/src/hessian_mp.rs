@@ -10,6 +10,9 @@
 //! 3. **Quantization** through the format layer: compressed-tensors group strategy (`group-size` consecutive
 //!    inputs per scale), symmetric by default so that artifacts load in transformers; embeddings at their own
 //!    widths (default 8 bits for word and position tables).
+//!
+//! The sensitivity statistics are cached on disk (`<cache>/hessian-sensitivity/`, see [`hessian::Cache`]), so a
+//! second run with the same model, data and settings (another budget, menu or allocation) reuses them.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -172,6 +175,7 @@ fn default_label_field() -> String {
 /// The `hessian-mp` pass.
 pub struct HessianMp {
     config: Config,
+    cache_dir: Option<std::path::PathBuf>,
 }
 
 /// The blocks, and the embedding tables with their widths.
@@ -187,8 +191,18 @@ enum Budget {
 }
 
 impl HessianMp {
+    /// A pass whose sensitivity statistics are cached in [`compressor_calibration::default_cache_dir`].
     pub fn new(config: Config) -> Self {
-        Self { config }
+        Self {
+            config,
+            cache_dir: Some(compressor_calibration::default_cache_dir()),
+        }
+    }
+
+    /// Cache the sensitivity statistics in `dir` (`None`: no cache).
+    pub fn with_cache_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
     }
 
     /// The menu, sorted and deduplicated, each width checked.
@@ -421,16 +435,31 @@ impl Pass for HessianMp {
             max_iterations: self.config.sensitivity.max_iterations,
             tolerance: self.config.sensitivity.tolerance,
         };
-        let sens = hessian::sensitivity(
-            ctx.store,
-            ctx.config,
+        let analysis = hessian::Analysis {
+            store: ctx.store,
+            config: ctx.config,
             pooling,
-            &names,
-            &samples,
+            blocks: &names,
+            samples: &samples,
             settings,
-            self.config.sensitivity.seed,
-            &|name| progress.on_unit(name),
-        )?;
+            seed: self.config.sensitivity.seed,
+        };
+        let cache = match &self.cache_dir {
+            Some(dir) => Some(hessian::Cache::new(dir, &analysis)?),
+            None => None,
+        };
+        let cached = cache.as_ref().and_then(|c| c.read(&names));
+        let sensitivity_cached = cached.is_some();
+        let sens = match cached {
+            Some(s) => s,
+            None => {
+                let s = hessian::sensitivity(&analysis, &|name| progress.on_unit(name))?;
+                if let Some(c) = &cache {
+                    c.write(&s)?;
+                }
+                s
+            }
+        };
         let sensitivity_seconds = started.elapsed().as_secs_f64();
         let mut warnings = Vec::new();
         for s in &sens {
@@ -604,6 +633,7 @@ impl Pass for HessianMp {
         m.insert("bytes_before".into(), json!(ctx.plan.bytes_before()));
         m.insert("bytes_after".into(), json!(bytes_after));
         m.insert("sensitivity_seconds".into(), json!(sensitivity_seconds));
+        m.insert("sensitivity_cached".into(), json!(sensitivity_cached));
         m.insert(
             "calibration_batches".into(),
             json!(samples

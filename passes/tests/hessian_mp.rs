@@ -1,6 +1,6 @@
 //! `hessian-mp` on the tiny BERT fixtures (hidden 32, FFN 64, 2 layers): the loss follows the head and the data,
 //! the budget holds, the allocation beats uniform widths on its own objective, the fixed schemes mirror each other,
-//! results are deterministic, and bad settings are plan-time errors.
+//! results are deterministic and cached, and bad settings are plan-time errors.
 
 mod common;
 
@@ -8,8 +8,9 @@ use std::path::Path;
 
 use common::fixture;
 use compressor_models::{Checkpoint, Encoding, QuantTensor, Strategy};
+use compressor_passes::hessian_mp::HessianMp;
 use compressor_passes::{
-    CalibrationSpec, ModelInfo, NoProgress, PassContext, PassPlan, PassReport, PassSpec,
+    CalibrationSpec, ModelInfo, NoProgress, Pass, PassContext, PassPlan, PassReport, PassSpec,
     PlanContext, SideFiles,
 };
 use serde_json::{json, Value};
@@ -79,12 +80,20 @@ fn run_with(
     config: Value,
     calibration: &CalibrationSpec,
 ) -> compressor_passes::Result<(Checkpoint, PassReport)> {
+    run_cached(dir, config, calibration, None)
+}
+
+fn run_cached(
+    dir: &Path,
+    config: Value,
+    calibration: &CalibrationSpec,
+    cache: Option<&Path>,
+) -> compressor_passes::Result<(Checkpoint, PassReport)> {
     let plan = plan_with(dir, config.clone(), Some(calibration))?;
     let mut ckpt = Checkpoint::open(dir).expect("opens");
-    let spec = PassSpec::from_config("hessian-mp", config)
-        .expect("valid config")
-        .expect("known kind");
-    let report = spec.build().run(&mut PassContext {
+    let pass = HessianMp::new(serde_json::from_value(config).expect("valid config"))
+        .with_cache_dir(cache.map(Path::to_path_buf));
+    let report = pass.run(&mut PassContext {
         config: &mut ckpt.config,
         store: &mut ckpt.store,
         files: &mut SideFiles::new(dir),
@@ -170,11 +179,35 @@ fn top_k_and_reversed_mirror_each_other_and_runs_are_deterministic() {
     let extra = |allocation: &str| {
         config(json!({ "bits": [2, 4], "average-bits": 3.0, "allocation": allocation }))
     };
+    let cache = tmp.path().join("cache");
     let (_, top) = run_with(&dir, extra("top-k"), &calib).expect("runs");
     let (_, again) = run_with(&dir, extra("top-k"), &calib).expect("runs");
-    let (_, rev) = run_with(&dir, extra("reversed"), &calib).expect("runs");
     assert_eq!(top.decisions, again.decisions);
     assert_eq!(top.metrics["per_block"], again.metrics["per_block"]);
+    // The reversed assignment computes the statistics into the cache; a second run reads them back.
+    let (_, rev) = run_cached(&dir, extra("reversed"), &calib, Some(&cache)).expect("runs");
+    let (_, rev2) = run_cached(&dir, extra("reversed"), &calib, Some(&cache)).expect("runs");
+    assert_eq!(rev.metrics["sensitivity_cached"], false);
+    assert_eq!(rev2.metrics["sensitivity_cached"], true);
+    assert_eq!(rev.metrics["per_block"], rev2.metrics["per_block"]);
+    assert_eq!(
+        rev.metrics["per_block"].as_object().map(|m| m.len()),
+        Some(12)
+    );
+    assert_eq!(
+        top.metrics["per_block"]
+            .as_object()
+            .expect("blocks")
+            .values()
+            .map(|b| &b["omega"])
+            .collect::<Vec<_>>(),
+        rev.metrics["per_block"]
+            .as_object()
+            .expect("blocks")
+            .values()
+            .map(|b| &b["omega"])
+            .collect::<Vec<_>>()
+    );
     let omega = |r: &PassReport, high: bool| -> Vec<f64> {
         blocks(r)
             .values()
