@@ -388,7 +388,8 @@ pub fn sensitivity(
 const CACHE_VERSION: &str = "hessian-sensitivity v1";
 
 /// A cached sensitivity analysis: `<cache>/hessian-sensitivity/<key>.json`, where the key is the sha256 of every
-/// input of [`sensitivity`] ([`Analysis`]): all tensors of the store (f32 values), the model config and pooling, the blocks, the
+/// input of [`sensitivity`] ([`Analysis`]): all tensors of the store (decoded f32 values; integer buffers by their
+/// bytes), the model config and pooling, the blocks, the
 /// samples (token ids, type ids, masks, targets), the power-iteration settings and the seed.
 pub struct Cache {
     path: std::path::PathBuf,
@@ -406,17 +407,23 @@ impl Cache {
         let mut names: Vec<&str> = a.store.names().collect();
         names.sort_unstable();
         for name in names {
-            let Some((_, shape)) = a.store.info(name) else {
+            let Some((dtype, shape)) = a.store.info(name) else {
                 continue;
             };
             part(name.as_bytes());
-            let values = a.store.get_f32(name, &shape)?;
-            part(
-                &values
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect::<Vec<u8>>(),
-            );
+            if dtype.is_float() {
+                // Decoded values, so a quantized tensor hashes by what the model computes with.
+                let values = a.store.get_f32(name, &shape)?;
+                part(
+                    &values
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                );
+            } else {
+                // Integer buffers (`embeddings.position_ids`): their stored bytes.
+                part(a.store.get(name)?.bytes());
+            }
         }
         part(format!("{:?}{:?}", a.config.bert(), a.pooling).as_bytes());
         part(a.blocks.join("\0").as_bytes());

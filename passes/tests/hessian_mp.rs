@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::fixture;
-use compressor_models::{Checkpoint, Encoding, QuantTensor, Strategy};
+use compressor_models::{Checkpoint, Encoding, HostTensor, QuantTensor, Strategy};
 use compressor_passes::hessian_mp::HessianMp;
 use compressor_passes::{
     CalibrationSpec, ModelInfo, NoProgress, Pass, PassContext, PassPlan, PassReport, PassSpec,
@@ -185,8 +185,29 @@ fn top_k_and_reversed_mirror_each_other_and_runs_are_deterministic() {
     assert_eq!(top.decisions, again.decisions);
     assert_eq!(top.metrics["per_block"], again.metrics["per_block"]);
     // The reversed assignment computes the statistics into the cache; a second run reads them back.
-    let (_, rev) = run_cached(&dir, extra("reversed"), &calib, Some(&cache)).expect("runs");
-    let (_, rev2) = run_cached(&dir, extra("reversed"), &calib, Some(&cache)).expect("runs");
+    // Checkpoints such as all-MiniLM-L6-v2 carry an int64 `embeddings.position_ids` buffer; the cache key covers it.
+    let with_buffer = tmp.path().join("with-buffer");
+    std::fs::create_dir_all(&with_buffer).expect("mkdir");
+    for entry in std::fs::read_dir(&dir).expect("fixture") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, with_buffer.join(path.file_name().expect("name"))).expect("copy");
+    }
+    let ckpt = Checkpoint::open(&with_buffer).expect("opens");
+    let mut tensors = ckpt.store.disk_tensors(&ckpt.config).expect("tensors");
+    tensors.push((
+        ckpt.store
+            .disk_name(&ckpt.config, "embeddings.position_ids"),
+        HostTensor::from_i64(vec![1, 64], &(0..64).collect::<Vec<i64>>()).expect("buffer"),
+    ));
+    compressor_models::st::write(
+        &with_buffer.join("model.safetensors"),
+        &tensors,
+        &Default::default(),
+    )
+    .expect("write");
+    let (_, rev) = run_cached(&with_buffer, extra("reversed"), &calib, Some(&cache)).expect("runs");
+    let (_, rev2) =
+        run_cached(&with_buffer, extra("reversed"), &calib, Some(&cache)).expect("runs");
     assert_eq!(rev.metrics["sensitivity_cached"], false);
     assert_eq!(rev2.metrics["sensitivity_cached"], true);
     assert_eq!(rev.metrics["per_block"], rev2.metrics["per_block"]);
