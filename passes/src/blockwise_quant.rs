@@ -28,9 +28,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::pass::{
-    Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, PlannedChange, TensorMeta,
-};
+use crate::pass::{Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, TensorMeta};
+use crate::targets::{plan_encodings, selected_matrices};
 
 /// How many values share a weight scale.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,18 +201,6 @@ impl BlockwiseQuant {
         Self { config }
     }
 
-    fn check_bits(key: &str, bits: u8) -> Result<()> {
-        if (compressor_models::quant::MIN_BITS..=compressor_models::quant::MAX_BITS).contains(&bits)
-        {
-            Ok(())
-        } else {
-            Err(Error::Config {
-                key: key.into(),
-                problem: format!("{bits} bits is outside the supported range 2 to 8"),
-            })
-        }
-    }
-
     fn encoding(&self, bits: u8, strategy: Strategy) -> Encoding {
         Encoding {
             bits,
@@ -253,90 +240,29 @@ impl BlockwiseQuant {
     /// (tensor, encoding, config key) for every tensor this pass quantizes.
     fn targets<'i>(&self, ctx: &'i PlanContext) -> Result<Vec<(&'i TensorMeta, Encoding, String)>> {
         let c = &self.config;
-        Self::check_bits("bits", c.bits)?;
-        let selector = c.select.compile().map_err(|problem| Error::Config {
-            key: "select".into(),
-            problem,
-        })?;
+        check_bits("bits", c.bits)?;
         let strategy = self.weight_strategy()?;
         let mut out = Vec::new();
-        let matched: Vec<&TensorMeta> = ctx
-            .info
-            .tensors
-            .iter()
-            .filter(|t| selector.matches(&t.spec()))
-            .collect();
-        if matched.is_empty() {
-            return Err(Error::EmptySelection {
-                key: "select".into(),
-                roles: Role::ALL
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
-        let not_matrices: Vec<&str> = matched
-            .iter()
-            .filter(|t| t.shape.len() != 2 || !t.dtype.is_float())
-            .map(|t| t.name.as_str())
-            .collect();
-        if !not_matrices.is_empty() {
-            return Err(Error::Config {
-                key: "select".into(),
-                problem: format!(
-                    "selects tensors that are not float matrices: {}\nhint: select weight matrices (kinds = [\"weight\"])",
-                    not_matrices.join(", ")
-                ),
-            });
-        }
+        let matched = selected_matrices(ctx, &c.select)?;
         for t in matched {
             out.push((t, self.encoding(c.bits, strategy), "group-size".to_string()));
         }
         if let Some(e) = &c.embeddings {
             let strategy = self.embedding_strategy(e);
-            for (key, bits, role) in [
-                ("embeddings.word", e.word, Role::EmbedTokens),
-                ("embeddings.position", e.position, Role::EmbedPositions),
-                ("embeddings.token-type", e.token_type, Role::EmbedTypes),
-            ] {
-                let Some(bits) = bits else { continue };
-                Self::check_bits(key, bits)?;
-                let tables: Vec<&TensorMeta> = ctx
-                    .info
-                    .tensors
-                    .iter()
-                    .filter(|t| t.role == role && t.kind == Kind::Weight)
-                    .collect();
-                if tables.is_empty() {
-                    return Err(Error::Config {
-                        key: key.into(),
-                        problem: format!("this model has no `{role}` table"),
-                    });
-                }
-                for t in tables {
-                    if out.iter().any(|(o, _, _)| o.name == t.name) {
-                        return Err(Error::Config {
-                            key: key.into(),
-                            problem: format!(
-                                "`{}` is also selected by `select`; choose one",
-                                t.name
-                            ),
-                        });
-                    }
-                    out.push((
-                        t,
-                        self.encoding(bits, strategy),
-                        "embeddings.group-size".to_string(),
-                    ));
-                }
+            let taken: Vec<&str> = out.iter().map(|(t, _, _)| t.name.as_str()).collect();
+            for (t, bits, _) in embedding_targets(ctx, e, &taken)? {
+                out.push((
+                    t,
+                    self.encoding(bits, strategy),
+                    "embeddings.group-size".to_string(),
+                ));
             }
         }
         Ok(out)
     }
 
     fn check_activations(&self, ctx: &PlanContext, a: &Activations) -> Result<()> {
-        Self::check_bits("activations.bits", a.bits)?;
+        check_bits("activations.bits", a.bits)?;
         if ctx.calibration.is_none() {
             return Err(Error::NoCalibration {
                 key: "activations".into(),
@@ -386,6 +312,58 @@ impl BlockwiseQuant {
     }
 }
 
+/// An error unless `bits` is a width the format layer encodes (2 to 8).
+pub(crate) fn check_bits(key: &str, bits: u8) -> Result<()> {
+    if (compressor_models::quant::MIN_BITS..=compressor_models::quant::MAX_BITS).contains(&bits) {
+        Ok(())
+    } else {
+        Err(Error::Config {
+            key: key.into(),
+            problem: format!("{bits} bits is outside the supported range 2 to 8"),
+        })
+    }
+}
+
+/// The embedding tables `e` asks to quantize: (table, bits, config key). Errors for a width outside 2-8, a table the
+/// model does not have, or a table already in `taken` (selected by the pass's `select`).
+pub(crate) fn embedding_targets<'i>(
+    ctx: &'i PlanContext,
+    e: &EmbeddingBits,
+    taken: &[&str],
+) -> Result<Vec<(&'i TensorMeta, u8, &'static str)>> {
+    let mut out = Vec::new();
+    for (key, bits, role) in [
+        ("embeddings.word", e.word, Role::EmbedTokens),
+        ("embeddings.position", e.position, Role::EmbedPositions),
+        ("embeddings.token-type", e.token_type, Role::EmbedTypes),
+    ] {
+        let Some(bits) = bits else { continue };
+        check_bits(key, bits)?;
+        let tables: Vec<&TensorMeta> = ctx
+            .info
+            .tensors
+            .iter()
+            .filter(|t| t.role == role && t.kind == Kind::Weight)
+            .collect();
+        if tables.is_empty() {
+            return Err(Error::Config {
+                key: key.into(),
+                problem: format!("this model has no `{role}` table"),
+            });
+        }
+        for t in tables {
+            if taken.contains(&t.name.as_str()) {
+                return Err(Error::Config {
+                    key: key.into(),
+                    problem: format!("`{}` is also selected by `select`; choose one", t.name),
+                });
+            }
+            out.push((t, bits, key));
+        }
+    }
+    Ok(out)
+}
+
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
         a
@@ -424,32 +402,7 @@ impl Pass for BlockwiseQuant {
 
     fn plan(&self, ctx: &PlanContext) -> Result<PassPlan> {
         let targets = self.targets(ctx)?;
-        let mut problems = Vec::new();
-        let mut plan = PassPlan::default();
-        for (t, e, key) in &targets {
-            let [rows, cols] = [t.shape[0], t.shape[1]];
-            if let Err(p) = e.check(rows, cols) {
-                problems.push(format!("tensor `{}` {:?}: {p}", t.name, t.shape));
-                let _ = key;
-                continue;
-            }
-            if t.encoding.is_some() {
-                plan.notes.push(format!(
-                    "`{}` is already quantized; it is decoded and quantized again",
-                    t.name
-                ));
-            }
-            plan.changes.push(PlannedChange {
-                name: t.name.clone(),
-                dtype_before: t.dtype,
-                dtype_after: DType::F32,
-                shape_before: t.shape.clone(),
-                shape_after: t.shape.clone(),
-                bytes_before: t.bytes(),
-                bytes_after: e.stored_bytes(rows, cols),
-                encoding_after: Some(*e),
-            });
-        }
+        let (mut plan, problems) = plan_encodings(targets.iter().map(|(t, e, _)| (*t, *e)));
         if !problems.is_empty() {
             let key = match self.config.granularity {
                 Granularity::Block => "block",

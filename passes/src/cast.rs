@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use compressor_models::{DType, HostTensor, Kind, Role, Selector};
+use compressor_models::{DType, HostTensor, Kind, Selector};
 use half::{bf16, f16};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -82,30 +82,7 @@ impl Pass for Cast {
     }
 
     fn plan(&self, ctx: &PlanContext) -> Result<PassPlan> {
-        let selector = self
-            .config
-            .select
-            .compile()
-            .map_err(|problem| Error::Config {
-                key: "select".into(),
-                problem,
-            })?;
-        let matched: Vec<&TensorMeta> = ctx
-            .info
-            .tensors
-            .iter()
-            .filter(|t| selector.matches(&t.spec()))
-            .collect();
-        if matched.is_empty() {
-            return Err(Error::EmptySelection {
-                key: "select".into(),
-                roles: Role::ALL
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
+        let matched = crate::targets::selected(ctx, &self.config.select)?;
         let (quantized, matched): (Vec<&TensorMeta>, Vec<&TensorMeta>) =
             matched.into_iter().partition(|t| t.encoding.is_some());
         let (float, other): (Vec<&TensorMeta>, Vec<&TensorMeta>) =

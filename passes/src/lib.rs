@@ -12,15 +12,19 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+pub mod bit_allocation;
 pub mod blockwise_quant;
 pub mod calibration;
 pub mod cast;
 pub mod error;
 pub mod files;
+pub mod hessian;
+pub mod hessian_mp;
 pub mod pass;
 pub mod progress;
 pub mod registry;
 pub mod suggest;
+pub(crate) mod targets;
 pub mod vocab_trim;
 
 pub use calibration::CalibrationSpec;

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::pass::{Pass, Phase};
-use crate::{blockwise_quant, cast, suggest, vocab_trim};
+use crate::{blockwise_quant, cast, hessian_mp, suggest, vocab_trim};
 
 /// One registered pass kind, as `compressor passes` lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -34,6 +34,12 @@ pub const REGISTRY: &[PassInfo] = &[
         cost: "one read of each selected tensor; activations: one forward pass over the calibration data",
     },
     PassInfo {
+        kind: "hessian-mp",
+        phase: Phase::Quantize,
+        summary: "Q-BERT: Hessian sensitivity per block, bits per block within a budget, group-wise integer weights",
+        cost: "blocks x runs x iterations Hessian-vector products (each about 3 forward passes) on calibration batches",
+    },
+    PassInfo {
         kind: "vocab-trim",
         phase: Phase::Structure,
         summary:
@@ -49,6 +55,7 @@ pub const REGISTRY: &[PassInfo] = &[
 pub enum PassSpec {
     Cast(cast::Config),
     BlockwiseQuant(blockwise_quant::Config),
+    HessianMp(hessian_mp::Config),
     VocabTrim(vocab_trim::Config),
 }
 
@@ -64,6 +71,7 @@ impl PassSpec {
             "blockwise-quant" => {
                 PassSpec::BlockwiseQuant(blockwise_quant::Config::deserialize(config)?)
             }
+            "hessian-mp" => PassSpec::HessianMp(hessian_mp::Config::deserialize(config)?),
             "vocab-trim" => PassSpec::VocabTrim(vocab_trim::Config::deserialize(config)?),
             _ => return Ok(None),
         }))
@@ -73,6 +81,7 @@ impl PassSpec {
         match self {
             PassSpec::Cast(_) => "cast",
             PassSpec::BlockwiseQuant(_) => "blockwise-quant",
+            PassSpec::HessianMp(_) => "hessian-mp",
             PassSpec::VocabTrim(_) => "vocab-trim",
         }
     }
@@ -88,6 +97,7 @@ impl PassSpec {
             PassSpec::BlockwiseQuant(c) => {
                 Box::new(blockwise_quant::BlockwiseQuant::new(c.clone()))
             }
+            PassSpec::HessianMp(c) => Box::new(hessian_mp::HessianMp::new(c.clone())),
             PassSpec::VocabTrim(c) => Box::new(vocab_trim::VocabTrim::new(c.clone())),
         }
     }
@@ -95,7 +105,9 @@ impl PassSpec {
     /// This spec with the file paths in its config (if any) resolved against `base`, the pipeline file's folder.
     pub fn with_base(&self, base: &Path) -> Self {
         match self {
-            PassSpec::Cast(_) | PassSpec::BlockwiseQuant(_) => self.clone(),
+            PassSpec::Cast(_) | PassSpec::BlockwiseQuant(_) | PassSpec::HessianMp(_) => {
+                self.clone()
+            }
             PassSpec::VocabTrim(c) => PassSpec::VocabTrim(c.with_base(base)),
         }
     }

@@ -1,8 +1,11 @@
 //! `blockwise-quant` on the tiny seeded BERT fixtures (hidden 32, FFN 64): plan-time errors, weights and
 //! embeddings quantized within half a step, calibrated activation scales that the runtime accepts.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::fixture;
 use compressor_models::quant::act::{self, ActivationQuant};
 use compressor_models::runtime::{Bert, Cpu};
 use compressor_models::{Checkpoint, Strategy};
@@ -10,12 +13,6 @@ use compressor_passes::{
     CalibrationSpec, ModelInfo, NoProgress, PassContext, PassPlan, PassReport, PassSpec,
     PlanContext, SideFiles,
 };
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/tests/fixtures")
-        .join(name)
-}
 
 fn spec(config: serde_json::Value) -> PassSpec {
     PassSpec::from_config("blockwise-quant", config)

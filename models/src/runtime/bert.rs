@@ -373,6 +373,26 @@ impl<B: Backend> Bert<B> {
             .find(|lin| lin.name == name)
     }
 
+    /// The Linear whose HF weight is `name`, to replace its parameters (sensitivity analysis perturbs or re-tracks
+    /// one weight at a time).
+    pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear<B>> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    &mut l.query,
+                    &mut l.key,
+                    &mut l.value,
+                    &mut l.attn_out,
+                    &mut l.up,
+                    &mut l.down,
+                ]
+            })
+            .chain(self.pooler.iter_mut())
+            .chain(self.classifier.iter_mut())
+            .find(|lin| lin.name == name)
+    }
+
     pub fn device(&self) -> &B::Device {
         &self.device
     }

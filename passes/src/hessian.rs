@@ -1,0 +1,546 @@
+//! Q-BERT sensitivity (Shen et al., AAAI 2020): for each block of weights, the top eigenvalue of the Hessian of a
+//! loss with respect to that block, by power iteration on exact Hessian-vector products.
+//!
+//! - **Hessian-vector products** are exact: double backward through burn's autodiff (`Autodiff<Autodiff<Cpu>>`).
+//!   The block's weight is a leaf of both graphs; the outer backward gives `g = dL/dW` as a tensor of the inner
+//!   autodiff backend, and the inner backward of `g . v` gives `H v`. The model composes GELU from `erf`
+//!   (`Bert::exact_second_order`) because burn's fused GELU backward is not differentiable again.
+//! - **Loss**: task cross-entropy (mean over the batch) when the model has a classification head and the data has
+//!   labels; otherwise the self-distillation loss `0.5 * mean_batch ||f(x) - f_orig(x)||^2` on the checkpoint's
+//!   pooled sentence embedding, whose Hessian at the original weights is the Gauss-Newton matrix `J^T J`.
+//! - **Power iteration** (PyHessian's `eigenvalues()`): `v ~ N(0, I)` normalised; repeat `w = H v`,
+//!   `lambda = v . w`, `v = w / ||w||`; stop when `|lambda_t - lambda_{t-1}| / (|lambda_{t-1}| + 1e-6) < tol`.
+//!   It returns the eigenvalue of largest magnitude (it may be negative for cross-entropy).
+//! - **Across data**: repeated on `runs` random subsets of the calibration data; `Omega = |mean| + std`
+//!   (population standard deviation of the samples).
+//!
+//! This lives in `passes` rather than `calibration/` because it runs the model under autodiff (the calibration
+//! crate holds data reading and tokenization and does not depend on the runtime).
+
+use compressor_models::rng::Rng;
+use compressor_models::runtime::{flat, Backend, Bert, Cpu, CpuAutodiff, Tensor, TensorData};
+use compressor_models::{EncodedBatch, ModelConfig, Pooling, TensorStore};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The backend of second-order autodiff: autodiff over the first-order autodiff CPU backend.
+pub type Hessian2 = burn::backend::Autodiff<CpuAutodiff>;
+
+/// What the loss compares the model's output with, for one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// Class ids, one per row: cross-entropy of the classifier logits.
+    Labels(Vec<usize>),
+    /// The original model's pooled embeddings, `[batch, hidden]` row-major: self-distillation.
+    Embeddings(Vec<f32>),
+}
+
+/// One batch of calibration data with the target of its loss.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub batch: EncodedBatch,
+    pub target: Target,
+}
+
+impl Sample {
+    /// A self-distillation sample: the target is `model`'s own pooled embedding of `batch`.
+    pub fn self_distillation(model: &Bert<Cpu>, batch: EncodedBatch) -> Result<Self> {
+        let pooled = model.pool(model.encode(&batch)?, &batch);
+        Ok(Self {
+            target: Target::Embeddings(flat(pooled)?),
+            batch,
+        })
+    }
+}
+
+/// The scalar loss of `model` on `sample` (see the module docs).
+pub fn loss<B: Backend>(model: &Bert<B>, sample: &Sample) -> Result<Tensor<B, 1>> {
+    let batch = &sample.batch;
+    let hidden = model.encode(batch)?;
+    let b = batch.batch_size;
+    match &sample.target {
+        Target::Labels(labels) => {
+            let logits = model.logits(hidden)?;
+            let [rows, classes] = logits.dims();
+            if labels.len() != rows {
+                return Err(runtime(format!(
+                    "{} labels for a batch of {rows}",
+                    labels.len()
+                )));
+            }
+            let mut onehot = vec![0f32; rows * classes];
+            for (r, &y) in labels.iter().enumerate() {
+                if y >= classes {
+                    return Err(runtime(format!(
+                        "label {y} is outside the classifier's {classes} classes"
+                    )));
+                }
+                onehot[r * classes + y] = 1.0;
+            }
+            let onehot =
+                Tensor::<B, 2>::from_data(TensorData::new(onehot, [rows, classes]), model.device());
+            let logp = burn::tensor::activation::log_softmax(logits, 1);
+            Ok((logp * onehot).sum() * (-1.0 / b as f64))
+        }
+        Target::Embeddings(target) => {
+            let pooled = model.pool(hidden, batch);
+            let [rows, h] = pooled.dims();
+            if target.len() != rows * h {
+                return Err(runtime(format!(
+                    "{} target values for pooled embeddings of {rows}x{h}",
+                    target.len()
+                )));
+            }
+            let target = Tensor::<B, 2>::from_data(
+                TensorData::new(target.clone(), [rows, h]),
+                model.device(),
+            );
+            Ok((pooled - target).powi_scalar(2).sum() * (0.5 / b as f64))
+        }
+    }
+}
+
+fn linear_mut<'m, B: Backend>(
+    model: &'m mut Bert<B>,
+    name: &str,
+) -> Result<&'m mut compressor_models::runtime::Linear<B>> {
+    model
+        .linear_mut(name)
+        .ok_or_else(|| runtime(format!("the model has no Linear weight `{name}`")))
+}
+
+/// Check that `values` fill the `[in, out]` weight `name`.
+fn check_len(name: &str, values: &[f32], dims: [usize; 2]) -> Result<()> {
+    if values.len() == dims[0] * dims[1] {
+        Ok(())
+    } else {
+        Err(runtime(format!(
+            "{} values for `{name}` of {dims:?}",
+            values.len()
+        )))
+    }
+}
+
+fn runtime(problem: String) -> Error {
+    compressor_models::Error::Runtime(problem).into()
+}
+
+/// The gradient of the loss with respect to the weight `name`, in burn's `[in, out]` layout, at the weights of
+/// `model` (first-order autodiff; used by tests to form Hessians by finite differences).
+pub fn gradient(model: &Bert<CpuAutodiff>, name: &str, sample: &Sample) -> Result<Vec<f32>> {
+    let mut m = model.clone();
+    let lin = linear_mut(&mut m, name)?;
+    let w = lin.weight_t.clone().detach().require_grad();
+    lin.weight_t = w.clone();
+    let grads = loss(&m, sample)?.backward();
+    let g = w
+        .grad(&grads)
+        .ok_or_else(|| runtime(format!("no gradient reached `{name}`")))?;
+    finite(name, flat(g)?)
+}
+
+/// Replace the weight `name` of `model` by `values` in burn's `[in, out]` layout.
+pub fn set_weight_t<B: Backend>(model: &mut Bert<B>, name: &str, values: &[f32]) -> Result<()> {
+    let lin = linear_mut(model, name)?;
+    let dims = lin.weight_t.dims();
+    check_len(name, values, dims)?;
+    lin.weight_t = Tensor::from_data(
+        TensorData::new(values.to_vec(), dims),
+        &lin.weight_t.device(),
+    );
+    Ok(())
+}
+
+/// The weight `name` of `model` in burn's `[in, out]` layout.
+pub fn weight_t<B: Backend>(model: &Bert<B>, name: &str) -> Result<Vec<f32>> {
+    let lin = model
+        .linear(name)
+        .ok_or_else(|| runtime(format!("the model has no Linear weight `{name}`")))?;
+    Ok(flat(lin.weight_t.clone())?)
+}
+
+/// `H v` for the block `name` on `sample`, with `v` in burn's `[in, out]` layout: double backward.
+pub fn hvp(model: &Bert<Hessian2>, name: &str, sample: &Sample, v: &[f32]) -> Result<Vec<f32>> {
+    let mut m = model.clone();
+    m.exact_second_order = true;
+    let lin = linear_mut(&mut m, name)?;
+    let dims = lin.weight_t.dims();
+    check_len(name, v, dims)?;
+    let inner = lin.weight_t.clone().inner().detach().require_grad();
+    let outer = Tensor::<Hessian2, 2>::from_inner(inner.clone()).require_grad();
+    lin.weight_t = outer.clone();
+    let grads = loss(&m, sample)?.backward();
+    let g = outer
+        .grad(&grads)
+        .ok_or_else(|| runtime(format!("no gradient reached `{name}`")))?;
+    let v = Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(v.to_vec(), dims), &g.device());
+    let grads2 = (g * v).sum().backward();
+    let hv = inner.grad(&grads2).ok_or_else(|| {
+        runtime(format!(
+            "the gradient of `{name}` does not depend on it (no second derivative)"
+        ))
+    })?;
+    finite(name, flat(hv)?)
+}
+
+fn finite(name: &str, values: Vec<f32>) -> Result<Vec<f32>> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(values),
+        Some(i) => Err(runtime(format!(
+            "a non-finite derivative of the loss with respect to `{name}` (flat index {i})\nhint: check the calibration data and the checkpoint's weights for NaN or infinity"
+        ))),
+    }
+}
+
+/// Power-iteration settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PowerIteration {
+    #[serde(default = "default_iterations")]
+    pub max_iterations: usize,
+    /// Relative change of the eigenvalue estimate between iterations below which it has converged.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+}
+
+fn default_iterations() -> usize {
+    20
+}
+fn default_tolerance() -> f64 {
+    1e-3
+}
+
+impl Default for PowerIteration {
+    fn default() -> Self {
+        Self {
+            max_iterations: default_iterations(),
+            tolerance: default_tolerance(),
+        }
+    }
+}
+
+/// The result of one power iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Eigen {
+    /// The last estimate of the eigenvalue of largest magnitude.
+    pub value: f64,
+    pub iterations: usize,
+    pub converged: bool,
+}
+
+/// A standard normal direction of `n` values, normalised, from `rng` (Box-Muller).
+pub fn random_direction(n: usize, rng: &mut Rng) -> Vec<f32> {
+    let mut v: Vec<f64> = Vec::with_capacity(n);
+    while v.len() < n {
+        let u1 = rng.next_f64().max(f64::MIN_POSITIVE);
+        let u2 = rng.next_f64();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let t = 2.0 * std::f64::consts::PI * u2;
+        v.push(r * t.cos());
+        if v.len() < n {
+            v.push(r * t.sin());
+        }
+    }
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
+    v.iter().map(|x| (x / norm) as f32).collect()
+}
+
+/// The eigenvalue of largest magnitude of the symmetric operator `apply`, starting from `v0` (unit norm).
+pub fn power_iteration(
+    v0: Vec<f32>,
+    settings: PowerIteration,
+    mut apply: impl FnMut(&[f32]) -> Result<Vec<f32>>,
+) -> Result<Eigen> {
+    let mut v = v0;
+    let mut value = 0f64;
+    for it in 1..=settings.max_iterations.max(1) {
+        let w = apply(&v)?;
+        let lambda: f64 = v
+            .iter()
+            .zip(&w)
+            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+            .sum();
+        let norm = w
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        let change = (lambda - value).abs() / (value.abs() + 1e-6);
+        value = lambda;
+        if norm == 0.0 {
+            // H v = 0: v is in the null space; the estimate is 0.
+            return Ok(Eigen {
+                value: 0.0,
+                iterations: it,
+                converged: true,
+            });
+        }
+        v = w.iter().map(|&x| (f64::from(x) / norm) as f32).collect();
+        if it > 1 && change < settings.tolerance {
+            return Ok(Eigen {
+                value,
+                iterations: it,
+                converged: true,
+            });
+        }
+    }
+    Ok(Eigen {
+        value,
+        iterations: settings.max_iterations.max(1),
+        converged: false,
+    })
+}
+
+/// The sensitivity of one block across runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockSensitivity {
+    pub name: String,
+    /// One top eigenvalue per run.
+    pub samples: Vec<f64>,
+    pub iterations: Vec<usize>,
+    pub converged: Vec<bool>,
+    pub mean: f64,
+    pub std: f64,
+    /// `|mean| + std`.
+    pub omega: f64,
+}
+
+impl BlockSensitivity {
+    fn from_runs(name: &str, runs: Vec<Eigen>) -> Self {
+        let samples: Vec<f64> = runs.iter().map(|e| e.value).collect();
+        let n = samples.len().max(1) as f64;
+        let mean = samples.iter().sum::<f64>() / n;
+        let std = (samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+        Self {
+            name: name.to_string(),
+            iterations: runs.iter().map(|e| e.iterations).collect(),
+            converged: runs.iter().map(|e| e.converged).collect(),
+            samples,
+            mean,
+            std,
+            omega: mean.abs() + std,
+        }
+    }
+}
+
+/// The inputs of a sensitivity analysis.
+#[derive(Clone, Copy)]
+pub struct Analysis<'a> {
+    /// The weights at which the Hessians are taken.
+    pub store: &'a TensorStore,
+    pub config: &'a ModelConfig,
+    pub pooling: Pooling,
+    /// HF names of the Linear weights, one block each.
+    pub blocks: &'a [String],
+    /// One batch per run.
+    pub samples: &'a [Sample],
+    pub settings: PowerIteration,
+    pub seed: u64,
+}
+
+/// Top Hessian eigenvalues of every block in `blocks` (HF weight names), one power iteration per sample (run).
+/// Run `r` of block `i` starts from a direction drawn with seed `(seed, i, r)`, so results do not depend on
+/// thread scheduling. `on_block` is called as each block finishes.
+pub fn sensitivity(
+    a: &Analysis,
+    on_block: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<BlockSensitivity>> {
+    let Analysis {
+        store,
+        config,
+        pooling,
+        blocks,
+        samples,
+        settings,
+        seed,
+    } = *a;
+    let model = Bert::<Hessian2>::load(store, config, pooling, &Default::default())?;
+    blocks
+        .par_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut runs = Vec::with_capacity(samples.len());
+            let n = weight_t(&model, name)?.len();
+            for (r, sample) in samples.iter().enumerate() {
+                let mut rng = Rng::new(
+                    seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        ^ (r as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+                );
+                let v0 = random_direction(n, &mut rng);
+                runs.push(power_iteration(v0, settings, |v| {
+                    hvp(&model, name, sample, v)
+                })?);
+            }
+            on_block(name);
+            Ok(BlockSensitivity::from_runs(name, runs))
+        })
+        .collect()
+}
+
+/// Version of the cached sensitivity entries; bump when the computation changes.
+const CACHE_VERSION: &str = "hessian-sensitivity v1";
+
+/// A cached sensitivity analysis: `<cache>/hessian-sensitivity/<key>.json`, where the key is the sha256 of every
+/// input of [`sensitivity`] ([`Analysis`]): all tensors of the store (decoded f32 values; integer buffers by their
+/// bytes), the model config and pooling, the blocks, the
+/// samples (token ids, type ids, masks, targets), the power-iteration settings and the seed.
+pub struct Cache {
+    path: std::path::PathBuf,
+}
+
+impl Cache {
+    pub fn new(dir: &std::path::Path, a: &Analysis) -> Result<Self> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut part = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        part(CACHE_VERSION.as_bytes());
+        let mut names: Vec<&str> = a.store.names().collect();
+        names.sort_unstable();
+        for name in names {
+            let Some((dtype, shape)) = a.store.info(name) else {
+                continue;
+            };
+            part(name.as_bytes());
+            if dtype.is_float() {
+                // Decoded values, so a quantized tensor hashes by what the model computes with.
+                let values = a.store.get_f32(name, &shape)?;
+                part(
+                    &values
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                );
+            } else {
+                // Integer buffers (`embeddings.position_ids`): their stored bytes.
+                part(a.store.get(name)?.bytes());
+            }
+        }
+        part(format!("{:?}{:?}", a.config.bert(), a.pooling).as_bytes());
+        part(a.blocks.join("\0").as_bytes());
+        for s in a.samples {
+            let b = &s.batch;
+            for ints in [&b.input_ids, &b.token_type_ids, &b.attention_mask] {
+                part(
+                    &ints
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                );
+            }
+            part(
+                &[b.batch_size as u64, b.seq_len as u64]
+                    .map(u64::to_le_bytes)
+                    .concat(),
+            );
+            match &s.target {
+                Target::Labels(l) => {
+                    part(b"labels");
+                    part(
+                        &l.iter()
+                            .flat_map(|&y| (y as u64).to_le_bytes())
+                            .collect::<Vec<u8>>(),
+                    );
+                }
+                Target::Embeddings(e) => {
+                    part(b"embeddings");
+                    part(&e.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+                }
+            }
+        }
+        part(&a.settings.max_iterations.to_le_bytes());
+        part(&a.settings.tolerance.to_le_bytes());
+        part(&a.seed.to_le_bytes());
+        Ok(Self {
+            path: dir
+                .join("hessian-sensitivity")
+                .join(format!("{:x}.json", h.finalize())),
+        })
+    }
+
+    /// The cached analysis, if there is a readable one for exactly these blocks.
+    pub fn read(&self, blocks: &[String]) -> Option<Vec<BlockSensitivity>> {
+        let entry: Vec<BlockSensitivity> =
+            serde_json::from_slice(&std::fs::read(&self.path).ok()?).ok()?;
+        let names: Vec<&String> = entry.iter().map(|b| &b.name).collect();
+        (names.len() == blocks.len() && names.iter().zip(blocks).all(|(a, b)| *a == b))
+            .then_some(entry)
+    }
+
+    /// Store the analysis (written to a temporary file, then renamed into place).
+    pub fn write(&self, entry: &[BlockSensitivity]) -> Result<()> {
+        let err = |e: std::io::Error| {
+            Error::File {
+            path: self.path.clone(),
+            problem: format!("cannot be written to the statistics cache: {e}\nhint: set COMPRESSOR_CACHE to a writable folder"),
+        }
+        };
+        if let Some(parent) = self.path.parent() {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        let bytes = serde_json::to_vec(entry).map_err(|e| err(std::io::Error::other(e)))?;
+        let tmp = self
+            .path
+            .with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_iteration_finds_the_largest_magnitude_eigenvalue_of_a_known_matrix() {
+        // diag(1, -5, 3) rotated is still symmetric with eigenvalues 1, -5, 3; use the diagonal directly.
+        let d = [1.0f32, -5.0, 3.0];
+        let e = power_iteration(
+            random_direction(3, &mut Rng::new(1)),
+            PowerIteration {
+                max_iterations: 200,
+                tolerance: 1e-9,
+            },
+            |v| Ok(v.iter().zip(&d).map(|(a, b)| a * b).collect()),
+        )
+        .expect("runs");
+        assert!((e.value + 5.0).abs() < 1e-4, "{e:?}");
+        assert!(e.converged);
+        let capped = power_iteration(
+            random_direction(3, &mut Rng::new(1)),
+            PowerIteration {
+                max_iterations: 2,
+                tolerance: 0.0,
+            },
+            |v| Ok(v.iter().zip(&d).map(|(a, b)| a * b).collect()),
+        )
+        .expect("runs");
+        assert!(!capped.converged);
+        assert_eq!(capped.iterations, 2);
+    }
+
+    #[test]
+    fn omega_is_absolute_mean_plus_population_std() {
+        let runs = [-1.0, -3.0]
+            .iter()
+            .map(|&value| Eigen {
+                value,
+                iterations: 1,
+                converged: true,
+            })
+            .collect();
+        let s = BlockSensitivity::from_runs("w", runs);
+        assert_eq!(s.mean, -2.0);
+        assert_eq!(s.std, 1.0);
+        assert_eq!(s.omega, 3.0);
+    }
+}

@@ -1,0 +1,772 @@
+//! `hessian-mp`: Q-BERT (Shen et al., AAAI 2020) without retraining: Hessian sensitivity per block, bits per block
+//! under a size budget, group-wise integer weights.
+//!
+//! 1. **Sensitivity** ([`crate::hessian`]): the top Hessian eigenvalue of the loss with respect to each block
+//!    (default: every encoder Linear weight), on `runs` random batches of the `[calibration]` data;
+//!    `Omega = |mean| + std`. Cross-entropy on labelled data for classifiers, self-distillation otherwise.
+//! 2. **Allocation** ([`crate::bit_allocation`]): widths from the menu `bits` minimising
+//!    `sum_i Omega_i * ||Q_b(W_i) - W_i||^2` within the budget (`average-bits` per block weight, or `bytes` of the
+//!    blocks as stored), exactly; or the paper's fixed schemes (`top-k`, `reversed`).
+//! 3. **Quantization** through the format layer: compressed-tensors group strategy (`group-size` consecutive
+//!    inputs per scale), symmetric by default so that artifacts load in transformers; embeddings at their own
+//!    widths (default 8 bits for word and position tables).
+//!
+//! The sensitivity statistics are cached on disk (`<cache>/hessian-sensitivity/`, see [`hessian::Cache`]), so a
+//! second run with the same model, data and settings (another budget, menu or allocation) reuses them.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use compressor_calibration::{read_jsonl, read_texts, sample, text_field, TextInput};
+use compressor_models::rng::Rng;
+use compressor_models::runtime::{Bert, Cpu};
+use compressor_models::{
+    DType, EncodedBatch, Encoding, Head, Kind, Pooling, QuantTensor, Role, Selector, Strategy,
+};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::bit_allocation::{self, Choice, Infeasible};
+use crate::blockwise_quant::{check_bits, embedding_targets, EmbeddingBits};
+use crate::calibration::CalibrationSpec;
+use crate::error::{Error, Result};
+use crate::hessian::{self, PowerIteration, Sample, Target};
+use crate::pass::{
+    Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, PlannedChange, TensorMeta,
+};
+use crate::targets::{plan_encodings, reject, selected_matrices};
+
+/// How bits are assigned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allocation {
+    /// Minimum total `Omega * quantization error` within the budget (exact).
+    #[default]
+    Optimal,
+    /// The most sensitive blocks at the menu's highest width, the rest at its lowest (as many high as fit).
+    TopK,
+    /// As `top-k` with the least sensitive blocks at the high width (the paper's MP-rev ablation).
+    Reversed,
+}
+
+/// Which loss the Hessian is of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Cross-entropy when the model is a classifier and every calibration record has `label-field`;
+    /// self-distillation otherwise.
+    #[default]
+    Auto,
+    CrossEntropy,
+    SelfDistillation,
+}
+
+/// Sensitivity settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Sensitivity {
+    /// Random data subsets (one batch each); one eigenvalue sample per run and block.
+    #[serde(default = "default_runs")]
+    pub runs: usize,
+    #[serde(default = "default_iterations")]
+    pub max_iterations: usize,
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// Calibration texts per run.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// Fail when a power iteration does not converge (otherwise: a warning, and its last estimate is used).
+    #[serde(default)]
+    pub strict: bool,
+}
+
+fn default_runs() -> usize {
+    5
+}
+fn default_iterations() -> usize {
+    PowerIteration::default().max_iterations
+}
+fn default_tolerance() -> f64 {
+    PowerIteration::default().tolerance
+}
+fn default_batch() -> usize {
+    32
+}
+
+impl Default for Sensitivity {
+    fn default() -> Self {
+        Self {
+            runs: default_runs(),
+            max_iterations: default_iterations(),
+            tolerance: default_tolerance(),
+            batch_size: default_batch(),
+            seed: 0,
+            strict: false,
+        }
+    }
+}
+
+/// Settings of a `hessian-mp` pass.
+///
+/// ```toml
+/// [[pass]]
+/// kind = "hessian-mp"
+/// bits = [2, 3, 4, 8]           # the menu, each 2..8
+/// average-bits = 3.0            # budget: code bits per block weight (or `bytes` = stored bytes of the blocks)
+/// allocation = "optimal"        # optimal | top-k | reversed
+/// group-size = 128              # values per scale along the input dimension
+/// symmetric = true
+/// embeddings = { word = 8, position = 8 }
+/// loss = "auto"                 # auto | cross-entropy | self-distillation
+/// label-field = "label"
+/// sensitivity = { runs = 5, max-iterations = 20, tolerance = 1e-3, batch-size = 32, seed = 0, strict = false }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default = "default_menu")]
+    pub bits: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_bits: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default)]
+    pub allocation: Allocation,
+    #[serde(default = "default_group")]
+    pub group_size: usize,
+    #[serde(default = "default_true")]
+    pub symmetric: bool,
+    /// The blocks. Default: `{ roles = ["attn.*", "ffn.*"], kinds = ["weight"] }`.
+    #[serde(default = "crate::blockwise_quant::default_select")]
+    pub select: Selector,
+    #[serde(default = "default_embeddings")]
+    pub embeddings: EmbeddingBits,
+    #[serde(default)]
+    pub loss: LossKind,
+    #[serde(default = "default_label_field")]
+    pub label_field: String,
+    #[serde(default)]
+    pub sensitivity: Sensitivity,
+}
+
+fn default_menu() -> Vec<u8> {
+    vec![2, 3, 4, 8]
+}
+fn default_group() -> usize {
+    128
+}
+fn default_true() -> bool {
+    true
+}
+fn default_embeddings() -> EmbeddingBits {
+    EmbeddingBits {
+        word: Some(8),
+        position: Some(8),
+        ..EmbeddingBits::default()
+    }
+}
+fn default_label_field() -> String {
+    "label".into()
+}
+
+/// The `hessian-mp` pass.
+pub struct HessianMp {
+    config: Config,
+    cache_dir: Option<std::path::PathBuf>,
+}
+
+/// The blocks, and the embedding tables with their widths.
+type Targets<'i> = (Vec<&'i TensorMeta>, Vec<(&'i TensorMeta, u8)>);
+
+/// The budget in the units block sizes are counted in.
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    /// Code bits: `numel * bits` per block.
+    Bits(u64),
+    /// Stored bytes (codes, scales, shape).
+    Bytes(u64),
+}
+
+impl HessianMp {
+    /// A pass whose sensitivity statistics are cached in [`compressor_calibration::default_cache_dir`].
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            cache_dir: Some(compressor_calibration::default_cache_dir()),
+        }
+    }
+
+    /// Cache the sensitivity statistics in `dir` (`None`: no cache).
+    pub fn with_cache_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
+    }
+
+    /// The menu, sorted and deduplicated, each width checked.
+    fn menu(&self) -> Result<Vec<u8>> {
+        let mut menu = self.config.bits.clone();
+        if menu.is_empty() {
+            return Err(Error::Config {
+                key: "bits".into(),
+                problem: "the bit menu is empty; list the widths to choose from, e.g. [2, 3, 4, 8]"
+                    .into(),
+            });
+        }
+        for &b in &menu {
+            check_bits("bits", b)?;
+        }
+        menu.sort_unstable();
+        menu.dedup();
+        Ok(menu)
+    }
+
+    fn encoding(&self, bits: u8) -> Encoding {
+        Encoding {
+            bits,
+            symmetric: self.config.symmetric,
+            strategy: Strategy::Group {
+                size: self.config.group_size,
+            },
+            scale_dtype: DType::F32,
+            pow2_scales: false,
+        }
+    }
+
+    fn embedding_encoding(&self, bits: u8) -> Encoding {
+        Encoding {
+            strategy: Strategy::Group {
+                size: self
+                    .config
+                    .embeddings
+                    .group_size
+                    .unwrap_or(self.config.group_size),
+            },
+            ..self.encoding(bits)
+        }
+    }
+
+    fn budget(&self, blocks: &[&TensorMeta]) -> Result<Budget> {
+        match (self.config.average_bits, self.config.bytes) {
+            (Some(avg), None) => {
+                if !(avg.is_finite() && avg > 0.0) {
+                    return Err(Error::Config {
+                        key: "average-bits".into(),
+                        problem: format!("{avg} is not a positive number of bits"),
+                    });
+                }
+                let numel: usize = blocks.iter().map(|t| t.numel()).sum();
+                Ok(Budget::Bits((avg * numel as f64).floor() as u64))
+            }
+            (None, Some(bytes)) => Ok(Budget::Bytes(bytes)),
+            (Some(_), Some(_)) => Err(Error::Config {
+                key: "average-bits".into(),
+                problem: "set either `average-bits` or `bytes`, not both".into(),
+            }),
+            (None, None) => Err(Error::Config {
+                key: "average-bits".into(),
+                problem: "no budget\nhint: add `average-bits = 3.0` (code bits per block weight) or `bytes = N` (stored bytes of the blocks)".into(),
+            }),
+        }
+    }
+
+    /// Size of a `[rows, cols]` block at `bits` in the budget's units.
+    fn size(&self, budget: Budget, shape: [usize; 2], bits: u8) -> u64 {
+        match budget {
+            Budget::Bits(_) => (shape[0] * shape[1]) as u64 * u64::from(bits),
+            Budget::Bytes(_) => self.encoding(bits).stored_bytes(shape[0], shape[1]) as u64,
+        }
+    }
+
+    fn infeasible(&self, e: Infeasible, budget: Budget) -> Error {
+        let (key, unit) = match budget {
+            Budget::Bits(_) => ("average-bits", "code bits"),
+            Budget::Bytes(_) => ("bytes", "bytes"),
+        };
+        Error::Config {
+            key: key.into(),
+            problem: format!(
+                "{e} ({unit} of the selected blocks)\nhint: widen the bit menu or raise the budget"
+            ),
+        }
+    }
+
+    /// Blocks and embedding tables with the encoding planned for each (blocks: the menu's highest width).
+    fn targets<'i>(&self, ctx: &'i PlanContext) -> Result<Targets<'i>> {
+        let blocks = selected_matrices(ctx, &self.config.select)?;
+        reject(
+            &blocks,
+            |t| {
+                t.kind != Kind::Weight
+                    || matches!(
+                        t.role,
+                        Role::EmbedTokens | Role::EmbedPositions | Role::EmbedTypes
+                    )
+            },
+            "not Linear weights",
+            "embedding tables get their widths from `embeddings`",
+        )?;
+        let taken: Vec<&str> = blocks.iter().map(|t| t.name.as_str()).collect();
+        let tables = embedding_targets(ctx, &self.config.embeddings, &taken)?
+            .into_iter()
+            .map(|(t, bits, _)| (t, bits))
+            .collect();
+        Ok((blocks, tables))
+    }
+
+    fn check_sensitivity(&self, ctx: &PlanContext) -> Result<()> {
+        let s = &self.config.sensitivity;
+        if ctx.calibration.is_none() {
+            return Err(Error::NoCalibration {
+                key: "sensitivity".into(),
+            });
+        }
+        for (key, value) in [
+            ("sensitivity.runs", s.runs),
+            ("sensitivity.max-iterations", s.max_iterations),
+            ("sensitivity.batch-size", s.batch_size),
+        ] {
+            if value == 0 {
+                return Err(Error::Config {
+                    key: key.into(),
+                    problem: "must be at least 1".into(),
+                });
+            }
+        }
+        if !(s.tolerance.is_finite() && s.tolerance >= 0.0) {
+            return Err(Error::Config {
+                key: "sensitivity.tolerance".into(),
+                problem: format!("{} is not a non-negative number", s.tolerance),
+            });
+        }
+        let classifier = matches!(ctx.config.bert().head, Head::SequenceClassification { .. });
+        if self.config.loss == LossKind::CrossEntropy && !classifier {
+            return Err(Error::Config {
+                key: "loss".into(),
+                problem: "cross-entropy needs a classification head, and this model has none\nhint: use loss = \"self-distillation\" (or \"auto\")".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Pass for HessianMp {
+    fn kind(&self) -> &'static str {
+        "hessian-mp"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::Quantize
+    }
+
+    fn plan(&self, ctx: &PlanContext) -> Result<PassPlan> {
+        let menu = self.menu()?;
+        self.check_sensitivity(ctx)?;
+        let (blocks, tables) = self.targets(ctx)?;
+        let budget = self.budget(&blocks)?;
+        let high = menu[menu.len() - 1];
+        let (mut plan, problems) = plan_encodings(
+            blocks.iter().map(|t| (*t, self.encoding(high))).chain(
+                tables
+                    .iter()
+                    .map(|(t, b)| (*t, self.embedding_encoding(*b))),
+            ),
+        );
+        if !problems.is_empty() {
+            return Err(Error::Config {
+                key: "group-size".into(),
+                problem: format!(
+                    "the group size does not fit {} tensor(s):\n  {}\nhint: choose a group size that divides every selected input dimension (`embeddings.group-size` for the tables)",
+                    problems.len(),
+                    problems.join("\n  ")
+                ),
+            });
+        }
+        // The budget must be reachable from the menu (found here, from metadata alone).
+        let sizes: Vec<Vec<Choice>> = blocks
+            .iter()
+            .map(|t| {
+                menu.iter()
+                    .map(|&bits| Choice {
+                        bits,
+                        size: self.size(budget, [t.shape[0], t.shape[1]], bits),
+                        cost: 0.0,
+                    })
+                    .collect()
+            })
+            .collect();
+        let limit = match budget {
+            Budget::Bits(b) | Budget::Bytes(b) => b,
+        };
+        bit_allocation::optimal(&sizes, limit).map_err(|e| self.infeasible(e, budget))?;
+        plan.notes.push(format!(
+            "bits per block are chosen at run time from {menu:?} ({:?} allocation); the plan shows the highest width",
+            self.config.allocation
+        ));
+        Ok(plan)
+    }
+
+    fn run(&self, ctx: &mut PassContext) -> Result<PassReport> {
+        let menu = self.menu()?;
+        let info = crate::pass::ModelInfo::from_store(ctx.config, ctx.store);
+        let planned: Vec<&PlannedChange> = ctx.plan.changes.iter().collect();
+        let block_metas: Vec<&TensorMeta> = planned
+            .iter()
+            .filter_map(|c| info.get(&c.name))
+            .filter(|t| {
+                !matches!(
+                    t.role,
+                    Role::EmbedTokens | Role::EmbedPositions | Role::EmbedTypes
+                )
+            })
+            .collect();
+        let budget = self.budget(&block_metas)?;
+        let names: Vec<String> = block_metas.iter().map(|t| t.name.clone()).collect();
+
+        // 1. Sensitivity, at the weights as they are before this pass.
+        let started = Instant::now();
+        let (samples, loss_name) = self.samples(ctx)?;
+        let pooling = Pooling::load(ctx.files.dir())?;
+        ctx.progress.on_pass_start("sensitivity", names.len());
+        let progress = ctx.progress;
+        let settings = PowerIteration {
+            max_iterations: self.config.sensitivity.max_iterations,
+            tolerance: self.config.sensitivity.tolerance,
+        };
+        let analysis = hessian::Analysis {
+            store: ctx.store,
+            config: ctx.config,
+            pooling,
+            blocks: &names,
+            samples: &samples,
+            settings,
+            seed: self.config.sensitivity.seed,
+        };
+        let cache = match &self.cache_dir {
+            Some(dir) => Some(hessian::Cache::new(dir, &analysis)?),
+            None => None,
+        };
+        let cached = cache.as_ref().and_then(|c| c.read(&names));
+        let sensitivity_cached = cached.is_some();
+        let sens = match cached {
+            Some(s) => s,
+            None => {
+                let s = hessian::sensitivity(&analysis, &|name| progress.on_unit(name))?;
+                if let Some(c) = &cache {
+                    c.write(&s)?;
+                }
+                s
+            }
+        };
+        let sensitivity_seconds = started.elapsed().as_secs_f64();
+        let mut warnings = Vec::new();
+        for s in &sens {
+            let failed = s.converged.iter().filter(|c| !**c).count();
+            if failed > 0 {
+                let msg = format!(
+                    "`{}`: the power iteration did not converge within {} iterations in {failed} of {} runs (tolerance {}); the last estimates are used",
+                    s.name, settings.max_iterations, s.converged.len(), settings.tolerance
+                );
+                if self.config.sensitivity.strict {
+                    return Err(Error::Config {
+                        key: "sensitivity.strict".into(),
+                        problem: format!("{msg}\nhint: raise `sensitivity.max-iterations` or `sensitivity.tolerance`, or set strict = false"),
+                    });
+                }
+                warnings.push(msg);
+            }
+        }
+
+        // 2. Quantization error of every block at every width, then the allocation.
+        let values: Vec<Vec<f32>> = block_metas
+            .iter()
+            .map(|t| ctx.store.get_f32(&t.name, &t.shape))
+            .collect::<std::result::Result<_, _>>()?;
+        let quantized: Vec<Vec<(QuantTensor, f64)>> = block_metas
+            .par_iter()
+            .zip(values.par_iter())
+            .map(|(t, w)| {
+                menu.iter()
+                    .map(|&bits| {
+                        let q =
+                            QuantTensor::quantize(w, t.shape[0], t.shape[1], self.encoding(bits))
+                                .map_err(|problem| Error::Config {
+                                key: "bits".into(),
+                                problem: format!("cannot quantize `{}`: {problem}", t.name),
+                            })?;
+                        let se = q.error(w).squared_error;
+                        Ok((q, se))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<_>>()?;
+        let choices: Vec<Vec<Choice>> = block_metas
+            .iter()
+            .zip(&sens)
+            .zip(&quantized)
+            .map(|((t, s), qs)| {
+                menu.iter()
+                    .zip(qs)
+                    .map(|(&bits, (_, se))| Choice {
+                        bits,
+                        size: self.size(budget, [t.shape[0], t.shape[1]], bits),
+                        cost: s.omega * se,
+                    })
+                    .collect()
+            })
+            .collect();
+        let limit = match budget {
+            Budget::Bits(b) | Budget::Bytes(b) => b,
+        };
+        let picks: Vec<usize> = match self.config.allocation {
+            Allocation::Optimal => bit_allocation::optimal(&choices, limit),
+            Allocation::TopK | Allocation::Reversed => {
+                let omega: Vec<f64> = sens.iter().map(|s| s.omega).collect();
+                let (low, high) = (menu[0], menu[menu.len() - 1]);
+                bit_allocation::top_k(
+                    &omega,
+                    low,
+                    high,
+                    self.config.allocation == Allocation::Reversed,
+                    limit,
+                    |i, bits| choices[i][menu.iter().position(|&b| b == bits).unwrap_or(0)].size,
+                )
+                .map(|bits| {
+                    bits.iter()
+                        .map(|b| menu.iter().position(|m| m == b).unwrap_or(0))
+                        .collect()
+                })
+            }
+        }
+        .map_err(|e| self.infeasible(e, budget))?;
+
+        // 3. Store the chosen encodings and the embedding tables.
+        let mut per_block = BTreeMap::new();
+        let mut chosen = BTreeMap::new();
+        let mut changed = Vec::new();
+        let (mut code_bits, mut numel) = (0u64, 0u64);
+        for (i, ((t, s), mut qs)) in block_metas.iter().zip(&sens).zip(quantized).enumerate() {
+            let p = picks[i];
+            let (q, se) = qs.swap_remove(p);
+            let bits = q.encoding.bits;
+            code_bits += t.numel() as u64 * u64::from(bits);
+            numel += t.numel() as u64;
+            per_block.insert(
+                t.name.clone(),
+                json!({
+                    "omega": s.omega,
+                    "mean": s.mean,
+                    "std": s.std,
+                    "eigenvalues": s.samples,
+                    "iterations": s.iterations,
+                    "converged": s.converged,
+                    "bits": bits,
+                    "squared_error": se,
+                    "relative_frobenius_error": q.error(&values[i]).relative_frobenius,
+                    "bytes": q.stored_bytes(),
+                }),
+            );
+            chosen.insert(t.name.clone(), bits);
+            ctx.store.set_quant(&t.name, q);
+            changed.push(t.name.clone());
+        }
+        let mut tables = BTreeMap::new();
+        for c in &planned {
+            let Some(e) = c.encoding_after.filter(|_| !chosen.contains_key(&c.name)) else {
+                continue;
+            };
+            let w = ctx.store.get_f32(&c.name, &c.shape_before)?;
+            let q = QuantTensor::quantize(&w, c.shape_before[0], c.shape_before[1], e).map_err(
+                |problem| Error::Config {
+                    key: "embeddings".into(),
+                    problem: format!("cannot quantize `{}`: {problem}", c.name),
+                },
+            )?;
+            tables.insert(
+                c.name.clone(),
+                json!({ "bits": e.bits, "relative_frobenius_error": q.error(&w).relative_frobenius, "bytes": q.stored_bytes() }),
+            );
+            ctx.store.set_quant(&c.name, q);
+            changed.push(c.name.clone());
+        }
+        changed.sort();
+
+        let bytes_after: usize = changed
+            .iter()
+            .filter_map(|n| ctx.store.get_quant(n).map(|q| q.stored_bytes()))
+            .sum();
+        let mut report = PassReport {
+            kind: "hessian-mp".into(),
+            changed,
+            warnings,
+            ..PassReport::default()
+        };
+        let d = &mut report.decisions;
+        d.insert("bits".into(), json!(chosen));
+        d.insert("menu".into(), json!(menu));
+        d.insert("allocation".into(), json!(self.config.allocation));
+        d.insert(
+            "budget".into(),
+            match budget {
+                Budget::Bits(b) => {
+                    json!({ "code_bits": b, "average_bits": self.config.average_bits })
+                }
+                Budget::Bytes(b) => json!({ "bytes": b }),
+            },
+        );
+        d.insert(
+            "granularity".into(),
+            json!(self.encoding(2).strategy.describe()),
+        );
+        d.insert("symmetric".into(), json!(self.config.symmetric));
+        d.insert("loss".into(), json!(loss_name));
+        d.insert("sensitivity".into(), json!(self.config.sensitivity));
+        let m = &mut report.metrics;
+        m.insert("per_block".into(), json!(per_block));
+        m.insert("embeddings".into(), json!(tables));
+        m.insert(
+            "average_bits".into(),
+            json!(code_bits as f64 / numel.max(1) as f64),
+        );
+        m.insert("bytes_before".into(), json!(ctx.plan.bytes_before()));
+        m.insert("bytes_after".into(), json!(bytes_after));
+        m.insert("sensitivity_seconds".into(), json!(sensitivity_seconds));
+        m.insert("sensitivity_cached".into(), json!(sensitivity_cached));
+        m.insert(
+            "calibration_batches".into(),
+            json!(samples
+                .iter()
+                .map(|s| s.batch.batch_size)
+                .collect::<Vec<_>>()),
+        );
+        Ok(report)
+    }
+}
+
+/// Where the targets of the loss come from.
+enum Source {
+    Labels(Vec<usize>),
+    /// The model before this pass (self-distillation).
+    Teacher(Box<Bert<Cpu>>),
+}
+
+impl HessianMp {
+    /// One batch per run, drawn from the sampled calibration records, with the target of the loss.
+    fn samples(&self, ctx: &PassContext) -> Result<(Vec<Sample>, &'static str)> {
+        let spec = ctx.calibration.ok_or_else(|| Error::NoCalibration {
+            key: "sensitivity".into(),
+        })?;
+        let labels = self.labels(ctx, spec)?;
+        let texts = sample(
+            read_texts(&spec.data, &spec.field, None)?,
+            spec.samples,
+            spec.seed,
+        );
+        if texts.is_empty() {
+            return Err(Error::Config {
+                key: "calibration.data".into(),
+                problem: format!("`{}` holds no text", spec.data.display()),
+            });
+        }
+        let tokenizer = spec.tokenizer(ctx.files, ctx.config)?;
+        let encoded =
+            tokenizer.encode_all(&texts.into_iter().map(TextInput::from).collect::<Vec<_>>())?;
+        let s = &self.config.sensitivity;
+        let loss_name = if labels.is_some() {
+            "cross-entropy"
+        } else {
+            "self-distillation"
+        };
+        let source = match labels {
+            Some(l) => Source::Labels(l),
+            None => Source::Teacher(Box::new(Bert::<Cpu>::load(
+                ctx.store,
+                ctx.config,
+                Pooling::load(ctx.files.dir())?,
+                &Default::default(),
+            )?)),
+        };
+        let mut out = Vec::with_capacity(s.runs);
+        for r in 0..s.runs {
+            let mut order: Vec<usize> = (0..encoded.len()).collect();
+            Rng::new(
+                s.seed
+                    .wrapping_add(r as u64)
+                    .wrapping_mul(0x2545_F491_4F6C_DD1D),
+            )
+            .shuffle(&mut order);
+            order.truncate(s.batch_size);
+            order.sort_unstable();
+            let rows: Vec<(Vec<i64>, Vec<i64>)> =
+                order.iter().map(|&i| encoded[i].clone()).collect();
+            let batch = EncodedBatch::from_rows(&rows, tokenizer.pad_id());
+            out.push(match &source {
+                Source::Labels(l) => Sample {
+                    batch,
+                    target: Target::Labels(order.iter().map(|&i| l[i]).collect()),
+                },
+                Source::Teacher(m) => Sample::self_distillation(m, batch)?,
+            });
+        }
+        Ok((out, loss_name))
+    }
+
+    /// The labels of the sampled calibration records when the loss is cross-entropy (checked against the head).
+    fn labels(&self, ctx: &PassContext, spec: &CalibrationSpec) -> Result<Option<Vec<usize>>> {
+        let num_labels = match ctx.config.bert().head {
+            Head::SequenceClassification { num_labels, .. } => num_labels,
+            Head::None => return Ok(None),
+        };
+        if self.config.loss == LossKind::SelfDistillation {
+            return Ok(None);
+        }
+        let field = &self.config.label_field;
+        let is_jsonl = spec
+            .data
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| {
+                matches!(e.to_ascii_lowercase().as_str(), "jsonl" | "ndjson" | "json")
+            });
+        let records = if is_jsonl {
+            read_jsonl(&spec.data)?
+        } else {
+            Vec::new()
+        };
+        let all_labelled =
+            !records.is_empty() && records.iter().all(|(_, r)| r.contains_key(field));
+        if !all_labelled {
+            return match self.config.loss {
+                LossKind::CrossEntropy => Err(Error::Config {
+                    key: "label-field".into(),
+                    problem: format!(
+                        "loss = \"cross-entropy\" needs every record of `{}` to have a `{field}` field (JSONL)\nhint: set `label-field`, or use loss = \"self-distillation\"",
+                        spec.data.display()
+                    ),
+                }),
+                _ => Ok(None),
+            };
+        }
+        let records = sample(records, spec.samples, spec.seed);
+        let mut labels = Vec::with_capacity(records.len());
+        for (line, r) in &records {
+            // The text must be there too (as the texts are read).
+            text_field(&spec.data, *line, r, &spec.field)?;
+            let y = compressor_calibration::int_field(&spec.data, *line, r, field)?;
+            if y < 0 || y as usize >= num_labels {
+                return Err(Error::Config {
+                    key: "label-field".into(),
+                    problem: format!(
+                        "`{}` line {line}: label {y} is outside the classifier's {num_labels} classes (0 to {})",
+                        spec.data.display(),
+                        num_labels - 1
+                    ),
+                });
+            }
+            labels.push(y as usize);
+        }
+        Ok(Some(labels))
+    }
+}

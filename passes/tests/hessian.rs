@@ -1,0 +1,137 @@
+//! Sensitivity: the power iteration on double-backward Hessian-vector products finds the top eigenvalue of a
+//! block's Hessian formed explicitly by finite differences of gradients.
+
+use compressor_models::rng::Rng;
+use compressor_models::runtime::{Bert, Cpu, CpuAutodiff};
+use compressor_models::testing::TinyBert;
+use compressor_models::{Checkpoint, EncodedBatch};
+use compressor_passes::hessian::{
+    gradient, hvp, power_iteration, random_direction, set_weight_t, weight_t, Hessian2,
+    PowerIteration, Sample, Target,
+};
+
+fn batch() -> EncodedBatch {
+    EncodedBatch::from_rows(
+        &[
+            (vec![2, 9, 17, 33, 3], vec![0, 0, 0, 1, 1]),
+            (vec![2, 40, 3], vec![0; 3]),
+            (vec![2, 11, 12, 3], vec![0; 4]),
+        ],
+        0,
+    )
+}
+
+fn tiny(num_labels: Option<usize>, dir: &std::path::Path) -> Checkpoint {
+    TinyBert {
+        hidden_size: 8,
+        intermediate_size: 16,
+        num_labels,
+        seed: 11,
+        ..Default::default()
+    }
+    .write(dir)
+    .expect("write");
+    Checkpoint::open(dir).expect("open")
+}
+
+/// The full Hessian of the loss w.r.t. `name` by central differences of autodiff gradients, symmetrised.
+fn explicit_hessian(ckpt: &Checkpoint, name: &str, sample: &Sample, eps: f32) -> (usize, Vec<f64>) {
+    let base =
+        Bert::<CpuAutodiff>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
+            .expect("load");
+    let w0 = weight_t(&base, name).expect("weight");
+    let n = w0.len();
+    let mut h = vec![0f64; n * n];
+    for j in 0..n {
+        let mut cols = [Vec::new(), Vec::new()];
+        for (k, sign) in [1f32, -1.0].iter().enumerate() {
+            let mut m = base.clone();
+            m.exact_second_order = true;
+            let mut w = w0.clone();
+            w[j] += sign * eps;
+            set_weight_t(&mut m, name, &w).expect("set");
+            cols[k] = gradient(&m, name, sample).expect("gradient");
+        }
+        for i in 0..n {
+            h[i * n + j] = (f64::from(cols[0][i]) - f64::from(cols[1][i])) / (2.0 * f64::from(eps));
+        }
+    }
+    for i in 0..n {
+        for j in 0..i {
+            let s = 0.5 * (h[i * n + j] + h[j * n + i]);
+            h[i * n + j] = s;
+            h[j * n + i] = s;
+        }
+    }
+    (n, h)
+}
+
+/// Eigenvalue of largest magnitude of a symmetric matrix by many power iterations in f64 (reference).
+fn top_eigenvalue(n: usize, h: &[f64]) -> f64 {
+    let mut v: Vec<f64> = random_direction(n, &mut Rng::new(99))
+        .iter()
+        .map(|&x| f64::from(x))
+        .collect();
+    let mut lambda = 0.0;
+    for _ in 0..5000 {
+        let w: Vec<f64> = (0..n)
+            .map(|i| (0..n).map(|j| h[i * n + j] * v[j]).sum())
+            .collect();
+        lambda = v.iter().zip(&w).map(|(a, b)| a * b).sum();
+        let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v = w.iter().map(|x| x / norm).collect();
+    }
+    lambda
+}
+
+fn check_block(ckpt: &Checkpoint, name: &str, sample: &Sample) {
+    let (n, h) = explicit_hessian(ckpt, name, sample, 1e-2);
+    let exact = top_eigenvalue(n, &h);
+    let model =
+        Bert::<Hessian2>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
+            .expect("load");
+    let e = power_iteration(
+        random_direction(n, &mut Rng::new(5)),
+        PowerIteration {
+            max_iterations: 100,
+            tolerance: 1e-5,
+        },
+        |v| hvp(&model, name, sample, v),
+    )
+    .expect("power iteration");
+    assert!(
+        (e.value - exact).abs() <= 0.01 * exact.abs(),
+        "{name}: power iteration {} vs explicit Hessian {exact}",
+        e.value
+    );
+    assert!(
+        exact.abs() > 1e-6,
+        "{name}: a degenerate Hessian proves nothing ({exact})"
+    );
+}
+
+#[test]
+fn power_iteration_matches_the_explicit_hessian_for_cross_entropy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ckpt = tiny(Some(3), tmp.path());
+    let sample = Sample {
+        batch: batch(),
+        target: Target::Labels(vec![0, 2, 1]),
+    };
+    check_block(
+        &ckpt,
+        "encoder.layer.0.attention.self.query.weight",
+        &sample,
+    );
+    check_block(&ckpt, "encoder.layer.1.intermediate.dense.weight", &sample);
+}
+
+#[test]
+fn power_iteration_matches_the_explicit_hessian_for_self_distillation() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ckpt = tiny(None, tmp.path());
+    let cpu = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
+        .expect("load");
+    let sample = Sample::self_distillation(&cpu, batch()).expect("targets");
+    check_block(&ckpt, "encoder.layer.1.output.dense.weight", &sample);
+}

@@ -1,0 +1,337 @@
+//! `hessian-mp` on the tiny BERT fixtures (hidden 32, FFN 64, 2 layers): the loss follows the head and the data,
+//! the budget holds, the allocation beats uniform widths on its own objective, the fixed schemes mirror each other,
+//! results are deterministic and cached, and bad settings are plan-time errors.
+
+mod common;
+
+use std::path::Path;
+
+use common::fixture;
+use compressor_models::{Checkpoint, Encoding, HostTensor, QuantTensor, Strategy};
+use compressor_passes::hessian_mp::HessianMp;
+use compressor_passes::{
+    CalibrationSpec, ModelInfo, NoProgress, Pass, PassContext, PassPlan, PassReport, PassSpec,
+    PlanContext, SideFiles,
+};
+use serde_json::{json, Value};
+
+const TEXTS: [(&str, i64); 8] = [
+    ("the cat sat on the mat", 1),
+    ("a good movie", 2),
+    ("i hate this film", 0),
+    ("it was not very good", 0),
+    ("love it", 2),
+    ("the dog and the cat", 1),
+    ("a great film, very good", 2),
+    ("bad", 0),
+];
+
+/// A calibration file of `TEXTS` with labels shifted by `label_offset` (an offset of 3 puts them all out of range).
+fn calibration(dir: &Path, label_offset: i64) -> CalibrationSpec {
+    let data = dir.join("calib.jsonl");
+    let lines: String = TEXTS
+        .iter()
+        .map(|(t, y)| format!("{}\n", json!({ "text": t, "label": y + label_offset })))
+        .collect();
+    std::fs::write(&data, lines).expect("write");
+    CalibrationSpec {
+        data,
+        field: "text".into(),
+        samples: 8,
+        max_length: 16,
+        seed: 0,
+    }
+}
+
+fn config(extra: Value) -> Value {
+    let mut c = json!({
+        "bits": [2, 4, 8],
+        "average-bits": 4.0,
+        "group-size": 16,
+        "embeddings": { "word": 8, "position": 8, "group-size": 16 },
+        "sensitivity": { "runs": 2, "max-iterations": 8, "tolerance": 1e-2, "batch-size": 4 },
+    });
+    for (k, v) in extra.as_object().expect("object") {
+        c[k] = v.clone();
+    }
+    c
+}
+
+fn plan_with(
+    dir: &Path,
+    config: Value,
+    calibration: Option<&CalibrationSpec>,
+) -> compressor_passes::Result<PassPlan> {
+    let ckpt = Checkpoint::open(dir).expect("opens");
+    let info = ModelInfo::from_store(&ckpt.config, &ckpt.store);
+    let spec = PassSpec::from_config("hessian-mp", config)
+        .expect("valid config")
+        .expect("known kind");
+    spec.build().plan(&PlanContext {
+        config: &ckpt.config,
+        info: &info,
+        model_dir: dir,
+        calibration,
+    })
+}
+
+fn run_with(
+    dir: &Path,
+    config: Value,
+    calibration: &CalibrationSpec,
+) -> compressor_passes::Result<(Checkpoint, PassReport)> {
+    run_cached(dir, config, calibration, None)
+}
+
+fn run_cached(
+    dir: &Path,
+    config: Value,
+    calibration: &CalibrationSpec,
+    cache: Option<&Path>,
+) -> compressor_passes::Result<(Checkpoint, PassReport)> {
+    let plan = plan_with(dir, config.clone(), Some(calibration))?;
+    let mut ckpt = Checkpoint::open(dir).expect("opens");
+    let pass = HessianMp::new(serde_json::from_value(config).expect("valid config"))
+        .with_cache_dir(cache.map(Path::to_path_buf));
+    let report = pass.run(&mut PassContext {
+        config: &mut ckpt.config,
+        store: &mut ckpt.store,
+        files: &mut SideFiles::new(dir),
+        calibration: Some(calibration),
+        plan: &plan,
+        progress: &NoProgress,
+        seed: 0,
+    })?;
+    ckpt.store
+        .check(&ckpt.config)
+        .expect("valid after the pass");
+    Ok((ckpt, report))
+}
+
+fn blocks(report: &PassReport) -> &serde_json::Map<String, Value> {
+    report.metrics["per_block"].as_object().expect("per_block")
+}
+
+#[test]
+fn classifier_allocation_meets_the_budget_and_beats_uniform_bits_on_its_objective() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let calib = calibration(tmp.path(), 0);
+    let dir = fixture("tiny-bert-cls");
+    let original = Checkpoint::open(&dir).expect("opens");
+    let (ckpt, report) = run_with(&dir, config(json!({})), &calib).expect("runs");
+    assert_eq!(report.decisions["loss"], "cross-entropy");
+    let per_block = blocks(&report);
+    assert_eq!(per_block.len(), 12, "2 layers x 6 Linear weights");
+    assert_eq!(
+        report.changed.len(),
+        14,
+        "blocks + word and position tables"
+    );
+    let (mut ours, mut uniform, mut bits, mut numel) = (0.0, 0.0, 0.0, 0.0);
+    for (name, b) in per_block {
+        assert_eq!(b["eigenvalues"].as_array().expect("samples").len(), 2);
+        let omega = b["omega"].as_f64().expect("omega");
+        assert!(omega.is_finite() && omega > 0.0, "{name}: omega {omega}");
+        let q = ckpt.store.get_quant(name).expect("quantized");
+        assert_eq!(
+            u64::from(q.encoding.bits),
+            b["bits"].as_u64().expect("bits")
+        );
+        assert_eq!(q.encoding.strategy, Strategy::Group { size: 16 });
+        let w = original
+            .store
+            .get_f32(name, &[q.rows, q.cols])
+            .expect("reads");
+        let se = q.error(&w).squared_error;
+        assert!((se - b["squared_error"].as_f64().expect("se")).abs() <= 1e-9 * se.max(1.0));
+        let four = QuantTensor::quantize(
+            &w,
+            q.rows,
+            q.cols,
+            Encoding::symmetric(4, q.encoding.strategy),
+        )
+        .expect("4 bits");
+        ours += omega * se;
+        uniform += omega * four.error(&w).squared_error;
+        bits += f64::from(q.encoding.bits) * w.len() as f64;
+        numel += w.len() as f64;
+    }
+    assert!(bits / numel <= 4.0, "average {} bits", bits / numel);
+    assert!((report.metrics["average_bits"].as_f64().expect("avg") - bits / numel).abs() < 1e-12);
+    // Uniform 4 bits meets the same budget, so the optimum cannot be worse on the objective.
+    assert!(
+        ours <= uniform * (1.0 + 1e-9),
+        "{ours} vs uniform {uniform}"
+    );
+    for table in [
+        "embeddings.word_embeddings.weight",
+        "embeddings.position_embeddings.weight",
+    ] {
+        assert_eq!(ckpt.store.get_quant(table).expect("table").encoding.bits, 8);
+    }
+}
+
+#[test]
+fn top_k_and_reversed_mirror_each_other_and_runs_are_deterministic() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let calib = calibration(tmp.path(), 0);
+    let dir = fixture("tiny-bert-cls");
+    let extra = |allocation: &str| {
+        config(json!({ "bits": [2, 4], "average-bits": 3.0, "allocation": allocation }))
+    };
+    let cache = tmp.path().join("cache");
+    let (_, top) = run_with(&dir, extra("top-k"), &calib).expect("runs");
+    let (_, again) = run_with(&dir, extra("top-k"), &calib).expect("runs");
+    assert_eq!(top.decisions, again.decisions);
+    assert_eq!(top.metrics["per_block"], again.metrics["per_block"]);
+    // The reversed assignment computes the statistics into the cache; a second run reads them back.
+    // Checkpoints such as all-MiniLM-L6-v2 carry an int64 `embeddings.position_ids` buffer; the cache key covers it.
+    let with_buffer = tmp.path().join("with-buffer");
+    std::fs::create_dir_all(&with_buffer).expect("mkdir");
+    for entry in std::fs::read_dir(&dir).expect("fixture") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, with_buffer.join(path.file_name().expect("name"))).expect("copy");
+    }
+    let ckpt = Checkpoint::open(&with_buffer).expect("opens");
+    let mut tensors = ckpt.store.disk_tensors(&ckpt.config).expect("tensors");
+    tensors.push((
+        ckpt.store
+            .disk_name(&ckpt.config, "embeddings.position_ids"),
+        HostTensor::from_i64(vec![1, 64], &(0..64).collect::<Vec<i64>>()).expect("buffer"),
+    ));
+    compressor_models::st::write(
+        &with_buffer.join("model.safetensors"),
+        &tensors,
+        &Default::default(),
+    )
+    .expect("write");
+    let (_, rev) = run_cached(&with_buffer, extra("reversed"), &calib, Some(&cache)).expect("runs");
+    let (_, rev2) =
+        run_cached(&with_buffer, extra("reversed"), &calib, Some(&cache)).expect("runs");
+    assert_eq!(rev.metrics["sensitivity_cached"], false);
+    assert_eq!(rev2.metrics["sensitivity_cached"], true);
+    assert_eq!(rev.metrics["per_block"], rev2.metrics["per_block"]);
+    assert_eq!(
+        rev.metrics["per_block"].as_object().map(|m| m.len()),
+        Some(12)
+    );
+    assert_eq!(
+        top.metrics["per_block"]
+            .as_object()
+            .expect("blocks")
+            .values()
+            .map(|b| &b["omega"])
+            .collect::<Vec<_>>(),
+        rev.metrics["per_block"]
+            .as_object()
+            .expect("blocks")
+            .values()
+            .map(|b| &b["omega"])
+            .collect::<Vec<_>>()
+    );
+    let omega = |r: &PassReport, high: bool| -> Vec<f64> {
+        blocks(r)
+            .values()
+            .filter(|b| (b["bits"] == 4) == high)
+            .map(|b| b["omega"].as_f64().expect("omega"))
+            .collect()
+    };
+    let (hi, lo) = (omega(&top, true), omega(&top, false));
+    assert!(!hi.is_empty() && !lo.is_empty(), "both widths are used");
+    let min_hi = hi.iter().copied().fold(f64::INFINITY, f64::min);
+    let max_lo = lo.iter().copied().fold(0.0, f64::max);
+    assert!(min_hi >= max_lo, "top-k: high {hi:?} low {lo:?}");
+    let (rhi, rlo) = (omega(&rev, true), omega(&rev, false));
+    let max_rhi = rhi.iter().copied().fold(0.0, f64::max);
+    let min_rlo = rlo.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(max_rhi <= min_rlo, "reversed: high {rhi:?} low {rlo:?}");
+    for r in [&top, &rev] {
+        assert!(r.metrics["average_bits"].as_f64().expect("avg") <= 3.0);
+    }
+}
+
+#[test]
+fn an_embedding_model_uses_self_distillation_with_a_positive_semidefinite_hessian() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let calib = calibration(tmp.path(), 0);
+    let (_, report) = run_with(
+        &fixture("tiny-bert"),
+        config(json!({ "bits": [3, 4] })),
+        &calib,
+    )
+    .expect("runs");
+    assert_eq!(report.decisions["loss"], "self-distillation");
+    for (name, b) in blocks(&report) {
+        for l in b["eigenvalues"].as_array().expect("samples") {
+            let l = l.as_f64().expect("number");
+            // The Gauss-Newton matrix J^T J has no negative eigenvalue.
+            assert!(l >= -1e-6, "{name}: eigenvalue {l}");
+        }
+        assert!(b["omega"].as_f64().expect("omega") > 0.0, "{name}");
+    }
+}
+
+fn plan_error(dir: &Path, extra: Value, calib: Option<&CalibrationSpec>) -> String {
+    plan_with(dir, config(extra), calib)
+        .expect_err("must fail")
+        .to_string()
+}
+
+#[test]
+fn bad_settings_are_clear_errors() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let calib = calibration(tmp.path(), 0);
+    let cls = fixture("tiny-bert-cls");
+    let no_calib = plan_error(&cls, json!({}), None);
+    assert!(
+        no_calib.starts_with("`sensitivity` needs calibration data"),
+        "{no_calib}"
+    );
+    assert_eq!(
+        plan_error(&cls, json!({ "bits": [2, 9] }), Some(&calib)),
+        "`bits`: 9 bits is outside the supported range 2 to 8"
+    );
+    let budget = plan_error(
+        &cls,
+        json!({ "bits": [2, 4], "average-bits": 1.5 }),
+        Some(&calib),
+    );
+    // 12 blocks: 8 of 32x32 and 4 of 32x64 weights, 16,384 in all; 1.5 bits each is 24,576 code bits.
+    assert!(
+        budget.starts_with("`average-bits`: a budget of 24576 cannot be met: assignments range from 32768 (every block at its lowest width) to 65536"),
+        "{budget}"
+    );
+    let none = plan_error(&cls, json!({ "average-bits": null }), Some(&calib));
+    assert!(none.starts_with("`average-bits`: no budget"), "{none}");
+    let group = plan_error(&cls, json!({ "group-size": 24 }), Some(&calib));
+    assert!(
+        group.starts_with("`group-size`: the group size does not fit"),
+        "{group}"
+    );
+    let ce = plan_error(
+        &fixture("tiny-bert"),
+        json!({ "loss": "cross-entropy" }),
+        Some(&calib),
+    );
+    assert!(
+        ce.starts_with("`loss`: cross-entropy needs a classification head"),
+        "{ce}"
+    );
+    let zero = plan_error(&cls, json!({ "sensitivity": { "runs": 0 } }), Some(&calib));
+    assert_eq!(zero, "`sensitivity.runs`: must be at least 1");
+}
+
+#[test]
+fn labels_outside_the_head_are_an_error_naming_the_line() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let calib = calibration(tmp.path(), 3);
+    let err = match run_with(&fixture("tiny-bert-cls"), config(json!({})), &calib) {
+        Ok(_) => panic!("labels 3..5 do not fit 3 classes"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.starts_with("`label-field`: `"), "{err}");
+    assert!(
+        err.contains("line 1: label 4 is outside the classifier's 3 classes (0 to 2)"),
+        "{err}"
+    );
+}

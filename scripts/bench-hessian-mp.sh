@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The hessian-mp comparison of docs/passes/hessian-mp.md on the SST-2 classifier (minilm-l6-sst2): at 3 average bits
+# per encoder weight (group 128, 8-bit word and position embeddings), uniform 3 bits vs Hessian mixed precision
+# (top-k 2/4 and the exact allocation over {2, 3, 4, 8}) vs the reversed 2/4 assignment (MP-rev). Sensitivity:
+# cross-entropy on SST-2 training sentences, RUNS runs of BATCH sentences, at most ITERS power iterations; the first
+# pipeline computes it, the others read it from the statistics cache. Pipelines and artifacts go to
+# out/bench-hessian-mp/; dev accuracy (GLUE SST-2) is in each artifact's eval report and printed by `compressor run`.
+# `./scripts/bench-hessian-mp.sh minilm`: all-MiniLM-L6-v2 instead (self-distillation loss on STS-B training
+# sentences), exact allocation vs uniform at 4 and at 3 average bits, STS-B test Spearman (needs
+# scripts/fetch-minilm.sh).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
+work="$root/out/bench-hessian-mp"
+mkdir -p "$work"
+shared="$(cd "$root/../shared" && pwd)"
+runs="${RUNS:-2}" iters="${ITERS:-6}" batch="${BATCH:-16}"
+
+if [ "${1:-sst2}" = minilm ]; then
+  model="$root/.cache/models/all-MiniLM-L6-v2" calib="$shared/data/sts-b/train.jsonl" field=sentence1
+  eval_table="task = \"sts\"
+data = \"$shared/data/sts-b/test.jsonl\""
+else
+  model="$shared/models/minilm-l6-sst2" calib="$shared/data/sst2/train.jsonl" field=sentence
+  eval_table="task = \"glue\"
+data = \"$shared/data/sst2/dev.jsonl\""
+fi
+
+pipeline() { # name bits allocation [average bits]
+  cat > "$work/$1.toml" <<TOML
+[model]
+path = "$model"
+
+[calibration]
+data = "$calib"
+field = "$field"
+samples = 512
+
+[[pass]]
+kind = "hessian-mp"
+bits = $2
+average-bits = ${4:-3.0}
+allocation = "$3"
+group-size = 128
+embeddings = { word = 8, position = 8 }
+sensitivity = { runs = $runs, max-iterations = $iters, batch-size = $batch, seed = 0 }
+
+[output]
+dir = "$work/$1"
+
+[[eval]]
+$eval_table
+TOML
+}
+
+run() {
+  for name in "$@"; do
+    echo "== $name"
+    /usr/bin/time -f "$name: %e s wall, %M KiB peak RSS" "$bin" run "$work/$name.toml" --force
+  done
+}
+
+if [ "${1:-sst2}" = minilm ]; then
+  pipeline minilm-mp-4 "[2, 3, 4, 8]" optimal 4.0
+  pipeline minilm-uniform-4 "[4]" optimal 4.0
+  pipeline minilm-mp-3 "[2, 3, 4, 8]" optimal 3.0
+  pipeline minilm-uniform-3 "[3]" optimal 3.0
+  run minilm-mp-4 minilm-uniform-4 minilm-mp-3 minilm-uniform-3
+  exit 0
+fi
+
+pipeline mp-top-k "[2, 4]" top-k
+pipeline mp-rev "[2, 4]" reversed
+pipeline mp-optimal "[2, 3, 4, 8]" optimal
+pipeline uniform-3 "[3]" optimal
+run mp-top-k mp-rev mp-optimal uniform-3
