@@ -635,7 +635,7 @@ impl BlockwiseQuant {
             RangeMode::Percentile => format!("percentile {}", a.percentile),
         };
         let mut table = observer.finish(a.bits, range);
-        let sites = all_sites();
+        let sites = act::Site::ALL;
         table.points.retain(|name, _| {
             sites
                 .iter()
@@ -644,25 +644,4 @@ impl BlockwiseQuant {
         });
         Ok(table)
     }
-}
-
-fn all_sites() -> Vec<act::Site> {
-    use act::Site::*;
-    vec![
-        EmbNormIn,
-        EmbNormOut,
-        Q,
-        K,
-        V,
-        Scores,
-        Probs,
-        Context,
-        AttnNormIn,
-        AttnNormOut,
-        GeluIn,
-        GeluOut,
-        FfnNormIn,
-        FfnNormOut,
-        PoolerOut,
-    ]
 }

@@ -60,6 +60,25 @@ pub enum Site {
 }
 
 impl Site {
+    /// Every site, in forward order.
+    pub const ALL: [Site; 15] = [
+        Site::EmbNormIn,
+        Site::EmbNormOut,
+        Site::Q,
+        Site::K,
+        Site::V,
+        Site::Scores,
+        Site::Probs,
+        Site::Context,
+        Site::AttnNormIn,
+        Site::AttnNormOut,
+        Site::GeluIn,
+        Site::GeluOut,
+        Site::FfnNormIn,
+        Site::FfnNormOut,
+        Site::PoolerOut,
+    ];
+
     /// The point's name relative to its layer.
     pub fn suffix(self) -> &'static str {
         match self {
