@@ -267,21 +267,10 @@ impl<B: Backend> Bert<B> {
             (Site::EmbNormIn.name(None), blocks(h)),
             (Site::EmbNormOut.name(None), blocks(h)),
         ];
+        let in_layers =
+            |s: &&Site| !matches!(s, Site::EmbNormIn | Site::EmbNormOut | Site::PoolerOut);
         for l in 0..c.num_hidden_layers {
-            for site in [
-                Site::Q,
-                Site::K,
-                Site::V,
-                Site::Scores,
-                Site::Probs,
-                Site::Context,
-                Site::AttnNormIn,
-                Site::AttnNormOut,
-                Site::GeluIn,
-                Site::GeluOut,
-                Site::FfnNormIn,
-                Site::FfnNormOut,
-            ] {
+            for &site in Site::ALL.iter().filter(in_layers) {
                 let n = match site {
                     Site::Scores | Site::Probs => 1,
                     Site::GeluIn | Site::GeluOut => blocks(i),
