@@ -74,15 +74,7 @@ impl CtConfig {
         if let Some(g) = q.get("config_groups").and_then(Value::as_object) {
             for (name, group) in g {
                 let key = format!("quantization_config.config_groups.{name}");
-                let targets = group
-                    .get("targets")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_string)
-                            .collect()
-                    })
+                let targets = string_list(group.get("targets"))
                     .ok_or_else(|| format!("`{key}.targets` must be a list of names"))?;
                 let Some(weights) = group.get("weights").filter(|w| !w.is_null()) else {
                     continue;
@@ -107,16 +99,7 @@ impl CtConfig {
                 });
             }
         }
-        let ignore = q
-            .get("ignore")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ignore = string_list(q.get("ignore")).unwrap_or_default();
         Ok(Some(Self {
             format,
             groups,
@@ -142,6 +125,16 @@ pub fn target_matches(target: &str, name: &str, class: ModuleClass) -> bool {
         return regex::Regex::new(&format!("^(?:{pattern})")).is_ok_and(|r| r.is_match(name));
     }
     target == name || target == class.class_name()
+}
+
+/// The strings of a JSON list (non-strings skipped); `None` when `v` is not a list.
+fn string_list(v: Option<&Value>) -> Option<Vec<String>> {
+    v.and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    })
 }
 
 fn parse_weights(w: &Value) -> Result<Encoding, String> {
