@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The hessian-mp comparison of docs/passes/hessian-mp.md on the SST-2 classifier (minilm-l6-sst2): at 3 average bits
 # per encoder weight (group 128, 8-bit word and position embeddings), uniform 3 bits vs Hessian mixed precision
-# (top-k 2/4 and the exact allocation over {2, 3, 4, 8}) vs the reversed 2/4 assignment (MP-rev). Sensitivity:
-# cross-entropy on SST-2 training sentences, RUNS runs of BATCH sentences, at most ITERS power iterations; the first
-# pipeline computes it, the others read it from the statistics cache. Pipelines and artifacts go to
+# (top-k 2/4 and the exact allocation over {2, 3, 4, 8}) vs the reversed 2/4 assignment (MP-rev); then "2/3 MP"
+# (top-k over {2, 3} at 2.5 bits) without and with QAT (QAT_STEPS steps). Sensitivity: cross-entropy on SAMPLES
+# SST-2 training sentences, RUNS runs of BATCH sentences, at most ITERS products per run and block (METHOD lanczos
+# or power); the first pipeline computes it, the others read it from the statistics cache. Pipelines and artifacts go to
 # out/bench-hessian-mp/; dev accuracy (GLUE SST-2) is in each artifact's eval report and printed by `compressor run`.
 # `./scripts/bench-hessian-mp.sh minilm`: all-MiniLM-L6-v2 instead (self-distillation loss on STS-B training
 # sentences), exact allocation vs uniform at 4 and at 3 average bits, STS-B test Spearman (needs
@@ -14,19 +15,21 @@ bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
 work="$root/out/bench-hessian-mp"
 mkdir -p "$work"
 shared="$(cd "$root/../shared" && pwd)"
-runs="${RUNS:-2}" iters="${ITERS:-6}" batch="${BATCH:-16}"
+steps="${QAT_STEPS:-300}" runs="${RUNS:-5}" iters="${ITERS:-20}" batch="${BATCH:-32}" method="${METHOD:-lanczos}"
 
 if [ "${1:-sst2}" = minilm ]; then
   model="$root/.cache/models/all-MiniLM-L6-v2" calib="$shared/data/sts-b/train.jsonl" field=sentence1
+  samples="${SAMPLES:-512}"
   eval_table="task = \"sts\"
 data = \"$shared/data/sts-b/test.jsonl\""
 else
   model="$shared/models/minilm-l6-sst2" calib="$shared/data/sst2/train.jsonl" field=sentence
+  samples="${SAMPLES:-4096}"
   eval_table="task = \"glue\"
 data = \"$shared/data/sst2/dev.jsonl\""
 fi
 
-pipeline() { # name bits allocation [average bits]
+pipeline() { # name bits allocation [average bits] [extra pass lines]
   cat > "$work/$1.toml" <<TOML
 [model]
 path = "$model"
@@ -34,7 +37,7 @@ path = "$model"
 [calibration]
 data = "$calib"
 field = "$field"
-samples = 512
+samples = $samples
 
 [[pass]]
 kind = "hessian-mp"
@@ -43,7 +46,8 @@ average-bits = ${4:-3.0}
 allocation = "$3"
 group-size = 128
 embeddings = { word = 8, position = 8 }
-sensitivity = { runs = $runs, max-iterations = $iters, batch-size = $batch, seed = 0 }
+sensitivity = { runs = $runs, method = "$method", max-iterations = $iters, batch-size = $batch, seed = 0 }
+${5:-}
 
 [output]
 dir = "$work/$1"
@@ -73,4 +77,8 @@ pipeline mp-top-k "[2, 4]" top-k
 pipeline mp-rev "[2, 4]" reversed
 pipeline mp-optimal "[2, 3, 4, 8]" optimal
 pipeline uniform-3 "[3]" optimal
-run mp-top-k mp-rev mp-optimal uniform-3
+# "2/3 MP": the most sensitive half of the blocks at 3 bits, the rest at 2 (about 13x smaller encoder weights),
+# without and with quantization-aware fine-tuning.
+pipeline mp-2-3 "[2, 3]" top-k 2.5
+pipeline mp-2-3-qat "[2, 3]" top-k 2.5 "qat = { steps = $steps, lr = 2e-5, batch-size = 32 }"
+run mp-optimal uniform-3 mp-top-k mp-rev mp-2-3 mp-2-3-qat

@@ -471,6 +471,18 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
             sha256: sha256_hex(&bytes),
         });
     }
+    for p in &req.passes {
+        for (name, text) in &p.report.plots {
+            let rel = format!("pass-{}-{name}", p.index);
+            progress.on_unit(&rel);
+            write_synced(&staging_dir.join(&rel), text.as_bytes())?;
+            files.push(FileRecord {
+                path: rel,
+                bytes: text.len() as u64,
+                sha256: sha256_hex(text.as_bytes()),
+            });
+        }
+    }
     files.sort_by(|a, b| a.path.cmp(&b.path));
 
     let evaluation = match req.evaluate {

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{read_tree, stderr, Workspace};
 use compressor_models::quant::{Encoding, QuantTensor, Strategy};
 use compressor_models::{st, Checkpoint, DType};
@@ -295,4 +297,61 @@ fn targets_carry_the_model_prefix_of_classifiers() {
             .map(|e| e.bits),
         Some(8)
     );
+}
+
+#[test]
+fn hessian_mp_with_qat_writes_the_allocation_plot_and_a_loadable_classifier() {
+    let ws = Workspace::new();
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/tests/fixtures/tiny-bert-cls"
+    );
+    let lines: String = [
+        ("the cat sat on the mat", 1),
+        ("a good movie", 2),
+        ("i hate this film", 0),
+        ("love it", 2),
+    ]
+    .iter()
+    .map(|(t, y)| format!("{}\n", serde_json::json!({ "text": t, "label": y })))
+    .collect();
+    ws.write("calib.jsonl", &lines);
+    ws.write(
+        "mp.toml",
+        &format!("[model]\npath = \"{model}\"\n\n[calibration]\ndata = \"calib.jsonl\"\nfield = \"text\"\nsamples = 4\nmax-length = 32\n\n[[pass]]\nkind = \"hessian-mp\"\nbits = [2, 4]\naverage-bits = 3.0\ngroup-size = 16\nembeddings = {{}}\nsensitivity = {{ runs = 2, max-iterations = 4, batch-size = 4 }}\nqat = {{ steps = 3, lr = 1e-3, batch-size = 4 }}\n\n[output]\ndir = \"mp\"\n"),
+    );
+    assert_ok(&ws.run(&["run", "mp.toml"]));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(ws.join("mp/manifest.json")).expect("manifest"))
+            .expect("json");
+    let plot = manifest["output"]["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| {
+            f["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("pass-") && p.ends_with("-allocation.svg"))
+        })
+        .expect("the allocation plot is listed");
+    let svg = std::fs::read_to_string(ws.join("mp").join(plot["path"].as_str().expect("path")))
+        .expect("plot written");
+    assert_eq!(svg.matches("<title>").count(), 12, "one bar per block");
+    let pass = &manifest["passes"][0];
+    assert_eq!(
+        pass["metrics"]["qat"]["losses"].as_array().map(Vec::len),
+        Some(3)
+    );
+    // The trained head is stored dense, changed; the blocks reopen at their chosen widths.
+    let before = Checkpoint::open(Path::new(model)).expect("opens");
+    let after = Checkpoint::open(&ws.join("mp")).expect("reopens");
+    let bias = |c: &Checkpoint| c.store.get_f32("classifier.bias", &[3]).expect("bias");
+    assert_ne!(bias(&before), bias(&after));
+    for (name, bits) in pass["decisions"]["bits"].as_object().expect("bits") {
+        assert_eq!(
+            after.store.encoding(name).map(|e| u64::from(e.bits)),
+            bits.as_u64(),
+            "{name}"
+        );
+    }
 }

@@ -45,6 +45,55 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// The rows sorted by length (stable), in consecutive parts of at most `rows` rows, each re-padded to its own
+    /// longest row, with the fraction of the batch it holds. The loss is a mean over rows, so the loss (and its
+    /// derivatives) on the whole batch is the sum of the parts' losses weighted by their fractions; short parts
+    /// skip the padding a single batch would compute.
+    pub fn split(&self, rows: usize) -> Vec<(Sample, f64)> {
+        let b = &self.batch;
+        let lengths = b.lengths();
+        let mut order: Vec<usize> = (0..b.batch_size).collect();
+        order.sort_by_key(|&r| lengths[r]);
+        let t = b.seq_len;
+        let pad = b
+            .attention_mask
+            .iter()
+            .position(|&m| m == 0)
+            .map_or(0, |i| b.input_ids[i]);
+        order
+            .chunks(rows.max(1))
+            .map(|chunk| {
+                let part: Vec<(Vec<i64>, Vec<i64>)> = chunk
+                    .iter()
+                    .map(|&r| {
+                        let n = lengths[r];
+                        (
+                            b.input_ids[r * t..r * t + n].to_vec(),
+                            b.token_type_ids[r * t..r * t + n].to_vec(),
+                        )
+                    })
+                    .collect();
+                let target = match &self.target {
+                    Target::Labels(l) => Target::Labels(chunk.iter().map(|&r| l[r]).collect()),
+                    Target::Embeddings(e) => {
+                        let h = e.len() / b.batch_size.max(1);
+                        Target::Embeddings(
+                            chunk
+                                .iter()
+                                .flat_map(|&r| e[r * h..(r + 1) * h].iter().copied())
+                                .collect(),
+                        )
+                    }
+                };
+                let sample = Sample {
+                    batch: EncodedBatch::from_rows(&part, pad),
+                    target,
+                };
+                (sample, chunk.len() as f64 / b.batch_size as f64)
+            })
+            .collect()
+    }
+
     /// A self-distillation sample: the target is `model`'s own pooled embedding of `batch`.
     pub fn self_distillation(model: &Bert<Cpu>, batch: EncodedBatch) -> Result<Self> {
         let pooled = model.pool(model.encode(&batch)?, &batch);
@@ -57,8 +106,17 @@ impl Sample {
 
 /// The scalar loss of `model` on `sample` (see the module docs).
 pub fn loss<B: Backend>(model: &Bert<B>, sample: &Sample) -> Result<Tensor<B, 1>> {
+    let hidden = model.encode(&sample.batch)?;
+    head_loss(model, hidden, sample)
+}
+
+/// The scalar loss of `model` on `sample` from its last hidden state `hidden`.
+pub fn head_loss<B: Backend>(
+    model: &Bert<B>,
+    hidden: Tensor<B, 3>,
+    sample: &Sample,
+) -> Result<Tensor<B, 1>> {
     let batch = &sample.batch;
-    let hidden = model.encode(batch)?;
     let b = batch.batch_size;
     match &sample.target {
         Target::Labels(labels) => {
@@ -161,28 +219,86 @@ pub fn weight_t<B: Backend>(model: &Bert<B>, name: &str) -> Result<Vec<f32>> {
     Ok(flat(lin.weight_t.clone())?)
 }
 
-/// `H v` for the block `name` on `sample`, with `v` in burn's `[in, out]` layout: double backward.
-pub fn hvp(model: &Bert<Hessian2>, name: &str, sample: &Sample, v: &[f32]) -> Result<Vec<f32>> {
+/// A sample prepared for Hessian-vector products: its length-sorted parts ([`Sample::split`]), each with the
+/// hidden state entering every layer (computed once, at the weights the Hessians are taken at), so that a block's
+/// product runs the model from the block's layer on.
+pub struct Prepared {
+    parts: Vec<Part>,
+}
+
+struct Part {
+    sample: Sample,
+    weight: f64,
+    /// `[rows, seq, hidden]` entering each layer, then the last hidden state.
+    inputs: Vec<TensorData>,
+}
+
+impl Prepared {
+    /// `model` holds the same weights as the model the products are taken on. `rows`: the most rows of a part.
+    pub fn new(model: &Bert<Cpu>, sample: &Sample, rows: usize) -> Result<Self> {
+        let parts = sample
+            .split(rows)
+            .into_iter()
+            .map(|(sample, weight)| {
+                let inputs = model
+                    .layer_inputs(&sample.batch)?
+                    .into_iter()
+                    .map(|x| x.into_data())
+                    .collect();
+                Ok(Part {
+                    sample,
+                    weight,
+                    inputs,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { parts })
+    }
+}
+
+/// The encoder layer a weight belongs to (`encoder.layer.{l}.`), or `layers` for weights after the encoder
+/// (pooler, classifier): where a product for that weight starts the model.
+fn start_layer(name: &str, layers: usize) -> usize {
+    name.strip_prefix("encoder.layer.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|l| l.parse().ok())
+        .filter(|&l| l < layers)
+        .unwrap_or(layers)
+}
+
+/// `H v` for the block `name` on `prepared`, with `v` in burn's `[in, out]` layout: double backward, on each part
+/// from the block's layer on, summed with the parts' weights.
+pub fn hvp(model: &Bert<Hessian2>, name: &str, prepared: &Prepared, v: &[f32]) -> Result<Vec<f32>> {
     let mut m = model.clone();
     m.exact_second_order = true;
+    let start = start_layer(name, m.num_layers());
     let lin = linear_mut(&mut m, name)?;
     let dims = lin.weight_t.dims();
     check_len(name, v, dims)?;
     let inner = lin.weight_t.clone().inner().detach().require_grad();
     let outer = Tensor::<Hessian2, 2>::from_inner(inner.clone()).require_grad();
     lin.weight_t = outer.clone();
-    let grads = loss(&m, sample)?.backward();
-    let g = outer
-        .grad(&grads)
-        .ok_or_else(|| runtime(format!("no gradient reached `{name}`")))?;
-    let v = Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(v.to_vec(), dims), &g.device());
-    let grads2 = (g * v).sum().backward();
-    let hv = inner.grad(&grads2).ok_or_else(|| {
-        runtime(format!(
-            "the gradient of `{name}` does not depend on it (no second derivative)"
-        ))
-    })?;
-    finite(name, flat(hv)?)
+    let mut total = vec![0f32; v.len()];
+    for part in &prepared.parts {
+        let x = Tensor::<Hessian2, 3>::from_data(part.inputs[start].clone(), m.device());
+        let hidden = m.encode_from(&part.sample.batch, start, x)?;
+        let grads = head_loss(&m, hidden, &part.sample)?.backward();
+        let g = outer
+            .grad(&grads)
+            .ok_or_else(|| runtime(format!("no gradient reached `{name}`")))?;
+        let v = Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(v.to_vec(), dims), &g.device());
+        let grads2 = (g * v).sum().backward();
+        let hv = inner.grad(&grads2).ok_or_else(|| {
+            runtime(format!(
+                "the gradient of `{name}` does not depend on it (no second derivative)"
+            ))
+        })?;
+        let w = part.weight as f32;
+        for (t, x) in total.iter_mut().zip(flat(hv)?) {
+            *t += w * x;
+        }
+    }
+    finite(name, total)
 }
 
 fn finite(name: &str, values: Vec<f32>) -> Result<Vec<f32>> {
@@ -194,10 +310,24 @@ fn finite(name: &str, values: Vec<f32>) -> Result<Vec<f32>> {
     }
 }
 
-/// Power-iteration settings.
+/// How the top eigenvalue of a block's Hessian is found from Hessian-vector products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Lanczos with full reorthogonalisation: the Ritz value of largest magnitude of the Krylov space. The same
+    /// quantity as power iteration (whose iterates span the same space), reached in fewer products.
+    #[default]
+    Lanczos,
+    /// Power iteration, as PyHessian and the paper.
+    Power,
+}
+
+/// Eigenvalue-iteration settings (either [`Method`]; one iteration is one Hessian-vector product).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PowerIteration {
+    #[serde(default)]
+    pub method: Method,
     #[serde(default = "default_iterations")]
     pub max_iterations: usize,
     /// Relative change of the eigenvalue estimate between iterations below which it has converged.
@@ -215,6 +345,7 @@ fn default_tolerance() -> f64 {
 impl Default for PowerIteration {
     fn default() -> Self {
         Self {
+            method: Method::default(),
             max_iterations: default_iterations(),
             tolerance: default_tolerance(),
         }
@@ -256,8 +387,17 @@ pub fn random_direction(n: usize, rng: &mut Rng) -> Vec<f32> {
 pub fn power_iteration(
     v0: Vec<f32>,
     settings: PowerIteration,
-    mut apply: impl FnMut(&[f32]) -> Result<Vec<f32>>,
+    apply: impl FnMut(&[f32]) -> Result<Vec<f32>>,
 ) -> Result<Eigen> {
+    Ok(power_iteration_with_vector(v0, settings, apply)?.0)
+}
+
+/// [`power_iteration`], also returning the last direction (unit norm).
+pub fn power_iteration_with_vector(
+    v0: Vec<f32>,
+    settings: PowerIteration,
+    mut apply: impl FnMut(&[f32]) -> Result<Vec<f32>>,
+) -> Result<(Eigen, Vec<f32>)> {
     let mut v = v0;
     let mut value = 0f64;
     for it in 1..=settings.max_iterations.max(1) {
@@ -276,26 +416,173 @@ pub fn power_iteration(
         value = lambda;
         if norm == 0.0 {
             // H v = 0: v is in the null space; the estimate is 0.
-            return Ok(Eigen {
-                value: 0.0,
-                iterations: it,
-                converged: true,
-            });
+            return Ok((
+                Eigen {
+                    value: 0.0,
+                    iterations: it,
+                    converged: true,
+                },
+                v,
+            ));
         }
         v = w.iter().map(|&x| (f64::from(x) / norm) as f32).collect();
         if it > 1 && change < settings.tolerance {
-            return Ok(Eigen {
-                value,
-                iterations: it,
-                converged: true,
-            });
+            return Ok((
+                Eigen {
+                    value,
+                    iterations: it,
+                    converged: true,
+                },
+                v,
+            ));
         }
     }
-    Ok(Eigen {
-        value,
-        iterations: settings.max_iterations.max(1),
-        converged: false,
-    })
+    Ok((
+        Eigen {
+            value,
+            iterations: settings.max_iterations.max(1),
+            converged: false,
+        },
+        v,
+    ))
+}
+
+/// The eigenvalue of largest magnitude of the symmetric operator `apply` by `settings.method`, starting from `v0`
+/// (unit norm); also the last direction (the Ritz vector for Lanczos), to warm-start a related problem.
+pub fn top_eigen(
+    v0: Vec<f32>,
+    settings: PowerIteration,
+    apply: impl FnMut(&[f32]) -> Result<Vec<f32>>,
+) -> Result<(Eigen, Vec<f32>)> {
+    match settings.method {
+        Method::Lanczos => lanczos(v0, settings, apply),
+        Method::Power => power_iteration_with_vector(v0, settings, apply),
+    }
+}
+
+/// Lanczos with full reorthogonalisation (twice, classical Gram-Schmidt, in f64): after `k` products the Ritz value
+/// of largest magnitude of the `k`-dimensional Krylov space; it stops when that value changes by less than
+/// `tolerance` (relative, as [`power_iteration`]) or the space is invariant.
+pub fn lanczos(
+    v0: Vec<f32>,
+    settings: PowerIteration,
+    mut apply: impl FnMut(&[f32]) -> Result<Vec<f32>>,
+) -> Result<(Eigen, Vec<f32>)> {
+    let max = settings.max_iterations.max(1);
+    let norm0 = v0.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+    let mut q: Vec<Vec<f64>> = vec![v0
+        .iter()
+        .map(|&x| f64::from(x) / norm0.max(f64::MIN_POSITIVE))
+        .collect()];
+    let (mut alpha, mut beta) = (Vec::<f64>::new(), Vec::<f64>::new());
+    let mut value = 0f64;
+    for it in 1..=max {
+        let qj: Vec<f32> = q[it - 1].iter().map(|&x| x as f32).collect();
+        let w = apply(&qj)?;
+        let mut w: Vec<f64> = w.iter().map(|&x| f64::from(x)).collect();
+        alpha.push(dot(&q[it - 1], &w));
+        for _ in 0..2 {
+            for b in &q {
+                let c = dot(b, &w);
+                w.iter_mut().zip(b).for_each(|(x, y)| *x -= c * y);
+            }
+        }
+        let ritz = extreme_ritz(&alpha, &beta);
+        let change = (ritz.0 - value).abs() / (value.abs() + 1e-6);
+        value = ritz.0;
+        let b = dot(&w, &w).sqrt();
+        let scale = alpha
+            .iter()
+            .map(|a| a.abs())
+            .fold(0f64, f64::max)
+            .max(1e-30);
+        let invariant = b <= 1e-10 * scale;
+        if invariant || (it > 1 && change < settings.tolerance) || it == max {
+            let mut v = vec![0f64; q[0].len()];
+            for (s, b) in ritz.1.iter().zip(&q) {
+                v.iter_mut().zip(b).for_each(|(x, y)| *x += s * y);
+            }
+            let n = dot(&v, &v).sqrt().max(f64::MIN_POSITIVE);
+            let converged = invariant || (it > 1 && change < settings.tolerance);
+            return Ok((
+                Eigen {
+                    value,
+                    iterations: it,
+                    converged,
+                },
+                v.iter().map(|&x| (x / n) as f32).collect(),
+            ));
+        }
+        beta.push(b);
+        q.push(w.iter().map(|x| x / b).collect());
+    }
+    unreachable!("the loop returns at its last iteration")
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The eigenvalue of largest magnitude of the symmetric tridiagonal matrix with diagonal `alpha` and off-diagonal
+/// `beta` (cyclic Jacobi rotations on the dense matrix, which is at most `max-iterations` wide), with its
+/// eigenvector.
+fn extreme_ritz(alpha: &[f64], beta: &[f64]) -> (f64, Vec<f64>) {
+    let k = alpha.len();
+    let mut a = vec![0f64; k * k];
+    let mut v = vec![0f64; k * k];
+    for i in 0..k {
+        a[i * k + i] = alpha[i];
+        v[i * k + i] = 1.0;
+        if i + 1 < k {
+            a[i * k + i + 1] = beta[i];
+            a[(i + 1) * k + i] = beta[i];
+        }
+    }
+    for _sweep in 0..100 {
+        let off: f64 = (0..k)
+            .flat_map(|i| (0..k).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * k + j].powi(2))
+            .sum();
+        let diag: f64 = (0..k).map(|i| a[i * k + i].powi(2)).sum();
+        if off <= 1e-30 * diag.max(1e-300) {
+            break;
+        }
+        for p in 0..k {
+            for r in p + 1..k {
+                let apr = a[p * k + r];
+                if apr == 0.0 {
+                    continue;
+                }
+                let theta = (a[r * k + r] - a[p * k + p]) / (2.0 * apr);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for i in 0..k {
+                    let (aip, air) = (a[i * k + p], a[i * k + r]);
+                    a[i * k + p] = c * aip - s * air;
+                    a[i * k + r] = s * aip + c * air;
+                }
+                for j in 0..k {
+                    let (apj, arj) = (a[p * k + j], a[r * k + j]);
+                    a[p * k + j] = c * apj - s * arj;
+                    a[r * k + j] = s * apj + c * arj;
+                }
+                for i in 0..k {
+                    let (vip, vir) = (v[i * k + p], v[i * k + r]);
+                    v[i * k + p] = c * vip - s * vir;
+                    v[i * k + r] = s * vip + c * vir;
+                }
+            }
+        }
+    }
+    let best = (0..k)
+        .max_by(|&i, &j| a[i * k + i].abs().total_cmp(&a[j * k + j].abs()))
+        .unwrap_or(0);
+    (
+        a[best * k + best],
+        (0..k).map(|i| v[i * k + best]).collect(),
+    )
 }
 
 /// The sensitivity of one block across runs.
@@ -343,11 +630,18 @@ pub struct Analysis<'a> {
     pub samples: &'a [Sample],
     pub settings: PowerIteration,
     pub seed: u64,
+    /// The most rows of a part of a sample ([`Sample::split`]).
+    pub part_rows: usize,
 }
 
+/// The default [`Analysis::part_rows`]: parts of 8 length-sorted sentences (measured in `benches/hessian.rs`).
+pub const DEFAULT_PART_ROWS: usize = 8;
+
 /// Top Hessian eigenvalues of every block in `blocks` (HF weight names), one power iteration per sample (run).
-/// Run `r` of block `i` starts from a direction drawn with seed `(seed, i, r)`, so results do not depend on
-/// thread scheduling. `on_block` is called as each block finishes.
+/// Run 0 of block `i` starts from a direction drawn with seed `(seed, i)`; each later run starts from the last
+/// direction of the run before it (a warm start: the top eigenvectors of different data subsets are close, so
+/// later runs converge in fewer products). Results do not depend on thread scheduling. `on_block` is called as
+/// each block finishes.
 pub fn sensitivity(
     a: &Analysis,
     on_block: &(dyn Fn(&str) + Sync),
@@ -360,7 +654,14 @@ pub fn sensitivity(
         samples,
         settings,
         seed,
+        part_rows,
     } = *a;
+    let plain = Bert::<Cpu>::load(store, config, pooling, &Default::default())?;
+    let prepared: Vec<Prepared> = samples
+        .iter()
+        .map(|s| Prepared::new(&plain, s, part_rows))
+        .collect::<Result<_>>()?;
+    drop(plain);
     let model = Bert::<Hessian2>::load(store, config, pooling, &Default::default())?;
     blocks
         .par_iter()
@@ -368,15 +669,12 @@ pub fn sensitivity(
         .map(|(i, name)| {
             let mut runs = Vec::with_capacity(samples.len());
             let n = weight_t(&model, name)?.len();
-            for (r, sample) in samples.iter().enumerate() {
-                let mut rng = Rng::new(
-                    seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                        ^ (r as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9),
-                );
-                let v0 = random_direction(n, &mut rng);
-                runs.push(power_iteration(v0, settings, |v| {
-                    hvp(&model, name, sample, v)
-                })?);
+            let mut rng = Rng::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut v = random_direction(n, &mut rng);
+            for p in &prepared {
+                let (eigen, last) = top_eigen(v, settings, |v| hvp(&model, name, p, v))?;
+                runs.push(eigen);
+                v = last;
             }
             on_block(name);
             Ok(BlockSensitivity::from_runs(name, runs))
@@ -385,7 +683,7 @@ pub fn sensitivity(
 }
 
 /// Version of the cached sensitivity entries; bump when the computation changes.
-const CACHE_VERSION: &str = "hessian-sensitivity v1";
+const CACHE_VERSION: &str = "hessian-sensitivity v2";
 
 /// A cached sensitivity analysis: `<cache>/hessian-sensitivity/<key>.json`, where the key is the sha256 of every
 /// input of [`sensitivity`] ([`Analysis`]): all tensors of the store (decoded f32 values; integer buffers by their
@@ -457,9 +755,11 @@ impl Cache {
                 }
             }
         }
+        part(format!("{:?}", a.settings.method).as_bytes());
         part(&a.settings.max_iterations.to_le_bytes());
         part(&a.settings.tolerance.to_le_bytes());
         part(&a.seed.to_le_bytes());
+        part(&a.part_rows.to_le_bytes());
         Ok(Self {
             path: dir
                 .join("hessian-sensitivity")
@@ -509,6 +809,7 @@ mod tests {
             PowerIteration {
                 max_iterations: 200,
                 tolerance: 1e-9,
+                ..Default::default()
             },
             |v| Ok(v.iter().zip(&d).map(|(a, b)| a * b).collect()),
         )
@@ -520,12 +821,64 @@ mod tests {
             PowerIteration {
                 max_iterations: 2,
                 tolerance: 0.0,
+                ..Default::default()
             },
             |v| Ok(v.iter().zip(&d).map(|(a, b)| a * b).collect()),
         )
         .expect("runs");
         assert!(!capped.converged);
         assert_eq!(capped.iterations, 2);
+    }
+
+    #[test]
+    fn lanczos_finds_the_largest_magnitude_eigenvalue_in_fewer_products() {
+        // A symmetric 40x40 operator with a known spectrum: Q diag(d) Q^T for a Householder reflection Q.
+        let n = 40;
+        let d: Vec<f64> = (0..n)
+            .map(|i| {
+                if i == 7 {
+                    -9.0
+                } else {
+                    8.0 * (i as f64 + 1.0) / n as f64
+                }
+            })
+            .collect();
+        let u: Vec<f64> = random_direction(n, &mut Rng::new(3))
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect();
+        let reflect = |x: &[f64]| -> Vec<f64> {
+            let c = 2.0 * dot(&u, x);
+            x.iter().zip(&u).map(|(a, b)| a - c * b).collect()
+        };
+        let apply = |v: &[f32]| -> Result<Vec<f32>> {
+            let x: Vec<f64> = v.iter().map(|&a| f64::from(a)).collect();
+            let y = reflect(&x);
+            let y: Vec<f64> = y.iter().zip(&d).map(|(a, b)| a * b).collect();
+            Ok(reflect(&y).iter().map(|&a| a as f32).collect())
+        };
+        let settings = |method| PowerIteration {
+            method,
+            max_iterations: 200,
+            tolerance: 1e-6,
+        };
+        let v0 = random_direction(n, &mut Rng::new(1));
+        let (l, lv) = lanczos(v0.clone(), settings(Method::Lanczos), apply).expect("runs");
+        let (p, _) = power_iteration_with_vector(v0, settings(Method::Power), apply).expect("runs");
+        assert!((l.value + 9.0).abs() < 1e-4, "{l:?}");
+        assert!((p.value + 9.0).abs() < 1e-3, "{p:?}");
+        assert!(l.converged && l.iterations < p.iterations, "{l:?} vs {p:?}");
+        // The Ritz vector is the eigenvector: A v = -9 v.
+        let av = apply(&lv).expect("apply");
+        let residual: f64 = av
+            .iter()
+            .zip(&lv)
+            .map(|(a, b)| (f64::from(*a) + 9.0 * f64::from(*b)).powi(2))
+            .sum();
+        assert!(residual.sqrt() < 1e-3, "residual {residual}");
+        // An invariant start (an eigenvector) stops after one product.
+        let (again, _) = lanczos(lv, settings(Method::Lanczos), apply).expect("runs");
+        assert!(again.converged && again.iterations <= 2, "{again:?}");
     }
 
     #[test]

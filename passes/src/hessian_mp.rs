@@ -21,7 +21,8 @@ use compressor_calibration::{read_jsonl, read_texts, sample, text_field, TextInp
 use compressor_models::rng::Rng;
 use compressor_models::runtime::{Bert, Cpu};
 use compressor_models::{
-    DType, EncodedBatch, Encoding, Head, Kind, Pooling, QuantTensor, Role, Selector, Strategy,
+    DType, EncodedBatch, Encoding, Head, HostTensor, Kind, Pooling, QuantTensor, Role, Selector,
+    Strategy,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,7 @@ use crate::hessian::{self, PowerIteration, Sample, Target};
 use crate::pass::{
     Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, PlannedChange, TensorMeta,
 };
+use crate::qat;
 use crate::targets::{plan_encodings, reject, selected_matrices};
 
 /// How bits are assigned.
@@ -69,6 +71,9 @@ pub struct Sensitivity {
     /// Random data subsets (one batch each); one eigenvalue sample per run and block.
     #[serde(default = "default_runs")]
     pub runs: usize,
+    /// `lanczos` (default) or `power` (power iteration, as the paper).
+    #[serde(default)]
+    pub method: hessian::Method,
     #[serde(default = "default_iterations")]
     pub max_iterations: usize,
     #[serde(default = "default_tolerance")]
@@ -100,6 +105,7 @@ impl Default for Sensitivity {
     fn default() -> Self {
         Self {
             runs: default_runs(),
+            method: hessian::Method::default(),
             max_iterations: default_iterations(),
             tolerance: default_tolerance(),
             batch_size: default_batch(),
@@ -122,7 +128,8 @@ impl Default for Sensitivity {
 /// embeddings = { word = 8, position = 8 }
 /// loss = "auto"                 # auto | cross-entropy | self-distillation
 /// label-field = "label"
-/// sensitivity = { runs = 5, max-iterations = 20, tolerance = 1e-3, batch-size = 32, seed = 0, strict = false }
+/// sensitivity = { runs = 5, method = "lanczos", max-iterations = 20, tolerance = 1e-3, batch-size = 32, seed = 0, strict = false }
+/// qat = { steps = 300, lr = 2e-5, batch-size = 32, seed = 0 }   # optional fine-tuning (STE)
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -150,6 +157,9 @@ pub struct Config {
     pub label_field: String,
     #[serde(default)]
     pub sensitivity: Sensitivity,
+    /// Quantization-aware fine-tuning after the allocation (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat: Option<qat::Settings>,
 }
 
 fn default_menu() -> Vec<u8> {
@@ -341,6 +351,9 @@ impl HessianMp {
                 problem: format!("{} is not a non-negative number", s.tolerance),
             });
         }
+        if let Some(q) = &self.config.qat {
+            q.check("qat")?;
+        }
         let classifier = matches!(ctx.config.bert().head, Head::SequenceClassification { .. });
         if self.config.loss == LossKind::CrossEntropy && !classifier {
             return Err(Error::Config {
@@ -427,11 +440,14 @@ impl Pass for HessianMp {
 
         // 1. Sensitivity, at the weights as they are before this pass.
         let started = Instant::now();
-        let (samples, loss_name) = self.samples(ctx)?;
+        let data = self.data(ctx)?;
+        let samples = self.samples(&data)?;
+        let loss_name = data.loss_name;
         let pooling = Pooling::load(ctx.files.dir())?;
         ctx.progress.on_pass_start("sensitivity", names.len());
         let progress = ctx.progress;
         let settings = PowerIteration {
+            method: self.config.sensitivity.method,
             max_iterations: self.config.sensitivity.max_iterations,
             tolerance: self.config.sensitivity.tolerance,
         };
@@ -443,6 +459,7 @@ impl Pass for HessianMp {
             samples: &samples,
             settings,
             seed: self.config.sensitivity.seed,
+            part_rows: hessian::DEFAULT_PART_ROWS,
         };
         let cache = match &self.cache_dir {
             Some(dir) => Some(hessian::Cache::new(dir, &analysis)?),
@@ -542,7 +559,70 @@ impl Pass for HessianMp {
         }
         .map_err(|e| self.infeasible(e, budget))?;
 
-        // 3. Store the chosen encodings and the embedding tables.
+        // 3. Optional quantization-aware fine-tuning at the chosen widths; the blocks are then quantized from the
+        //    trained weights, and the trained biases and head are stored in their own dtypes.
+        let (mut quantized, mut values) = (quantized, values);
+        let mut qat_report = None;
+        let mut qat_changed = Vec::new();
+        if let Some(q) = &self.config.qat {
+            let blocks: Vec<(String, Encoding)> = block_metas
+                .iter()
+                .zip(&picks)
+                .map(|(t, &p)| (t.name.clone(), self.encoding(menu[p])))
+                .collect();
+            ctx.progress.on_pass_start("qat", q.steps);
+            let progress = ctx.progress;
+            let job = qat::Job {
+                store: ctx.store,
+                config: ctx.config,
+                pooling: Pooling::load(ctx.files.dir())?,
+                blocks: &blocks,
+                settings: *q,
+                part_rows: hessian::DEFAULT_PART_ROWS,
+            };
+            let out = qat::train(&job, |step| data.qat_batch(q, step), &|step, loss| {
+                progress.on_unit(&format!("step {} loss {loss:.4}", step + 1))
+            })?;
+            let mut trained: BTreeMap<String, Vec<f32>> = out.tensors.into_iter().collect();
+            for (i, t) in block_metas.iter().enumerate() {
+                let Some(w) = trained.remove(&t.name) else {
+                    continue;
+                };
+                let e = blocks[i].1;
+                let qt =
+                    QuantTensor::quantize(&w, t.shape[0], t.shape[1], e).map_err(|problem| {
+                        Error::Config {
+                            key: "qat".into(),
+                            problem: format!("cannot quantize `{}`: {problem}", t.name),
+                        }
+                    })?;
+                let se = qt.error(&w).squared_error;
+                quantized[i][picks[i]] = (qt, se);
+                values[i] = w;
+            }
+            for (name, v) in trained {
+                let (dtype, shape) = ctx.store.info(&name).ok_or_else(|| Error::Config {
+                    key: "qat".into(),
+                    problem: format!("the checkpoint has no tensor `{name}` to store"),
+                })?;
+                ctx.store
+                    .set(&name, HostTensor::from_f32(shape, &v, dtype)?);
+                qat_changed.push(name);
+            }
+            let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+            let k = out.losses.len().min(10);
+            qat_report = Some(json!({
+                "steps": q.steps,
+                "lr": q.lr,
+                "batch_size": q.batch_size,
+                "seconds": out.seconds,
+                "loss_first_10": mean(&out.losses[..k]),
+                "loss_last_10": mean(&out.losses[out.losses.len() - k..]),
+                "losses": out.losses,
+            }));
+        }
+
+        // 4. Store the chosen encodings and the embedding tables.
         let mut per_block = BTreeMap::new();
         let mut chosen = BTreeMap::new();
         let mut changed = Vec::new();
@@ -591,16 +671,26 @@ impl Pass for HessianMp {
             ctx.store.set_quant(&c.name, q);
             changed.push(c.name.clone());
         }
+        changed.extend(qat_changed);
         changed.sort();
 
         let bytes_after: usize = changed
             .iter()
             .filter_map(|n| ctx.store.get_quant(n).map(|q| q.stored_bytes()))
             .sum();
+        let plot = allocation_svg(
+            &block_metas
+                .iter()
+                .zip(&sens)
+                .map(|(t, s)| (t.name.as_str(), s.omega, chosen[&t.name]))
+                .collect::<Vec<_>>(),
+            &menu,
+        );
         let mut report = PassReport {
             kind: "hessian-mp".into(),
             changed,
             warnings,
+            plots: vec![("allocation.svg".into(), plot)],
             ..PassReport::default()
         };
         let d = &mut report.decisions;
@@ -634,6 +724,9 @@ impl Pass for HessianMp {
         m.insert("bytes_after".into(), json!(bytes_after));
         m.insert("sensitivity_seconds".into(), json!(sensitivity_seconds));
         m.insert("sensitivity_cached".into(), json!(sensitivity_cached));
+        if let Some(q) = qat_report {
+            m.insert("qat".into(), q);
+        }
         m.insert(
             "calibration_batches".into(),
             json!(samples
@@ -645,6 +738,138 @@ impl Pass for HessianMp {
     }
 }
 
+/// A short label of a block for the plot: `3.q` for `encoder.layer.3.attention.self.query.weight`.
+fn short_label(name: &str) -> String {
+    let Some(rest) = name.strip_prefix("encoder.layer.") else {
+        return name.trim_end_matches(".weight").to_string();
+    };
+    let (layer, module) = rest.split_once('.').unwrap_or((rest, ""));
+    let short = match module.trim_end_matches(".weight") {
+        "attention.self.query" => "q",
+        "attention.self.key" => "k",
+        "attention.self.value" => "v",
+        "attention.output.dense" => "o",
+        "intermediate.dense" => "up",
+        "output.dense" => "down",
+        other => other,
+    };
+    format!("{layer}.{short}")
+}
+
+/// The allocation as an SVG bar chart: one bar per block (in model order), its height `log10(Omega)`, its colour
+/// the chosen width.
+fn allocation_svg(blocks: &[(&str, f64, u8)], menu: &[u8]) -> String {
+    const COLOURS: [&str; 7] = [
+        "#d62728", "#ff7f0e", "#2ca02c", "#17becf", "#9467bd", "#8c564b", "#1f77b4",
+    ];
+    let colour = |bits: u8| COLOURS[usize::from(bits.clamp(2, 8) - 2)];
+    let logs: Vec<f64> = blocks
+        .iter()
+        .map(|(_, o, _)| o.max(1e-12).log10())
+        .collect();
+    let lo = logs
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .floor()
+        .min(0.0);
+    let hi = logs
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max)
+        .ceil()
+        .max(lo + 1.0);
+    let (left, top, plot_h, bar_w) = (60.0, 40.0, 260.0, 18.0);
+    let width = left + bar_w * blocks.len() as f64 + 20.0;
+    let height = top + plot_h + 70.0;
+    let y = |v: f64| top + plot_h * (hi - v) / (hi - lo);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"16\" font-size=\"13\">hessian-mp: sensitivity (Omega, log scale) and bits per block</text>\n"
+    );
+    let mut legend_x = left;
+    for &b in menu {
+        svg.push_str(&format!(
+            "<rect x=\"{legend_x:.1}\" y=\"24\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{:.1}\" y=\"33\">{b} bits</text>\n",
+            colour(b),
+            legend_x + 13.0
+        ));
+        legend_x += 60.0;
+    }
+    let mut tick = lo;
+    while tick <= hi {
+        svg.push_str(&format!(
+            "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">1e{tick:.0}</text>\n",
+            width - 20.0,
+            left - 4.0,
+            y(tick) + 4.0,
+            yy = y(tick)
+        ));
+        tick += 1.0;
+    }
+    for (i, ((name, omega, bits), l)) in blocks.iter().zip(&logs).enumerate() {
+        let x = left + bar_w * i as f64;
+        let (y0, y1) = (y(*l), y(lo));
+        svg.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{y0:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{name}: Omega {omega:.4e}, {bits} bits</title></rect>\n\
+             <text transform=\"translate({:.1},{:.1}) rotate(-90)\" text-anchor=\"end\" font-size=\"9\">{}</text>\n",
+            x + 2.0,
+            bar_w - 4.0,
+            (y1 - y0).max(0.5),
+            colour(*bits),
+            x + bar_w / 2.0 + 3.0,
+            y1 + 6.0,
+            short_label(name)
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The sampled calibration records with the source of their targets.
+struct Data {
+    encoded: Vec<(Vec<i64>, Vec<i64>)>,
+    source: Source,
+    loss_name: &'static str,
+    pad: i64,
+}
+
+impl Data {
+    /// The records `order` (in index order) as a sample with its targets.
+    fn draw(&self, order: &[usize]) -> Result<Sample> {
+        let mut order = order.to_vec();
+        order.sort_unstable();
+        let rows: Vec<(Vec<i64>, Vec<i64>)> =
+            order.iter().map(|&i| self.encoded[i].clone()).collect();
+        let batch = EncodedBatch::from_rows(&rows, self.pad);
+        Ok(match &self.source {
+            Source::Labels(l) => Sample {
+                batch,
+                target: Target::Labels(order.iter().map(|&i| l[i]).collect()),
+            },
+            Source::Teacher(m) => Sample::self_distillation(m, batch)?,
+        })
+    }
+
+    /// The batch of QAT step `step`: consecutive batches of a seeded shuffle of the records, reshuffled every pass
+    /// over them.
+    fn qat_batch(&self, q: &qat::Settings, step: usize) -> Result<Sample> {
+        let n = self.encoded.len();
+        let size = q.batch_size.min(n).max(1);
+        let per_epoch = n / size;
+        let (epoch, k) = (step / per_epoch, step % per_epoch);
+        let mut order: Vec<usize> = (0..n).collect();
+        Rng::new(
+            q.seed
+                .wrapping_add(epoch as u64)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        )
+        .shuffle(&mut order);
+        self.draw(&order[k * size..(k + 1) * size])
+    }
+}
+
 /// Where the targets of the loss come from.
 enum Source {
     Labels(Vec<usize>),
@@ -653,8 +878,8 @@ enum Source {
 }
 
 impl HessianMp {
-    /// One batch per run, drawn from the sampled calibration records, with the target of the loss.
-    fn samples(&self, ctx: &PassContext) -> Result<(Vec<Sample>, &'static str)> {
+    /// The sampled calibration records, tokenized, with where the targets of the loss come from.
+    fn data(&self, ctx: &PassContext) -> Result<Data> {
         let spec = ctx.calibration.ok_or_else(|| Error::NoCalibration {
             key: "sensitivity".into(),
         })?;
@@ -673,7 +898,6 @@ impl HessianMp {
         let tokenizer = spec.tokenizer(ctx.files, ctx.config)?;
         let encoded =
             tokenizer.encode_all(&texts.into_iter().map(TextInput::from).collect::<Vec<_>>())?;
-        let s = &self.config.sensitivity;
         let loss_name = if labels.is_some() {
             "cross-entropy"
         } else {
@@ -688,29 +912,30 @@ impl HessianMp {
                 &Default::default(),
             )?)),
         };
-        let mut out = Vec::with_capacity(s.runs);
-        for r in 0..s.runs {
-            let mut order: Vec<usize> = (0..encoded.len()).collect();
-            Rng::new(
-                s.seed
-                    .wrapping_add(r as u64)
-                    .wrapping_mul(0x2545_F491_4F6C_DD1D),
-            )
-            .shuffle(&mut order);
-            order.truncate(s.batch_size);
-            order.sort_unstable();
-            let rows: Vec<(Vec<i64>, Vec<i64>)> =
-                order.iter().map(|&i| encoded[i].clone()).collect();
-            let batch = EncodedBatch::from_rows(&rows, tokenizer.pad_id());
-            out.push(match &source {
-                Source::Labels(l) => Sample {
-                    batch,
-                    target: Target::Labels(order.iter().map(|&i| l[i]).collect()),
-                },
-                Source::Teacher(m) => Sample::self_distillation(m, batch)?,
-            });
-        }
-        Ok((out, loss_name))
+        Ok(Data {
+            encoded,
+            source,
+            loss_name,
+            pad: tokenizer.pad_id(),
+        })
+    }
+
+    /// One batch per run, drawn from the sampled calibration records, with the target of the loss.
+    fn samples(&self, data: &Data) -> Result<Vec<Sample>> {
+        let s = &self.config.sensitivity;
+        (0..s.runs)
+            .map(|r| {
+                let mut order: Vec<usize> = (0..data.encoded.len()).collect();
+                Rng::new(
+                    s.seed
+                        .wrapping_add(r as u64)
+                        .wrapping_mul(0x2545_F491_4F6C_DD1D),
+                )
+                .shuffle(&mut order);
+                order.truncate(s.batch_size);
+                data.draw(&order)
+            })
+            .collect()
     }
 
     /// The labels of the sampled calibration records when the loss is cross-entropy (checked against the head).
@@ -768,5 +993,33 @@ impl HessianMp {
             labels.push(y as usize);
         }
         Ok(Some(labels))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allocation_plot_has_one_bar_per_block_coloured_by_its_width() {
+        let svg = allocation_svg(
+            &[
+                ("encoder.layer.0.attention.self.query.weight", 0.05, 2),
+                ("encoder.layer.0.intermediate.dense.weight", 391.0, 8),
+                ("encoder.layer.5.output.dense.weight", 1.4, 4),
+            ],
+            &[2, 4, 8],
+        );
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.ends_with("</svg>\n"));
+        let bars: Vec<&str> = svg.lines().filter(|l| l.contains("<title>")).collect();
+        assert_eq!(bars.len(), 3);
+        assert!(bars[0].contains("fill=\"#d62728\"") && svg.contains(">0.q</text>"));
+        assert!(bars[1].contains("fill=\"#1f77b4\"") && bars[1].contains("8 bits"));
+        assert!(bars[2].contains("fill=\"#2ca02c\""));
+        // Log scale from 1e-2 (floor of log10 0.05) to 1e3.
+        assert!(svg.contains(">1e-2<") && svg.contains(">1e3<"));
+        assert_eq!(short_label("encoder.layer.5.output.dense.weight"), "5.down");
+        assert_eq!(short_label("classifier.weight"), "classifier");
     }
 }

@@ -22,6 +22,7 @@ pub mod hessian;
 pub mod hessian_mp;
 pub mod pass;
 pub mod progress;
+pub mod qat;
 pub mod registry;
 pub mod suggest;
 pub(crate) mod targets;

@@ -224,6 +224,10 @@ pub struct PassReport {
     /// What the pass decided (dtypes, bits, ranks, masks), as a pure function of its inputs.
     pub decisions: BTreeMap<String, serde_json::Value>,
     pub warnings: Vec<String>,
+    /// Files for people (plots): `(file name, text)`, written into the artifact as `pass-<index>-<file name>`
+    /// and listed with their hashes in the manifest's `output.files`.
+    #[serde(skip)]
+    pub plots: Vec<(String, String)>,
 }
 
 /// One compression method. `plan` reads metadata only and must find every problem that metadata can reveal; `run`

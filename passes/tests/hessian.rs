@@ -6,8 +6,8 @@ use compressor_models::runtime::{Bert, Cpu, CpuAutodiff};
 use compressor_models::testing::TinyBert;
 use compressor_models::{Checkpoint, EncodedBatch};
 use compressor_passes::hessian::{
-    gradient, hvp, power_iteration, random_direction, set_weight_t, weight_t, Hessian2,
-    PowerIteration, Sample, Target,
+    gradient, hvp, random_direction, set_weight_t, top_eigen, weight_t, Hessian2, Method,
+    PowerIteration, Prepared, Sample, Target,
 };
 
 fn batch() -> EncodedBatch {
@@ -84,26 +84,34 @@ fn top_eigenvalue(n: usize, h: &[f64]) -> f64 {
     lambda
 }
 
+/// The explicit Hessian is of the whole batch from the embeddings on; the products run on parts of 2 rows
+/// (weighted sum) from the block's layer on, so this also checks the split and the layer start.
 fn check_block(ckpt: &Checkpoint, name: &str, sample: &Sample) {
     let (n, h) = explicit_hessian(ckpt, name, sample, 1e-2);
     let exact = top_eigenvalue(n, &h);
     let model =
         Bert::<Hessian2>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
             .expect("load");
-    let e = power_iteration(
-        random_direction(n, &mut Rng::new(5)),
-        PowerIteration {
-            max_iterations: 100,
-            tolerance: 1e-5,
-        },
-        |v| hvp(&model, name, sample, v),
-    )
-    .expect("power iteration");
-    assert!(
-        (e.value - exact).abs() <= 0.01 * exact.abs(),
-        "{name}: power iteration {} vs explicit Hessian {exact}",
-        e.value
-    );
+    let plain = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
+        .expect("load");
+    let prepared = Prepared::new(&plain, sample, 2).expect("prepare");
+    for method in [Method::Power, Method::Lanczos] {
+        let (e, _) = top_eigen(
+            random_direction(n, &mut Rng::new(5)),
+            PowerIteration {
+                method,
+                max_iterations: 100,
+                tolerance: 1e-5,
+            },
+            |v| hvp(&model, name, &prepared, v),
+        )
+        .expect("eigenvalue iteration");
+        assert!(
+            (e.value - exact).abs() <= 0.01 * exact.abs(),
+            "{name}: {method:?} {} vs explicit Hessian {exact}",
+            e.value
+        );
+    }
     assert!(
         exact.abs() > 1e-6,
         "{name}: a degenerate Hessian proves nothing ({exact})"

@@ -441,6 +441,59 @@ impl<B: Backend> Bert<B> {
 
     /// The last hidden state `[batch, seq, hidden]`.
     pub fn encode(&self, batch: &EncodedBatch) -> Result<Tensor<B, 3>> {
+        let x = self.embeddings(batch)?;
+        self.encode_from(batch, 0, x)
+    }
+
+    /// The hidden state entering each encoder layer, then the last hidden state (`[batch, seq, hidden]`;
+    /// `layers + 1` entries, entry 0 is the embeddings' output). With [`Bert::encode_from`], later computations
+    /// can start at a layer.
+    pub fn layer_inputs(&self, batch: &EncodedBatch) -> Result<Vec<Tensor<B, 3>>> {
+        let mut x = self.embeddings(batch)?;
+        let additive = self.additive_mask(batch);
+        let mut inputs = Vec::with_capacity(self.layers.len() + 1);
+        for l in 0..self.layers.len() {
+            inputs.push(x.clone());
+            x = self.layer_forward(l, x, &additive, batch);
+        }
+        inputs.push(x);
+        Ok(inputs)
+    }
+
+    /// The number of encoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The last hidden state from `x`, the hidden state entering layer `start` (`start` = the number of layers
+    /// returns `x`).
+    pub fn encode_from(
+        &self,
+        batch: &EncodedBatch,
+        start: usize,
+        x: Tensor<B, 3>,
+    ) -> Result<Tensor<B, 3>> {
+        self.check_batch(batch)?;
+        let [b, t, h] = x.dims();
+        if [b, t, h] != [batch.batch_size, batch.seq_len, self.config.hidden_size] {
+            return Err(Error::Runtime(format!(
+                "hidden state of {:?} for a batch of {}x{} (hidden {})",
+                [b, t, h],
+                batch.batch_size,
+                batch.seq_len,
+                self.config.hidden_size
+            )));
+        }
+        let additive = self.additive_mask(batch);
+        let mut x = x;
+        for l in start..self.layers.len() {
+            x = self.layer_forward(l, x, &additive, batch);
+        }
+        Ok(x)
+    }
+
+    /// The embeddings' output (word + type + position, LayerNorm).
+    fn embeddings(&self, batch: &EncodedBatch) -> Result<Tensor<B, 3>> {
         self.check_batch(batch)?;
         let c = &self.config;
         let (b, t, h) = (batch.batch_size, batch.seq_len, c.hidden_size);
@@ -455,39 +508,52 @@ impl<B: Backend> Bert<B> {
             .select(0, positions)
             .reshape([1, t, h]);
         let e = self.aq(Site::EmbNormIn, None, words + types + positions);
-        let mut x = self.aq(Site::EmbNormOut, None, self.emb_norm.forward(e));
+        Ok(self.aq(Site::EmbNormOut, None, self.emb_norm.forward(e)))
+    }
 
-        // Additive mask [b, 1, 1, t]: 0 for tokens, the most negative f32 for padding (as transformers).
+    /// Additive attention mask `[b, 1, 1, t]`: 0 for tokens, the most negative f32 for padding (as transformers).
+    fn additive_mask(&self, batch: &EncodedBatch) -> Tensor<B, 4> {
+        let (b, t) = (batch.batch_size, batch.seq_len);
         let mask = self.ints(&batch.attention_mask, batch).equal_elem(0);
-        let additive = Tensor::<B, 2>::zeros([b, t], &self.device)
+        Tensor::<B, 2>::zeros([b, t], &self.device)
             .mask_fill(mask, f32::MIN)
-            .reshape([b, 1, 1, t]);
+            .reshape([b, 1, 1, t])
+    }
+
+    /// Encoder layer `l` on `x`.
+    fn layer_forward(
+        &self,
+        l: usize,
+        x: Tensor<B, 3>,
+        additive: &Tensor<B, 4>,
+        batch: &EncodedBatch,
+    ) -> Tensor<B, 3> {
+        let c = &self.config;
+        let (b, t, h) = (batch.batch_size, batch.seq_len, c.hidden_size);
         let (nh, hd) = (c.num_attention_heads, c.head_dim());
         let scale = 1.0 / (hd as f64).sqrt();
-        for (l, layer) in self.layers.iter().enumerate() {
-            let l = Some(l);
-            let split = |y: Tensor<B, 3>| y.reshape([b, t, nh, hd]).swap_dims(1, 2);
-            // Scaling q (b*t*h values) instead of the scores (b*nh*t*t) is the same product, cheaper.
-            let q = split(self.aq(Site::Q, l, layer.query.forward(x.clone()) * scale));
-            let k = split(self.aq(Site::K, l, layer.key.forward(x.clone())));
-            let v = split(self.aq(Site::V, l, layer.value.forward(x.clone())));
-            // Scores are quantized before the mask is added, so padding stays masked.
-            let scores = self.aq(Site::Scores, l, q.matmul(k.swap_dims(2, 3))) + additive.clone();
-            let probs = self.aq(Site::Probs, l, softmax(scores, 3));
-            let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
-            let ctx = self.aq(Site::Context, l, ctx);
-            let a = self.aq(Site::AttnNormIn, l, layer.attn_out.forward(ctx) + x);
-            let a = self.aq(Site::AttnNormOut, l, layer.attn_norm.forward(a));
-            let up = self.aq(Site::GeluIn, l, layer.up.forward(a.clone()));
-            let up = self.aq(
-                Site::GeluOut,
-                l,
-                activation(up, c.hidden_act, self.exact_second_order),
-            );
-            let y = self.aq(Site::FfnNormIn, l, layer.down.forward(up) + a);
-            x = self.aq(Site::FfnNormOut, l, layer.out_norm.forward(y));
-        }
-        Ok(x)
+        let layer = &self.layers[l];
+        let l = Some(l);
+        let split = |y: Tensor<B, 3>| y.reshape([b, t, nh, hd]).swap_dims(1, 2);
+        // Scaling q (b*t*h values) instead of the scores (b*nh*t*t) is the same product, cheaper.
+        let q = split(self.aq(Site::Q, l, layer.query.forward(x.clone()) * scale));
+        let k = split(self.aq(Site::K, l, layer.key.forward(x.clone())));
+        let v = split(self.aq(Site::V, l, layer.value.forward(x.clone())));
+        // Scores are quantized before the mask is added, so padding stays masked.
+        let scores = self.aq(Site::Scores, l, q.matmul(k.swap_dims(2, 3))) + additive.clone();
+        let probs = self.aq(Site::Probs, l, softmax(scores, 3));
+        let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
+        let ctx = self.aq(Site::Context, l, ctx);
+        let a = self.aq(Site::AttnNormIn, l, layer.attn_out.forward(ctx) + x);
+        let a = self.aq(Site::AttnNormOut, l, layer.attn_norm.forward(a));
+        let up = self.aq(Site::GeluIn, l, layer.up.forward(a.clone()));
+        let up = self.aq(
+            Site::GeluOut,
+            l,
+            activation(up, c.hidden_act, self.exact_second_order),
+        );
+        let y = self.aq(Site::FfnNormIn, l, layer.down.forward(up) + a);
+        self.aq(Site::FfnNormOut, l, layer.out_norm.forward(y))
     }
 
     /// The sentence embedding the checkpoint declares (mean / CLS / max pooling, optional L2 normalisation).

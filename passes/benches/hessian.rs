@@ -1,0 +1,91 @@
+//! Cost of the pieces of the hessian-mp sensitivity analysis on a real checkpoint: a forward pass, a gradient, and
+//! one Hessian-vector product per block kind, on one batch of calibration sentences.
+//!
+//! `cargo bench -p compressor-passes --bench hessian -- [MODEL_DIR] [JSONL] [FIELD] [BATCH]`
+//! (defaults: all-MiniLM-L6-v2 from `.cache/models`, STS-B train from `../shared/data`, `sentence1`, 32).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use compressor_calibration::{read_texts, sample, TextInput, TextTokenizer};
+use compressor_models::rng::Rng;
+use compressor_models::runtime::{Bert, Cpu, CpuAutodiff};
+use compressor_models::{Checkpoint, EncodedBatch};
+use compressor_passes::hessian::{self, Hessian2, Prepared, Sample};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = args
+        .first()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".cache/models/all-MiniLM-L6-v2"));
+    let data = args
+        .get(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/data/sts-b/train.jsonl"));
+    let field = args.get(2).cloned().unwrap_or_else(|| "sentence1".into());
+    let batch_size: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(32);
+
+    let ckpt = Checkpoint::open(&dir)?;
+    let tokenizer = TextTokenizer::from_model_dir(&dir, Some(128))?;
+    let texts = sample(read_texts(&data, &field, None)?, batch_size, 0);
+    let rows = tokenizer.encode_all(&texts.into_iter().map(TextInput::from).collect::<Vec<_>>())?;
+    let batch = EncodedBatch::from_rows(&rows, tokenizer.pad_id());
+    println!(
+        "model {}, batch {} x {} tokens ({} real)",
+        dir.display(),
+        batch.batch_size,
+        batch.seq_len,
+        batch.attention_mask.iter().sum::<i64>()
+    );
+    let plain = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())?;
+    let sample = Sample::self_distillation(&plain, batch)?;
+
+    let time = |label: &str, reps: usize, f: &mut dyn FnMut()| {
+        f();
+        let t = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        println!(
+            "{label}: {:.1} ms",
+            t.elapsed().as_secs_f64() * 1e3 / reps as f64
+        );
+    };
+    time("forward (Cpu)", 5, &mut || {
+        hessian::loss(&plain, &sample).expect("loss");
+    });
+    let ad =
+        Bert::<CpuAutodiff>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())?;
+    let blocks = [
+        "encoder.layer.0.attention.self.query.weight",
+        "encoder.layer.0.intermediate.dense.weight",
+        "encoder.layer.5.attention.self.query.weight",
+        "encoder.layer.5.output.dense.weight",
+    ];
+    for name in blocks {
+        time(&format!("gradient {name}"), 3, &mut || {
+            hessian::gradient(&ad, name, &sample).expect("gradient");
+        });
+    }
+    let h2 = Bert::<Hessian2>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())?;
+    for rows in [batch_size, 16, 8, 4] {
+        let prepared = Prepared::new(&plain, &sample, rows)?;
+        for name in blocks {
+            let n = hessian::weight_t(&h2, name)?.len();
+            let v = hessian::random_direction(n, &mut Rng::new(0));
+            time(
+                &format!("hvp, parts of {rows} rows, {name}"),
+                2,
+                &mut || {
+                    hessian::hvp(&h2, name, &prepared, &v).expect("hvp");
+                },
+            );
+        }
+    }
+    Ok(())
+}
