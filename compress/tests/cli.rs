@@ -445,7 +445,7 @@ fn passes_lists_every_kind() {
         stdout(&out),
         "cast             quantize   store selected float tensors as f16, bf16 or f32 (one read of each selected tensor; no calibration data)\n\
          blockwise-quant  quantize   BCT: blockwise integer weights and embeddings (compressed-tensors), optional static int activations (one read of each selected tensor; activations: one forward pass over the calibration data)\n\
-         hessian-mp       quantize   Q-BERT: Hessian sensitivity per block, bits per block within a budget, group-wise integer weights (blocks x runs x iterations Hessian-vector products (each about 3 forward passes) on calibration batches)\n\
+         hessian-mp       quantize   Q-BERT: Hessian sensitivity per block, bits per block within a budget, group-wise integer weights, optional QAT (blocks x runs x iterations Hessian-vector products (each about 4 forward passes from the block's layer on), cached; optional QAT: steps x a forward and backward pass)\n\
          vocab-trim       structure  keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer (tokenizes the corpus once, counts cached; copies the kept embedding rows)\n"
     );
     let list = json(&common::compressor_in(Path::new("."), &["passes", "--json"]).stdout);

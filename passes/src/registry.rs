@@ -36,8 +36,8 @@ pub const REGISTRY: &[PassInfo] = &[
     PassInfo {
         kind: "hessian-mp",
         phase: Phase::Quantize,
-        summary: "Q-BERT: Hessian sensitivity per block, bits per block within a budget, group-wise integer weights",
-        cost: "blocks x runs x iterations Hessian-vector products (each about 3 forward passes) on calibration batches",
+        summary: "Q-BERT: Hessian sensitivity per block, bits per block within a budget, group-wise integer weights, optional QAT",
+        cost: "blocks x runs x iterations Hessian-vector products (each about 4 forward passes from the block's layer on), cached; optional QAT: steps x a forward and backward pass",
     },
     PassInfo {
         kind: "vocab-trim",
