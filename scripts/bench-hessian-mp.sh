@@ -4,7 +4,9 @@
 # (top-k 2/4 and the exact allocation over {2, 3, 4, 8}) vs the reversed 2/4 assignment (MP-rev); then "2/3 MP"
 # (top-k over {2, 3} at 2.5 bits) without and with QAT (QAT_STEPS steps). Sensitivity: cross-entropy on SAMPLES
 # SST-2 training sentences, RUNS runs of BATCH sentences, at most ITERS products per run and block (METHOD lanczos
-# or power); the first pipeline computes it, the others read it from the statistics cache. Pipelines and artifacts go to
+# or power, or hutchinson for the mean Hessian diagonal with ITERS probes); the first pipeline computes it, the others
+# read it from the statistics cache. TAG=x writes to out/bench-hessian-mp-x/ instead;
+# PIPELINES="a b" runs only those. Pipelines and artifacts go to
 # out/bench-hessian-mp/; dev accuracy (GLUE SST-2) is in each artifact's eval report and printed by `compressor run`.
 # `./scripts/bench-hessian-mp.sh minilm`: all-MiniLM-L6-v2 instead (self-distillation loss on STS-B training
 # sentences), exact allocation vs uniform at 4 and at 3 average bits, STS-B test Spearman (needs
@@ -12,7 +14,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
-work="$root/out/bench-hessian-mp"
+work="$root/out/bench-hessian-mp${TAG:+-$TAG}"
 mkdir -p "$work"
 shared="$(cd "$root/../shared" && pwd)"
 steps="${QAT_STEPS:-300}" runs="${RUNS:-5}" iters="${ITERS:-20}" batch="${BATCH:-32}" method="${METHOD:-lanczos}"
@@ -69,7 +71,7 @@ if [ "${1:-sst2}" = minilm ]; then
   pipeline minilm-uniform-4 "[4]" optimal 4.0
   pipeline minilm-mp-3 "[2, 3, 4, 8]" optimal 3.0
   pipeline minilm-uniform-3 "[3]" optimal 3.0
-  run minilm-mp-4 minilm-uniform-4 minilm-mp-3 minilm-uniform-3
+  run ${PIPELINES:-minilm-mp-4 minilm-uniform-4 minilm-mp-3 minilm-uniform-3}
   exit 0
 fi
 
@@ -81,4 +83,4 @@ pipeline uniform-3 "[3]" optimal
 # without and with quantization-aware fine-tuning.
 pipeline mp-2-3 "[2, 3]" top-k 2.5
 pipeline mp-2-3-qat "[2, 3]" top-k 2.5 "qat = { steps = $steps, lr = 2e-5, batch-size = 32 }"
-run mp-optimal uniform-3 mp-top-k mp-rev mp-2-3 mp-2-3-qat
+run ${PIPELINES:-mp-optimal uniform-3 mp-top-k mp-rev mp-2-3 mp-2-3-qat}

@@ -71,7 +71,8 @@ pub struct Sensitivity {
     /// Random data subsets (one batch each); one eigenvalue sample per run and block.
     #[serde(default = "default_runs")]
     pub runs: usize,
-    /// `lanczos` (default) or `power` (power iteration, as the paper).
+    /// `lanczos` (default) or `power` (power iteration, as the paper): the top eigenvalue; `hutchinson`: the mean
+    /// Hessian diagonal instead (HAWQ-V2), with `max-iterations` probes per run.
     #[serde(default)]
     pub method: hessian::Method,
     #[serde(default = "default_iterations")]
