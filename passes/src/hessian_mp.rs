@@ -757,7 +757,7 @@ fn short_label(name: &str) -> String {
     format!("{layer}.{short}")
 }
 
-/// The allocation as an SVG bar chart: one bar per block (in model order), its height `log10(Omega)`, its colour
+/// The allocation as an SVG bar chart: one bar per block (in the order of the report), its height `log10(Omega)`, its colour
 /// the chosen width.
 fn allocation_svg(blocks: &[(&str, f64, u8)], menu: &[u8]) -> String {
     const COLOURS: [&str; 7] = [
