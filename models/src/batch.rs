@@ -22,10 +22,16 @@ impl EncodedBatch {
 
     /// Rows `start..end` as a batch, re-padded to their own longest row.
     pub fn rows(&self, start: usize, end: usize) -> Self {
+        self.select(&(start..end).collect::<Vec<_>>())
+    }
+
+    /// The rows `rows` (in the order given) as a batch, re-padded to their own longest row.
+    pub fn select(&self, rows: &[usize]) -> Self {
         let t = self.seq_len;
         let lengths = self.lengths();
-        let rows: Vec<(Vec<i64>, Vec<i64>)> = (start..end)
-            .map(|r| {
+        let rows: Vec<(Vec<i64>, Vec<i64>)> = rows
+            .iter()
+            .map(|&r| {
                 let n = lengths[r];
                 (
                     self.input_ids[r * t..r * t + n].to_vec(),
@@ -87,5 +93,8 @@ mod tests {
         assert_eq!(b.token_type_ids, vec![0, 0, 0, 0, 1, 0]);
         assert_eq!(b.attention_mask, vec![1, 1, 1, 1, 1, 0]);
         assert_eq!(b.lengths(), vec![3, 2]);
+        let picked = b.select(&[1]);
+        assert_eq!((picked.seq_len, picked.input_ids), (2, vec![2, 3]));
+        assert_eq!(b.rows(0, 2), b);
     }
 }

@@ -54,25 +54,9 @@ impl Sample {
         let lengths = b.lengths();
         let mut order: Vec<usize> = (0..b.batch_size).collect();
         order.sort_by_key(|&r| lengths[r]);
-        let t = b.seq_len;
-        let pad = b
-            .attention_mask
-            .iter()
-            .position(|&m| m == 0)
-            .map_or(0, |i| b.input_ids[i]);
         order
             .chunks(rows.max(1))
             .map(|chunk| {
-                let part: Vec<(Vec<i64>, Vec<i64>)> = chunk
-                    .iter()
-                    .map(|&r| {
-                        let n = lengths[r];
-                        (
-                            b.input_ids[r * t..r * t + n].to_vec(),
-                            b.token_type_ids[r * t..r * t + n].to_vec(),
-                        )
-                    })
-                    .collect();
                 let target = match &self.target {
                     Target::Labels(l) => Target::Labels(chunk.iter().map(|&r| l[r]).collect()),
                     Target::Embeddings(e) => {
@@ -86,7 +70,7 @@ impl Sample {
                     }
                 };
                 let sample = Sample {
-                    batch: EncodedBatch::from_rows(&part, pad),
+                    batch: b.select(chunk),
                     target,
                 };
                 (sample, chunk.len() as f64 / b.batch_size as f64)
