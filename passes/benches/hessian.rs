@@ -87,5 +87,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
+    // Central differences of first-order gradients against the exact product, parts of 8.
+    let prepared = Prepared::new(&plain, &sample, hessian::DEFAULT_PART_ROWS)?;
+    for name in blocks {
+        let w = hessian::weight_t(&ad, name)?;
+        let v = hessian::random_direction(w.len(), &mut Rng::new(0));
+        let exact = hessian::hvp(&h2, name, &prepared, &v)?;
+        let norm = |x: &[f32]| x.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
+        for step in [1e-4, 1e-3, 1e-2] {
+            let fd = hessian::hvp_central(&ad, name, &prepared, &w, &v, step)?;
+            let diff: Vec<f32> = fd.iter().zip(&exact).map(|(a, b)| a - b).collect();
+            println!(
+                "central step {step:e}, {name}: relative error {:.2e} (|Hv| {:.3e})",
+                norm(&diff) / norm(&exact),
+                norm(&exact)
+            );
+        }
+        time(
+            &format!("central product, parts of 8, {name}"),
+            2,
+            &mut || {
+                hessian::hvp_central(&ad, name, &prepared, &w, &v, hessian::DEFAULT_FD_STEP)
+                    .expect("central");
+            },
+        );
+        time(&format!("gradient, parts of 8, {name}"), 2, &mut || {
+            hessian::prepared_gradient(&ad, name, &prepared, None).expect("gradient");
+        });
+    }
     Ok(())
 }

@@ -285,6 +285,85 @@ pub fn hvp(model: &Bert<Hessian2>, name: &str, prepared: &Prepared, v: &[f32]) -
     finite(name, total)
 }
 
+/// The gradient of the loss on `prepared` with respect to the block `name` (burn's `[in, out]` layout) at the weights
+/// of `model`, except that the block's weight is `weight` when given: first-order autodiff on each part from the
+/// block's layer on, summed with the parts' weights.
+pub fn prepared_gradient(
+    model: &Bert<CpuAutodiff>,
+    name: &str,
+    prepared: &Prepared,
+    weight: Option<&[f32]>,
+) -> Result<Vec<f32>> {
+    let mut m = model.clone();
+    let start = start_layer(name, m.num_layers());
+    let lin = linear_mut(&mut m, name)?;
+    let dims = lin.weight_t.dims();
+    let w = match weight {
+        Some(values) => {
+            check_len(name, values, dims)?;
+            Tensor::<CpuAutodiff, 2>::from_data(
+                TensorData::new(values.to_vec(), dims),
+                &lin.weight_t.device(),
+            )
+        }
+        None => lin.weight_t.clone().detach(),
+    }
+    .require_grad();
+    lin.weight_t = w.clone();
+    let mut total = vec![0f32; dims[0] * dims[1]];
+    for part in &prepared.parts {
+        let x = Tensor::<CpuAutodiff, 3>::from_data(part.inputs[start].clone(), m.device());
+        let hidden = m.encode_from(&part.sample.batch, start, x)?;
+        let grads = head_loss(&m, hidden, &part.sample)?.backward();
+        let g = w
+            .grad(&grads)
+            .ok_or_else(|| runtime(format!("no gradient reached `{name}`")))?;
+        let pw = part.weight as f32;
+        for (t, x) in total.iter_mut().zip(flat(g)?) {
+            *t += pw * x;
+        }
+    }
+    finite(name, total)
+}
+
+/// `H v` by central differences of two gradients: `(g(W + h v) - g(W - h v)) / (2 h)`, with the step
+/// `h = step * ||W|| / ||v||` relative to the weight's Frobenius norm (see [`DEFAULT_FD_STEP`]). `weight` is the
+/// block's weight `W` (burn's `[in, out]` layout). Truncation error is `O(h^2)` (the third derivative); rounding error
+/// of the f32 gradients is `O(eps_f32 * ||g|| / h)`.
+pub fn hvp_central(
+    model: &Bert<CpuAutodiff>,
+    name: &str,
+    prepared: &Prepared,
+    weight: &[f32],
+    v: &[f32],
+    step: f64,
+) -> Result<Vec<f32>> {
+    check_len(name, v, [weight.len(), 1])?;
+    let norm = |x: &[f32]| x.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
+    let (wn, vn) = (norm(weight), norm(v));
+    if vn == 0.0 {
+        return Ok(vec![0.0; v.len()]);
+    }
+    let h = step * wn.max(1e-3) / vn;
+    let shifted = |sign: f64| -> Vec<f32> {
+        weight
+            .iter()
+            .zip(v)
+            .map(|(&w, &d)| (f64::from(w) + sign * h * f64::from(d)) as f32)
+            .collect()
+    };
+    let plus = prepared_gradient(model, name, prepared, Some(&shifted(1.0)))?;
+    let minus = prepared_gradient(model, name, prepared, Some(&shifted(-1.0)))?;
+    Ok(plus
+        .iter()
+        .zip(&minus)
+        .map(|(&a, &b)| ((f64::from(a) - f64::from(b)) / (2.0 * h)) as f32)
+        .collect())
+}
+
+/// The default relative step of [`hvp_central`]: `h = 1e-3 * ||W|| / ||v||`.
+pub const DEFAULT_FD_STEP: f64 = 1e-3;
+
 fn finite(name: &str, values: Vec<f32>) -> Result<Vec<f32>> {
     match values.iter().position(|v| !v.is_finite()) {
         None => Ok(values),
