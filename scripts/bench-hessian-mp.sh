@@ -4,8 +4,10 @@
 # (top-k 2/4 and the exact allocation over {2, 3, 4, 8}) vs the reversed 2/4 assignment (MP-rev); then "2/3 MP"
 # (top-k over {2, 3} at 2.5 bits) without and with QAT (QAT_STEPS steps). Sensitivity: cross-entropy on SAMPLES
 # SST-2 training sentences, RUNS runs of BATCH sentences, at most ITERS products per run and block (METHOD lanczos
-# or power, or hutchinson for the mean Hessian diagonal with ITERS probes); the first pipeline computes it, the others
-# read it from the statistics cache. TAG=x writes to out/bench-hessian-mp-x/ instead;
+# or power, or hutchinson for the mean Hessian diagonal with ITERS probes); BLOCK=layer (default: one block and width
+# per encoder layer, as the paper) or matrix; ROW_GROUPS=128 for the paper's output-row groups instead of group 128
+# along the input dimension; QAT_SEED for the fine-tuning's data order. The first pipeline computes the sensitivity,
+# the others read it from the statistics cache. TAG=x writes to out/bench-hessian-mp-x/ instead;
 # PIPELINES="a b" runs only those. Pipelines and artifacts go to
 # out/bench-hessian-mp/; dev accuracy (GLUE SST-2) is in each artifact's eval report and printed by `compressor run`.
 # `./scripts/bench-hessian-mp.sh minilm`: all-MiniLM-L6-v2 instead (self-distillation loss on STS-B training
@@ -18,6 +20,8 @@ work="$root/out/bench-hessian-mp${TAG:+-$TAG}"
 mkdir -p "$work"
 shared="$(cd "$root/../shared" && pwd)"
 steps="${QAT_STEPS:-300}" runs="${RUNS:-5}" iters="${ITERS:-20}" batch="${BATCH:-32}" method="${METHOD:-lanczos}"
+block="${BLOCK:-layer}" qat_seed="${QAT_SEED:-0}"
+if [ -n "${ROW_GROUPS:-}" ]; then groups="row-groups = $ROW_GROUPS"; else groups="group-size = 128"; fi
 
 if [ "${1:-sst2}" = minilm ]; then
   model="$root/.cache/models/all-MiniLM-L6-v2" calib="$shared/data/sts-b/train.jsonl" field=sentence1
@@ -46,7 +50,8 @@ kind = "hessian-mp"
 bits = $2
 average-bits = ${4:-3.0}
 allocation = "$3"
-group-size = 128
+block = "$block"
+$groups
 embeddings = { word = 8, position = 8 }
 sensitivity = { runs = $runs, method = "$method", max-iterations = $iters, batch-size = $batch, seed = 0 }
 ${5:-}
@@ -82,8 +87,8 @@ pipeline uniform-3 "[3]" optimal
 # "2/3 MP": the most sensitive half of the blocks at 3 bits, the rest at 2 (about 13x smaller encoder weights),
 # without and with quantization-aware fine-tuning.
 pipeline mp-2-3 "[2, 3]" top-k 2.5
-pipeline mp-2-3-qat "[2, 3]" top-k 2.5 "qat = { steps = $steps, lr = 2e-5, batch-size = 32 }"
+pipeline mp-2-3-qat "[2, 3]" top-k 2.5 "qat = { steps = $steps, lr = 2e-5, batch-size = 32, seed = $qat_seed }"
 # Not run by default (PIPELINES="uniform-3-qat mp-optimal-qat"): 3 bits, uniform vs the exact allocation, both with QAT.
-pipeline uniform-3-qat "[3]" optimal 3.0 "qat = { steps = $steps, lr = 2e-5, batch-size = 32 }"
-pipeline mp-optimal-qat "[2, 3, 4, 8]" optimal 3.0 "qat = { steps = $steps, lr = 2e-5, batch-size = 32 }"
+pipeline uniform-3-qat "[3]" optimal 3.0 "qat = { steps = $steps, lr = 2e-5, batch-size = 32, seed = $qat_seed }"
+pipeline mp-optimal-qat "[2, 3, 4, 8]" optimal 3.0 "qat = { steps = $steps, lr = 2e-5, batch-size = 32, seed = $qat_seed }"
 run ${PIPELINES:-mp-optimal uniform-3 mp-top-k mp-rev mp-2-3 mp-2-3-qat}

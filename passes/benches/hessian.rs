@@ -76,44 +76,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for rows in [batch_size, 16, 8, 4] {
         let prepared = Prepared::new(&plain, &sample, rows)?;
         for name in blocks {
-            let n = hessian::weight_t(&h2, name)?.len();
+            let tensors = [name.to_string()];
+            let n = hessian::block_weights(&h2, &tensors)?.len();
             let v = hessian::random_direction(n, &mut Rng::new(0));
             time(
                 &format!("hvp, parts of {rows} rows, {name}"),
                 2,
                 &mut || {
-                    hessian::hvp(&h2, name, &prepared, &v).expect("hvp");
+                    hessian::hvp(&h2, &tensors, &prepared, &v).expect("hvp");
                 },
             );
         }
     }
-    // Central differences of first-order gradients against the exact product, parts of 8.
+    // Q-BERT's block: a whole encoder layer (its six weight matrices at once), parts of 8 rows.
     let prepared = Prepared::new(&plain, &sample, hessian::DEFAULT_PART_ROWS)?;
-    for name in blocks {
-        let w = hessian::weight_t(&ad, name)?;
-        let v = hessian::random_direction(w.len(), &mut Rng::new(0));
-        let exact = hessian::hvp(&h2, name, &prepared, &v)?;
-        let norm = |x: &[f32]| x.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
-        for step in [1e-4, 1e-3, 1e-2] {
-            let fd = hessian::hvp_central(&ad, name, &prepared, &w, &v, step)?;
-            let diff: Vec<f32> = fd.iter().zip(&exact).map(|(a, b)| a - b).collect();
-            println!(
-                "central step {step:e}, {name}: relative error {:.2e} (|Hv| {:.3e})",
-                norm(&diff) / norm(&exact),
-                norm(&exact)
-            );
-        }
+    for layer in [0, 5] {
+        let tensors = hessian::layer_linear_weights(&ckpt.config, layer);
+        let n = hessian::block_weights(&h2, &tensors)?.len();
+        let v = hessian::random_direction(n, &mut Rng::new(0));
         time(
-            &format!("central product, parts of 8, {name}"),
+            &format!("hvp, parts of 8 rows, all of encoder.layer.{layer}"),
             2,
             &mut || {
-                hessian::hvp_central(&ad, name, &prepared, &w, &v, hessian::DEFAULT_FD_STEP)
-                    .expect("central");
+                hessian::hvp(&h2, &tensors, &prepared, &v).expect("hvp");
             },
         );
-        time(&format!("gradient, parts of 8, {name}"), 2, &mut || {
-            hessian::prepared_gradient(&ad, name, &prepared, None).expect("gradient");
-        });
     }
     Ok(())
 }

@@ -250,119 +250,129 @@ fn start_layer(name: &str, layers: usize) -> usize {
         .unwrap_or(layers)
 }
 
-/// `H v` for the block `name` on `prepared`, with `v` in burn's `[in, out]` layout: double backward, on each part
-/// from the block's layer on, summed with the parts' weights.
-pub fn hvp(model: &Bert<Hessian2>, name: &str, prepared: &Prepared, v: &[f32]) -> Result<Vec<f32>> {
+/// A block of the analysis: one or more Linear weights (HF names) whose joint Hessian is taken, their parameters
+/// concatenated in the order listed (each in burn's `[in, out]` layout). Q-BERT's block is an encoder layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub name: String,
+    pub tensors: Vec<String>,
+}
+
+impl Block {
+    /// A block of one weight, named by it.
+    pub fn matrix(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            tensors: vec![name.to_string()],
+        }
+    }
+
+    /// What identifies the block in the cache key: its name, and its tensors when they are not just the name.
+    fn key(&self) -> String {
+        if self.tensors.len() == 1 && self.tensors[0] == self.name {
+            self.name.clone()
+        } else {
+            format!("{}={}", self.name, self.tensors.join(","))
+        }
+    }
+}
+
+/// The Linear weights of encoder layer `layer` (HF names, in checkpoint order): Q-BERT's block.
+pub fn layer_linear_weights(config: &ModelConfig, layer: usize) -> Vec<String> {
+    config
+        .expected_tensors()
+        .into_iter()
+        .filter(|t| {
+            t.layer == Some(layer)
+                && t.kind == compressor_models::Kind::Weight
+                && t.shape.len() == 2
+        })
+        .map(|t| t.name)
+        .collect()
+}
+
+/// The block's weights concatenated (each in burn's `[in, out]` layout): the space its Hessian acts on.
+pub fn block_weights<B: Backend>(model: &Bert<B>, tensors: &[String]) -> Result<Vec<f32>> {
+    let mut all = Vec::new();
+    for t in tensors {
+        all.extend(weight_t(model, t)?);
+    }
+    Ok(all)
+}
+
+/// `H v` for the block of weights `tensors` on `prepared`, with `v` their concatenation (each in burn's `[in, out]`
+/// layout): double backward, on each part from the block's first layer on, summed with the parts' weights.
+pub fn hvp(
+    model: &Bert<Hessian2>,
+    tensors: &[String],
+    prepared: &Prepared,
+    v: &[f32],
+) -> Result<Vec<f32>> {
     let mut m = model.clone();
     m.exact_second_order = true;
-    let start = start_layer(name, m.num_layers());
-    let lin = linear_mut(&mut m, name)?;
-    let dims = lin.weight_t.dims();
-    check_len(name, v, dims)?;
-    let inner = lin.weight_t.clone().inner().detach().require_grad();
-    let outer = Tensor::<Hessian2, 2>::from_inner(inner.clone()).require_grad();
-    lin.weight_t = outer.clone();
+    let layers = m.num_layers();
+    let start = tensors
+        .iter()
+        .map(|t| start_layer(t, layers))
+        .min()
+        .unwrap_or(layers);
+    let mut leaves = Vec::with_capacity(tensors.len());
+    let mut offset = 0;
+    for name in tensors {
+        let lin = linear_mut(&mut m, name)?;
+        let dims = lin.weight_t.dims();
+        let inner = lin.weight_t.clone().inner().detach().require_grad();
+        let outer = Tensor::<Hessian2, 2>::from_inner(inner.clone()).require_grad();
+        lin.weight_t = outer.clone();
+        let n = dims[0] * dims[1];
+        leaves.push((name, dims, offset..offset + n, inner, outer));
+        offset += n;
+    }
+    if offset != v.len() {
+        return Err(runtime(format!(
+            "a direction of {} values for the {offset} weights of {}",
+            v.len(),
+            tensors.join(", ")
+        )));
+    }
     let mut total = vec![0f32; v.len()];
     for part in &prepared.parts {
         let x = Tensor::<Hessian2, 3>::from_data(part.inputs[start].clone(), m.device());
         let hidden = m.encode_from(&part.sample.batch, start, x)?;
         let grads = head_loss(&m, hidden, &part.sample)?.backward();
-        let g = outer
-            .grad(&grads)
-            .ok_or_else(|| runtime(format!("no gradient reached `{name}`")))?;
-        let v = Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(v.to_vec(), dims), &g.device());
-        let grads2 = (g * v).sum().backward();
-        let hv = inner.grad(&grads2).ok_or_else(|| {
-            runtime(format!(
-                "the gradient of `{name}` does not depend on it (no second derivative)"
-            ))
-        })?;
+        let mut gv: Option<Tensor<CpuAutodiff, 1>> = None;
+        for (name, dims, range, _, outer) in &leaves {
+            let g = outer
+                .grad(&grads)
+                .ok_or_else(|| runtime(format!("no gradient reached `{name}`")))?;
+            let v = Tensor::<CpuAutodiff, 2>::from_data(
+                TensorData::new(v[range.clone()].to_vec(), *dims),
+                &g.device(),
+            );
+            let term = (g * v).sum();
+            gv = Some(match gv {
+                Some(acc) => acc + term,
+                None => term,
+            });
+        }
+        let Some(gv) = gv else {
+            return Err(runtime("a block without weights".into()));
+        };
+        let grads2 = gv.backward();
         let w = part.weight as f32;
-        for (t, x) in total.iter_mut().zip(flat(hv)?) {
-            *t += w * x;
+        for (name, _, range, inner, _) in &leaves {
+            let hv = inner.grad(&grads2).ok_or_else(|| {
+                runtime(format!(
+                    "the gradient of `{name}` does not depend on the block (no second derivative)"
+                ))
+            })?;
+            for (t, x) in total[range.clone()].iter_mut().zip(flat(hv)?) {
+                *t += w * x;
+            }
         }
     }
-    finite(name, total)
+    finite(&tensors.join(", "), total)
 }
-
-/// The gradient of the loss on `prepared` with respect to the block `name` (burn's `[in, out]` layout) at the weights
-/// of `model`, except that the block's weight is `weight` when given: first-order autodiff on each part from the
-/// block's layer on, summed with the parts' weights.
-pub fn prepared_gradient(
-    model: &Bert<CpuAutodiff>,
-    name: &str,
-    prepared: &Prepared,
-    weight: Option<&[f32]>,
-) -> Result<Vec<f32>> {
-    let mut m = model.clone();
-    let start = start_layer(name, m.num_layers());
-    let lin = linear_mut(&mut m, name)?;
-    let dims = lin.weight_t.dims();
-    let w = match weight {
-        Some(values) => {
-            check_len(name, values, dims)?;
-            Tensor::<CpuAutodiff, 2>::from_data(
-                TensorData::new(values.to_vec(), dims),
-                &lin.weight_t.device(),
-            )
-        }
-        None => lin.weight_t.clone().detach(),
-    }
-    .require_grad();
-    lin.weight_t = w.clone();
-    let mut total = vec![0f32; dims[0] * dims[1]];
-    for part in &prepared.parts {
-        let x = Tensor::<CpuAutodiff, 3>::from_data(part.inputs[start].clone(), m.device());
-        let hidden = m.encode_from(&part.sample.batch, start, x)?;
-        let grads = head_loss(&m, hidden, &part.sample)?.backward();
-        let g = w
-            .grad(&grads)
-            .ok_or_else(|| runtime(format!("no gradient reached `{name}`")))?;
-        let pw = part.weight as f32;
-        for (t, x) in total.iter_mut().zip(flat(g)?) {
-            *t += pw * x;
-        }
-    }
-    finite(name, total)
-}
-
-/// `H v` by central differences of two gradients: `(g(W + h v) - g(W - h v)) / (2 h)`, with the step
-/// `h = step * ||W|| / ||v||` relative to the weight's Frobenius norm (see [`DEFAULT_FD_STEP`]). `weight` is the
-/// block's weight `W` (burn's `[in, out]` layout). Truncation error is `O(h^2)` (the third derivative); rounding error
-/// of the f32 gradients is `O(eps_f32 * ||g|| / h)`.
-pub fn hvp_central(
-    model: &Bert<CpuAutodiff>,
-    name: &str,
-    prepared: &Prepared,
-    weight: &[f32],
-    v: &[f32],
-    step: f64,
-) -> Result<Vec<f32>> {
-    check_len(name, v, [weight.len(), 1])?;
-    let norm = |x: &[f32]| x.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
-    let (wn, vn) = (norm(weight), norm(v));
-    if vn == 0.0 {
-        return Ok(vec![0.0; v.len()]);
-    }
-    let h = step * wn.max(1e-3) / vn;
-    let shifted = |sign: f64| -> Vec<f32> {
-        weight
-            .iter()
-            .zip(v)
-            .map(|(&w, &d)| (f64::from(w) + sign * h * f64::from(d)) as f32)
-            .collect()
-    };
-    let plus = prepared_gradient(model, name, prepared, Some(&shifted(1.0)))?;
-    let minus = prepared_gradient(model, name, prepared, Some(&shifted(-1.0)))?;
-    Ok(plus
-        .iter()
-        .zip(&minus)
-        .map(|(&a, &b)| ((f64::from(a) - f64::from(b)) / (2.0 * h)) as f32)
-        .collect())
-}
-
-/// The default relative step of [`hvp_central`]: `h = 1e-3 * ||W|| / ||v||`.
-pub const DEFAULT_FD_STEP: f64 = 1e-3;
 
 fn finite(name: &str, values: Vec<f32>) -> Result<Vec<f32>> {
     match values.iter().position(|v| !v.is_finite()) {
@@ -721,8 +731,8 @@ pub struct Analysis<'a> {
     pub store: &'a TensorStore,
     pub config: &'a ModelConfig,
     pub pooling: Pooling,
-    /// HF names of the Linear weights, one block each.
-    pub blocks: &'a [String],
+    /// The blocks.
+    pub blocks: &'a [Block],
     /// One batch per run.
     pub samples: &'a [Sample],
     pub settings: PowerIteration,
@@ -763,26 +773,27 @@ pub fn sensitivity(
     blocks
         .par_iter()
         .enumerate()
-        .map(|(i, name)| {
+        .map(|(i, block)| {
             let mut runs = Vec::with_capacity(samples.len());
-            let n = weight_t(&model, name)?.len();
+            let tensors = &block.tensors;
+            let n = block_weights(&model, tensors)?.len();
             let mut rng = Rng::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let mut v = random_direction(n, &mut rng);
             for p in &prepared {
                 let (eigen, last) = match settings.method {
                     Method::Hutchinson => (
                         hutchinson(n, settings.max_iterations, &mut rng, |z| {
-                            hvp(&model, name, p, z)
+                            hvp(&model, tensors, p, z)
                         })?,
                         v,
                     ),
-                    _ => top_eigen(v, settings, |v| hvp(&model, name, p, v))?,
+                    _ => top_eigen(v, settings, |v| hvp(&model, tensors, p, v))?,
                 };
                 runs.push(eigen);
                 v = last;
             }
-            on_block(name);
-            Ok(BlockSensitivity::from_runs(name, runs))
+            on_block(&block.name);
+            Ok(BlockSensitivity::from_runs(&block.name, runs))
         })
         .collect()
 }
@@ -829,7 +840,14 @@ impl Cache {
             }
         }
         part(format!("{:?}{:?}", a.config.bert(), a.pooling).as_bytes());
-        part(a.blocks.join("\0").as_bytes());
+        part(
+            a.blocks
+                .iter()
+                .map(Block::key)
+                .collect::<Vec<_>>()
+                .join("\0")
+                .as_bytes(),
+        );
         for s in a.samples {
             let b = &s.batch;
             for ints in [&b.input_ids, &b.token_type_ids, &b.attention_mask] {
@@ -873,11 +891,11 @@ impl Cache {
     }
 
     /// The cached analysis, if there is a readable one for exactly these blocks.
-    pub fn read(&self, blocks: &[String]) -> Option<Vec<BlockSensitivity>> {
+    pub fn read(&self, blocks: &[Block]) -> Option<Vec<BlockSensitivity>> {
         let entry: Vec<BlockSensitivity> =
             serde_json::from_slice(&std::fs::read(&self.path).ok()?).ok()?;
         let names: Vec<&String> = entry.iter().map(|b| &b.name).collect();
-        (names.len() == blocks.len() && names.iter().zip(blocks).all(|(a, b)| *a == b))
+        (names.len() == blocks.len() && names.iter().zip(blocks).all(|(a, b)| **a == b.name))
             .then_some(entry)
     }
 

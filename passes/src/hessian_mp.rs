@@ -2,14 +2,16 @@
 //! under a size budget, group-wise integer weights.
 //!
 //! 1. **Sensitivity** ([`crate::hessian`]): the top Hessian eigenvalue of the loss with respect to each block
-//!    (default: every encoder Linear weight), on `runs` random batches of the `[calibration]` data;
+//!    (`block = "layer"`, the default and the paper's: the selected weights of one encoder layer together;
+//!    `"matrix"`: each weight alone), on `runs` random batches of the `[calibration]` data;
 //!    `Omega = |mean| + std`. Cross-entropy on labelled data for classifiers, self-distillation otherwise.
 //! 2. **Allocation** ([`crate::bit_allocation`]): widths from the menu `bits` minimising
 //!    `sum_i Omega_i * ||Q_b(W_i) - W_i||^2` within the budget (`average-bits` per block weight, or `bytes` of the
 //!    blocks as stored), exactly; or the paper's fixed schemes (`top-k`, `reversed`).
 //! 3. **Quantization** through the format layer: compressed-tensors group strategy (`group-size` consecutive
-//!    inputs per scale), symmetric by default so that artifacts load in transformers; embeddings at their own
-//!    widths (default 8 bits for word and position tables).
+//!    inputs per scale), or the paper's `row-groups` contiguous groups of output rows per matrix (compressed-tensors'
+//!    block strategy); symmetric by default so that artifacts load in transformers; embeddings at their own widths
+//!    (default 8 bits for word and position tables).
 //!
 //! The sensitivity statistics are cached on disk (`<cache>/hessian-sensitivity/`, see [`hessian::Cache`]), so a
 //! second run with the same model, data and settings (another budget, menu or allocation) reuses them.
@@ -50,6 +52,18 @@ pub enum Allocation {
     TopK,
     /// As `top-k` with the least sensitive blocks at the high width (the paper's MP-rev ablation).
     Reversed,
+}
+
+/// What one block of the sensitivity analysis and the allocation is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlockKind {
+    /// The selected weights of one encoder layer together (Q-BERT's block): one Hessian over their concatenated
+    /// parameters, one width for all of them.
+    #[default]
+    Layer,
+    /// Each selected weight on its own.
+    Matrix,
 }
 
 /// Which loss the Hessian is of.
@@ -124,7 +138,9 @@ impl Default for Sensitivity {
 /// bits = [2, 3, 4, 8]           # the menu, each 2..8
 /// average-bits = 3.0            # budget: code bits per block weight (or `bytes` = stored bytes of the blocks)
 /// allocation = "optimal"        # optimal | top-k | reversed
+/// block = "layer"               # layer (Q-BERT: one Hessian and one width per encoder layer) | matrix
 /// group-size = 128              # values per scale along the input dimension
+/// # row-groups = 128            # instead: the paper's contiguous groups of output rows per matrix
 /// symmetric = true
 /// embeddings = { word = 8, position = 8 }
 /// loss = "auto"                 # auto | cross-entropy | self-distillation
@@ -143,8 +159,14 @@ pub struct Config {
     pub bytes: Option<u64>,
     #[serde(default)]
     pub allocation: Allocation,
+    #[serde(default)]
+    pub block: BlockKind,
     #[serde(default = "default_group")]
     pub group_size: usize,
+    /// The paper's group layout: this many contiguous groups of output rows per block matrix, each with one scale
+    /// over whole rows (compressed-tensors' block strategy). Unset: `group-size` inputs per scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_groups: Option<usize>,
     #[serde(default = "default_true")]
     pub symmetric: bool,
     /// The blocks. Default: `{ roles = ["attn.*", "ffn.*"], kinds = ["weight"] }`.
@@ -234,20 +256,63 @@ impl HessianMp {
         Ok(menu)
     }
 
-    fn encoding(&self, bits: u8) -> Encoding {
+    /// The encoding a block matrix of `[out, in]` `shape` is quantized with at `bits`: with `row-groups`, scale
+    /// blocks of `out / row-groups` whole rows (a count that does not divide `out` gives blocks of 0 rows, which
+    /// the plan reports first).
+    fn quant_encoding(&self, bits: u8, shape: [usize; 2]) -> Encoding {
+        match self.config.row_groups {
+            Some(groups) => Encoding {
+                strategy: Strategy::Block {
+                    rows: if groups > 0 && shape[0].is_multiple_of(groups) {
+                        shape[0] / groups
+                    } else {
+                        0
+                    },
+                    cols: shape[1],
+                },
+                ..self.encoding(bits, shape)
+            },
+            None => self.encoding(bits, shape),
+        }
+    }
+
+    /// The encoding a block matrix is stored in: row groups are restated per row
+    /// ([`QuantTensor::row_blocks_as_channels`]), so that every matrix of one width shares one compressed-tensors
+    /// config group whatever its shape.
+    fn encoding(&self, bits: u8, _shape: [usize; 2]) -> Encoding {
+        let strategy = match self.config.row_groups {
+            Some(_) => Strategy::Channel,
+            None => Strategy::Group {
+                size: self.config.group_size,
+            },
+        };
         Encoding {
             bits,
             symmetric: self.config.symmetric,
-            strategy: Strategy::Group {
-                size: self.config.group_size,
-            },
+            strategy,
             scale_dtype: DType::F32,
             pow2_scales: false,
         }
     }
 
+    /// Block matrix `name` with values `w` of `[out, in]` `shape` quantized at `bits`, in its stored encoding.
+    fn quantize(&self, name: &str, w: &[f32], shape: [usize; 2], bits: u8) -> Result<QuantTensor> {
+        let err = |problem: String| Error::Config {
+            key: "bits".into(),
+            problem: format!("cannot quantize `{name}`: {problem}"),
+        };
+        let q = QuantTensor::quantize(w, shape[0], shape[1], self.quant_encoding(bits, shape))
+            .map_err(err)?;
+        match self.config.row_groups {
+            Some(_) => q.row_blocks_as_channels().map_err(err),
+            None => Ok(q),
+        }
+    }
+
     fn embedding_encoding(&self, bits: u8) -> Encoding {
         Encoding {
+            bits,
+            symmetric: self.config.symmetric,
             strategy: Strategy::Group {
                 size: self
                     .config
@@ -255,8 +320,42 @@ impl HessianMp {
                     .group_size
                     .unwrap_or(self.config.group_size),
             },
-            ..self.encoding(bits)
+            scale_dtype: DType::F32,
+            pow2_scales: false,
         }
+    }
+
+    /// The blocks of the analysis over the block matrices `tensors` (in their order), with the indices of their
+    /// matrices: one per encoder layer (`block = "layer"`; weights outside the encoder layers are blocks of their
+    /// own), or one per matrix.
+    fn blocks(&self, tensors: &[&TensorMeta]) -> Vec<(hessian::Block, Vec<usize>)> {
+        let mut out: Vec<(hessian::Block, Vec<usize>)> = Vec::new();
+        for (i, t) in tensors.iter().enumerate() {
+            let layer = (self.config.block == BlockKind::Layer)
+                .then(|| {
+                    let rest = t.name.strip_prefix("encoder.layer.")?;
+                    let (l, _) = rest.split_once('.')?;
+                    Some(format!("encoder.layer.{l}"))
+                })
+                .flatten();
+            match layer {
+                Some(name) => match out.iter_mut().find(|(b, _)| b.name == name) {
+                    Some((b, members)) => {
+                        b.tensors.push(t.name.clone());
+                        members.push(i);
+                    }
+                    None => out.push((
+                        hessian::Block {
+                            name,
+                            tensors: vec![t.name.clone()],
+                        },
+                        vec![i],
+                    )),
+                },
+                None => out.push((hessian::Block::matrix(&t.name), vec![i])),
+            }
+        }
+        out
     }
 
     fn budget(&self, blocks: &[&TensorMeta]) -> Result<Budget> {
@@ -287,7 +386,7 @@ impl HessianMp {
     fn size(&self, budget: Budget, shape: [usize; 2], bits: u8) -> u64 {
         match budget {
             Budget::Bits(_) => (shape[0] * shape[1]) as u64 * u64::from(bits),
-            Budget::Bytes(_) => self.encoding(bits).stored_bytes(shape[0], shape[1]) as u64,
+            Budget::Bytes(_) => self.encoding(bits, shape).stored_bytes(shape[0], shape[1]) as u64,
         }
     }
 
@@ -381,12 +480,48 @@ impl Pass for HessianMp {
         let (blocks, tables) = self.targets(ctx)?;
         let budget = self.budget(&blocks)?;
         let high = menu[menu.len() - 1];
+        if let Some(groups) = self.config.row_groups {
+            if groups == 0 {
+                return Err(Error::Config {
+                    key: "row-groups".into(),
+                    problem: "must be at least 1".into(),
+                });
+            }
+            let problems: Vec<String> = blocks
+                .iter()
+                .filter_map(|t| {
+                    let shape = [t.shape[0], t.shape[1]];
+                    self.quant_encoding(high, shape)
+                        .check(shape[0], shape[1])
+                        .err()
+                        .map(|_| {
+                            format!(
+                                "tensor `{}` {:?}: {groups} does not divide {} output rows",
+                                t.name, t.shape, shape[0]
+                            )
+                        })
+                })
+                .collect();
+            if !problems.is_empty() {
+                return Err(Error::Config {
+                    key: "row-groups".into(),
+                    problem: format!(
+                        "{groups} groups of output rows do not fit {} tensor(s):\n  {}\nhint: choose a number of groups that divides every selected output dimension (e.g. 128 for BERT-base and MiniLM)",
+                        problems.len(),
+                        problems.join("\n  ")
+                    ),
+                });
+            }
+        }
         let (mut plan, problems) = plan_encodings(
-            blocks.iter().map(|t| (*t, self.encoding(high))).chain(
-                tables
-                    .iter()
-                    .map(|(t, b)| (*t, self.embedding_encoding(*b))),
-            ),
+            blocks
+                .iter()
+                .map(|t| (*t, self.encoding(high, [t.shape[0], t.shape[1]])))
+                .chain(
+                    tables
+                        .iter()
+                        .map(|(t, b)| (*t, self.embedding_encoding(*b))),
+                ),
         );
         if !problems.is_empty() {
             return Err(Error::Config {
@@ -399,13 +534,19 @@ impl Pass for HessianMp {
             });
         }
         // The budget must be reachable from the menu (found here, from metadata alone).
-        let sizes: Vec<Vec<Choice>> = blocks
+        let sizes: Vec<Vec<Choice>> = self
+            .blocks(&blocks)
             .iter()
-            .map(|t| {
+            .map(|(_, members)| {
                 menu.iter()
                     .map(|&bits| Choice {
                         bits,
-                        size: self.size(budget, [t.shape[0], t.shape[1]], bits),
+                        size: members
+                            .iter()
+                            .map(|&i| {
+                                self.size(budget, [blocks[i].shape[0], blocks[i].shape[1]], bits)
+                            })
+                            .sum(),
                         cost: 0.0,
                     })
                     .collect()
@@ -416,8 +557,8 @@ impl Pass for HessianMp {
         };
         bit_allocation::optimal(&sizes, limit).map_err(|e| self.infeasible(e, budget))?;
         plan.notes.push(format!(
-            "bits per block are chosen at run time from {menu:?} ({:?} allocation); the plan shows the highest width",
-            self.config.allocation
+            "bits per block ({:?}) are chosen at run time from {menu:?} ({:?} allocation); the plan shows the highest width",
+            self.config.block, self.config.allocation
         ));
         Ok(plan)
     }
@@ -437,7 +578,8 @@ impl Pass for HessianMp {
             })
             .collect();
         let budget = self.budget(&block_metas)?;
-        let names: Vec<String> = block_metas.iter().map(|t| t.name.clone()).collect();
+        let (blocks, members): (Vec<hessian::Block>, Vec<Vec<usize>>) =
+            self.blocks(&block_metas).into_iter().unzip();
 
         // 1. Sensitivity, at the weights as they are before this pass.
         let started = Instant::now();
@@ -445,7 +587,7 @@ impl Pass for HessianMp {
         let samples = self.samples(&data)?;
         let loss_name = data.loss_name;
         let pooling = Pooling::load(ctx.files.dir())?;
-        ctx.progress.on_pass_start("sensitivity", names.len());
+        ctx.progress.on_pass_start("sensitivity", blocks.len());
         let progress = ctx.progress;
         let settings = PowerIteration {
             method: self.config.sensitivity.method,
@@ -456,7 +598,7 @@ impl Pass for HessianMp {
             store: ctx.store,
             config: ctx.config,
             pooling,
-            blocks: &names,
+            blocks: &blocks,
             samples: &samples,
             settings,
             seed: self.config.sensitivity.seed,
@@ -466,7 +608,7 @@ impl Pass for HessianMp {
             Some(dir) => Some(hessian::Cache::new(dir, &analysis)?),
             None => None,
         };
-        let cached = cache.as_ref().and_then(|c| c.read(&names));
+        let cached = cache.as_ref().and_then(|c| c.read(&blocks));
         let sensitivity_cached = cached.is_some();
         let sens = match cached {
             Some(s) => s,
@@ -508,29 +650,29 @@ impl Pass for HessianMp {
             .map(|(t, w)| {
                 menu.iter()
                     .map(|&bits| {
-                        let q =
-                            QuantTensor::quantize(w, t.shape[0], t.shape[1], self.encoding(bits))
-                                .map_err(|problem| Error::Config {
-                                key: "bits".into(),
-                                problem: format!("cannot quantize `{}`: {problem}", t.name),
-                            })?;
+                        let q = self.quantize(&t.name, w, [t.shape[0], t.shape[1]], bits)?;
                         let se = q.error(w).squared_error;
                         Ok((q, se))
                     })
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<_>>()?;
-        let choices: Vec<Vec<Choice>> = block_metas
+        let choices: Vec<Vec<Choice>> = members
             .iter()
             .zip(&sens)
-            .zip(&quantized)
-            .map(|((t, s), qs)| {
+            .map(|(idx, s)| {
                 menu.iter()
-                    .zip(qs)
-                    .map(|(&bits, (_, se))| Choice {
+                    .enumerate()
+                    .map(|(k, &bits)| Choice {
                         bits,
-                        size: self.size(budget, [t.shape[0], t.shape[1]], bits),
-                        cost: s.omega * se,
+                        size: idx
+                            .iter()
+                            .map(|&i| {
+                                let t = block_metas[i];
+                                self.size(budget, [t.shape[0], t.shape[1]], bits)
+                            })
+                            .sum(),
+                        cost: s.omega * idx.iter().map(|&i| quantized[i][k].1).sum::<f64>(),
                     })
                     .collect()
             })
@@ -538,7 +680,7 @@ impl Pass for HessianMp {
         let limit = match budget {
             Budget::Bits(b) | Budget::Bytes(b) => b,
         };
-        let picks: Vec<usize> = match self.config.allocation {
+        let block_picks: Vec<usize> = match self.config.allocation {
             Allocation::Optimal => bit_allocation::optimal(&choices, limit),
             Allocation::TopK | Allocation::Reversed => {
                 let omega: Vec<f64> = sens.iter().map(|s| s.omega).collect();
@@ -559,6 +701,13 @@ impl Pass for HessianMp {
             }
         }
         .map_err(|e| self.infeasible(e, budget))?;
+        // The width of every block matrix: its block's.
+        let mut picks = vec![0usize; block_metas.len()];
+        for (idx, &p) in members.iter().zip(&block_picks) {
+            for &i in idx {
+                picks[i] = p;
+            }
+        }
 
         // 3. Optional quantization-aware fine-tuning at the chosen widths; the blocks are then quantized from the
         //    trained weights, and the trained biases and head are stored in their own dtypes.
@@ -569,7 +718,12 @@ impl Pass for HessianMp {
             let blocks: Vec<(String, Encoding)> = block_metas
                 .iter()
                 .zip(&picks)
-                .map(|(t, &p)| (t.name.clone(), self.encoding(menu[p])))
+                .map(|(t, &p)| {
+                    (
+                        t.name.clone(),
+                        self.quant_encoding(menu[p], [t.shape[0], t.shape[1]]),
+                    )
+                })
                 .collect();
             ctx.progress.on_pass_start("qat", q.steps);
             let progress = ctx.progress;
@@ -589,14 +743,7 @@ impl Pass for HessianMp {
                 let Some(w) = trained.remove(&t.name) else {
                     continue;
                 };
-                let e = blocks[i].1;
-                let qt =
-                    QuantTensor::quantize(&w, t.shape[0], t.shape[1], e).map_err(|problem| {
-                        Error::Config {
-                            key: "qat".into(),
-                            problem: format!("cannot quantize `{}`: {problem}", t.name),
-                        }
-                    })?;
+                let qt = self.quantize(&t.name, &w, [t.shape[0], t.shape[1]], blocks[i].1.bits)?;
                 let se = qt.error(&w).squared_error;
                 quantized[i][picks[i]] = (qt, se);
                 values[i] = w;
@@ -624,18 +771,32 @@ impl Pass for HessianMp {
         }
 
         // 4. Store the chosen encodings and the embedding tables.
-        let mut per_block = BTreeMap::new();
+        let mut per_tensor = Vec::with_capacity(block_metas.len());
         let mut chosen = BTreeMap::new();
         let mut changed = Vec::new();
         let (mut code_bits, mut numel) = (0u64, 0u64);
-        for (i, ((t, s), mut qs)) in block_metas.iter().zip(&sens).zip(quantized).enumerate() {
-            let p = picks[i];
-            let (q, se) = qs.swap_remove(p);
+        for (i, (t, mut qs)) in block_metas.iter().zip(quantized).enumerate() {
+            let (q, se) = qs.swap_remove(picks[i]);
             let bits = q.encoding.bits;
             code_bits += t.numel() as u64 * u64::from(bits);
             numel += t.numel() as u64;
+            per_tensor.push((
+                se,
+                json!({
+                    "bits": bits,
+                    "squared_error": se,
+                    "relative_frobenius_error": q.error(&values[i]).relative_frobenius,
+                    "bytes": q.stored_bytes(),
+                }),
+            ));
+            chosen.insert(t.name.clone(), bits);
+            ctx.store.set_quant(&t.name, q);
+            changed.push(t.name.clone());
+        }
+        let mut per_block = BTreeMap::new();
+        for ((b, s), idx) in blocks.iter().zip(&sens).zip(&members) {
             per_block.insert(
-                t.name.clone(),
+                b.name.clone(),
                 json!({
                     "omega": s.omega,
                     "mean": s.mean,
@@ -643,15 +804,14 @@ impl Pass for HessianMp {
                     "eigenvalues": s.samples,
                     "iterations": s.iterations,
                     "converged": s.converged,
-                    "bits": bits,
-                    "squared_error": se,
-                    "relative_frobenius_error": q.error(&values[i]).relative_frobenius,
-                    "bytes": q.stored_bytes(),
+                    "bits": chosen[&block_metas[idx[0]].name],
+                    "squared_error": idx.iter().map(|&i| per_tensor[i].0).sum::<f64>(),
+                    "tensors": idx
+                        .iter()
+                        .map(|&i| (block_metas[i].name.clone(), per_tensor[i].1.clone()))
+                        .collect::<BTreeMap<_, _>>(),
                 }),
             );
-            chosen.insert(t.name.clone(), bits);
-            ctx.store.set_quant(&t.name, q);
-            changed.push(t.name.clone());
         }
         let mut tables = BTreeMap::new();
         for c in &planned {
@@ -680,10 +840,11 @@ impl Pass for HessianMp {
             .filter_map(|n| ctx.store.get_quant(n).map(|q| q.stored_bytes()))
             .sum();
         let plot = allocation_svg(
-            &block_metas
+            &blocks
                 .iter()
                 .zip(&sens)
-                .map(|(t, s)| (t.name.as_str(), s.omega, chosen[&t.name]))
+                .zip(&members)
+                .map(|((b, s), idx)| (b.name.as_str(), s.omega, chosen[&block_metas[idx[0]].name]))
                 .collect::<Vec<_>>(),
             &menu,
         );
@@ -707,9 +868,16 @@ impl Pass for HessianMp {
                 Budget::Bytes(b) => json!({ "bytes": b }),
             },
         );
+        d.insert("block".into(), json!(self.config.block));
         d.insert(
             "granularity".into(),
-            json!(self.encoding(2).strategy.describe()),
+            json!(match self.config.row_groups {
+                Some(g) => format!("{g} groups of output rows"),
+                None => Strategy::Group {
+                    size: self.config.group_size,
+                }
+                .describe(),
+            }),
         );
         d.insert("symmetric".into(), json!(self.config.symmetric));
         d.insert("loss".into(), json!(loss_name));
@@ -744,7 +912,10 @@ fn short_label(name: &str) -> String {
     let Some(rest) = name.strip_prefix("encoder.layer.") else {
         return name.trim_end_matches(".weight").to_string();
     };
-    let (layer, module) = rest.split_once('.').unwrap_or((rest, ""));
+    let Some((layer, module)) = rest.split_once('.') else {
+        // A whole layer (`block = "layer"`).
+        return rest.to_string();
+    };
     let short = match module.trim_end_matches(".weight") {
         "attention.self.query" => "q",
         "attention.self.key" => "k",
@@ -1022,5 +1193,6 @@ mod tests {
         assert!(svg.contains(">1e-2<") && svg.contains(">1e3<"));
         assert_eq!(short_label("encoder.layer.5.output.dense.weight"), "5.down");
         assert_eq!(short_label("classifier.weight"), "classifier");
+        assert_eq!(short_label("encoder.layer.3"), "3");
     }
 }

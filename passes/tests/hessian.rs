@@ -1,13 +1,14 @@
 //! Sensitivity: the power iteration on double-backward Hessian-vector products finds the top eigenvalue of a
-//! block's Hessian formed explicitly by finite differences of gradients.
+//! block's Hessian formed explicitly by finite differences of gradients, for one-matrix blocks and for a whole
+//! encoder layer (Q-BERT's block: its six weight matrices at once).
 
 use compressor_models::rng::Rng;
 use compressor_models::runtime::{Bert, Cpu, CpuAutodiff};
 use compressor_models::testing::TinyBert;
 use compressor_models::{Checkpoint, EncodedBatch};
 use compressor_passes::hessian::{
-    gradient, hvp, random_direction, set_weight_t, top_eigen, weight_t, Hessian2, Method,
-    PowerIteration, Prepared, Sample, Target,
+    block_weights, gradient, hvp, layer_linear_weights, random_direction, set_weight_t, top_eigen,
+    weight_t, Hessian2, Method, PowerIteration, Prepared, Sample, Target,
 };
 
 fn batch() -> EncodedBatch {
@@ -34,23 +35,41 @@ fn tiny(num_labels: Option<usize>, dir: &std::path::Path) -> Checkpoint {
     Checkpoint::open(dir).expect("open")
 }
 
-/// The full Hessian of the loss w.r.t. `name` by central differences of autodiff gradients, symmetrised.
-fn explicit_hessian(ckpt: &Checkpoint, name: &str, sample: &Sample, eps: f32) -> (usize, Vec<f64>) {
+/// The full Hessian of the loss w.r.t. the weights `names` (concatenated) by central differences of autodiff
+/// gradients, symmetrised.
+fn explicit_hessian(
+    ckpt: &Checkpoint,
+    names: &[String],
+    sample: &Sample,
+    eps: f32,
+) -> (usize, Vec<f64>) {
     let base =
         Bert::<CpuAutodiff>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
             .expect("load");
-    let w0 = weight_t(&base, name).expect("weight");
-    let n = w0.len();
+    let weights: Vec<Vec<f32>> = names
+        .iter()
+        .map(|name| weight_t(&base, name).expect("weight"))
+        .collect();
+    let n: usize = weights.iter().map(Vec::len).sum();
     let mut h = vec![0f64; n * n];
     for j in 0..n {
+        // Which weight element `j` of the concatenation is.
+        let (mut t, mut k) = (0, j);
+        while k >= weights[t].len() {
+            k -= weights[t].len();
+            t += 1;
+        }
         let mut cols = [Vec::new(), Vec::new()];
-        for (k, sign) in [1f32, -1.0].iter().enumerate() {
+        for (c, sign) in [1f32, -1.0].iter().enumerate() {
             let mut m = base.clone();
             m.exact_second_order = true;
-            let mut w = w0.clone();
-            w[j] += sign * eps;
-            set_weight_t(&mut m, name, &w).expect("set");
-            cols[k] = gradient(&m, name, sample).expect("gradient");
+            let mut w = weights[t].clone();
+            w[k] += sign * eps;
+            set_weight_t(&mut m, &names[t], &w).expect("set");
+            cols[c] = names
+                .iter()
+                .flat_map(|name| gradient(&m, name, sample).expect("gradient"))
+                .collect();
         }
         for i in 0..n {
             h[i * n + j] = (f64::from(cols[0][i]) - f64::from(cols[1][i])) / (2.0 * f64::from(eps));
@@ -86,12 +105,14 @@ fn top_eigenvalue(n: usize, h: &[f64]) -> f64 {
 
 /// The explicit Hessian is of the whole batch from the embeddings on; the products run on parts of 2 rows
 /// (weighted sum) from the block's layer on, so this also checks the split and the layer start.
-fn check_block(ckpt: &Checkpoint, name: &str, sample: &Sample) {
-    let (n, h) = explicit_hessian(ckpt, name, sample, 1e-2);
+fn check_block(ckpt: &Checkpoint, names: &[String], sample: &Sample) {
+    let (n, h) = explicit_hessian(ckpt, names, sample, 1e-2);
     let exact = top_eigenvalue(n, &h);
     let model =
         Bert::<Hessian2>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
             .expect("load");
+    assert_eq!(block_weights(&model, names).expect("weights").len(), n);
+    let name = names.join(" + ");
     let plain = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
         .expect("load");
     let prepared = Prepared::new(&plain, sample, 2).expect("prepare");
@@ -103,7 +124,7 @@ fn check_block(ckpt: &Checkpoint, name: &str, sample: &Sample) {
                 max_iterations: 100,
                 tolerance: 1e-5,
             },
-            |v| hvp(&model, name, &prepared, v),
+            |v| hvp(&model, names, &prepared, v),
         )
         .expect("eigenvalue iteration");
         assert!(
@@ -128,10 +149,43 @@ fn power_iteration_matches_the_explicit_hessian_for_cross_entropy() {
     };
     check_block(
         &ckpt,
-        "encoder.layer.0.attention.self.query.weight",
+        &one("encoder.layer.0.attention.self.query.weight"),
         &sample,
     );
-    check_block(&ckpt, "encoder.layer.1.intermediate.dense.weight", &sample);
+    check_block(
+        &ckpt,
+        &one("encoder.layer.1.intermediate.dense.weight"),
+        &sample,
+    );
+}
+
+fn one(name: &str) -> Vec<String> {
+    vec![name.to_string()]
+}
+
+/// The six weight matrices of encoder layer `l` (512 weights in the tiny model).
+fn six(ckpt: &Checkpoint, l: usize) -> Vec<String> {
+    let names = layer_linear_weights(&ckpt.config, l);
+    assert_eq!(names.len(), 6, "{names:?}");
+    names
+}
+
+#[test]
+fn power_iteration_matches_the_explicit_hessian_of_a_whole_layer() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ckpt = tiny(Some(3), tmp.path());
+    let sample = Sample {
+        batch: batch(),
+        target: Target::Labels(vec![0, 2, 1]),
+    };
+    check_block(&ckpt, &six(&ckpt, 0), &sample);
+    let emb = tmp.path().join("embedding-model");
+    std::fs::create_dir_all(&emb).expect("mkdir");
+    let ckpt = tiny(None, &emb);
+    let cpu = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
+        .expect("load");
+    let sample = Sample::self_distillation(&cpu, batch()).expect("targets");
+    check_block(&ckpt, &six(&ckpt, 1), &sample);
 }
 
 #[test]
@@ -141,5 +195,5 @@ fn power_iteration_matches_the_explicit_hessian_for_self_distillation() {
     let cpu = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
         .expect("load");
     let sample = Sample::self_distillation(&cpu, batch()).expect("targets");
-    check_block(&ckpt, "encoder.layer.1.output.dense.weight", &sample);
+    check_block(&ckpt, &one("encoder.layer.1.output.dense.weight"), &sample);
 }

@@ -117,45 +117,78 @@ fn classifier_allocation_meets_the_budget_and_beats_uniform_bits_on_its_objectiv
     let tmp = tempfile::tempdir().expect("tmp");
     let calib = calibration(tmp.path(), 0);
     let dir = fixture("tiny-bert-cls");
-    let original = Checkpoint::open(&dir).expect("opens");
-    let (ckpt, report) = run_with(&dir, config(json!({})), &calib).expect("runs");
+    // Q-BERT's blocks (whole layers, the default) and one block per matrix.
+    for (block, count) in [("layer", 2), ("matrix", 12)] {
+        allocation_meets_the_budget(&dir, &calib, block, count);
+    }
+}
+
+fn allocation_meets_the_budget(dir: &Path, calib: &CalibrationSpec, block: &str, count: usize) {
+    let original = Checkpoint::open(dir).expect("opens");
+    let (ckpt, report) = run_with(dir, config(json!({ "block": block })), calib).expect("runs");
     assert_eq!(report.decisions["loss"], "cross-entropy");
+    assert_eq!(report.decisions["block"], block);
     let per_block = blocks(&report);
-    assert_eq!(per_block.len(), 12, "2 layers x 6 Linear weights");
+    assert_eq!(
+        per_block.len(),
+        count,
+        "{block} blocks of 2 layers x 6 Linear weights"
+    );
     assert_eq!(
         report.changed.len(),
         14,
-        "blocks + word and position tables"
+        "block matrices + word and position tables"
     );
-    let (mut ours, mut uniform, mut bits, mut numel) = (0.0, 0.0, 0.0, 0.0);
+    let (mut ours, mut uniform, mut bits, mut numel, mut matrices) = (0.0, 0.0, 0.0, 0.0, 0);
     for (name, b) in per_block {
         assert_eq!(b["eigenvalues"].as_array().expect("samples").len(), 2);
         let omega = b["omega"].as_f64().expect("omega");
         assert!(omega.is_finite() && omega > 0.0, "{name}: omega {omega}");
-        let q = ckpt.store.get_quant(name).expect("quantized");
+        let tensors = b["tensors"].as_object().expect("tensors");
         assert_eq!(
-            u64::from(q.encoding.bits),
-            b["bits"].as_u64().expect("bits")
+            tensors.len(),
+            if block == "layer" { 6 } else { 1 },
+            "{name}"
         );
-        assert_eq!(q.encoding.strategy, Strategy::Group { size: 16 });
-        let w = original
-            .store
-            .get_f32(name, &[q.rows, q.cols])
-            .expect("reads");
-        let se = q.error(&w).squared_error;
-        assert!((se - b["squared_error"].as_f64().expect("se")).abs() <= 1e-9 * se.max(1.0));
-        let four = QuantTensor::quantize(
-            &w,
-            q.rows,
-            q.cols,
-            Encoding::symmetric(4, q.encoding.strategy),
-        )
-        .expect("4 bits");
-        ours += omega * se;
-        uniform += omega * four.error(&w).squared_error;
-        bits += f64::from(q.encoding.bits) * w.len() as f64;
-        numel += w.len() as f64;
+        let mut block_se = 0.0;
+        for (tensor, t) in tensors {
+            assert!(
+                tensor.starts_with(name.as_str()),
+                "{tensor} in block {name}"
+            );
+            let q = ckpt.store.get_quant(tensor).expect("quantized");
+            // Every matrix of a block is stored at the block's width.
+            assert_eq!(
+                u64::from(q.encoding.bits),
+                b["bits"].as_u64().expect("bits")
+            );
+            assert_eq!(t["bits"], b["bits"]);
+            assert_eq!(q.encoding.strategy, Strategy::Group { size: 16 });
+            let w = original
+                .store
+                .get_f32(tensor, &[q.rows, q.cols])
+                .expect("reads");
+            let se = q.error(&w).squared_error;
+            assert!((se - t["squared_error"].as_f64().expect("se")).abs() <= 1e-9 * se.max(1.0));
+            let four = QuantTensor::quantize(
+                &w,
+                q.rows,
+                q.cols,
+                Encoding::symmetric(4, q.encoding.strategy),
+            )
+            .expect("4 bits");
+            block_se += se;
+            ours += omega * se;
+            uniform += omega * four.error(&w).squared_error;
+            bits += f64::from(q.encoding.bits) * w.len() as f64;
+            numel += w.len() as f64;
+            matrices += 1;
+        }
+        assert!(
+            (block_se - b["squared_error"].as_f64().expect("se")).abs() <= 1e-9 * block_se.max(1.0)
+        );
     }
+    assert_eq!(matrices, 12);
     assert!(bits / numel <= 4.0, "average {} bits", bits / numel);
     assert!((report.metrics["average_bits"].as_f64().expect("avg") - bits / numel).abs() < 1e-12);
     // Uniform 4 bits meets the same budget, so the optimum cannot be worse on the objective.
@@ -177,7 +210,9 @@ fn top_k_and_reversed_mirror_each_other_and_runs_are_deterministic() {
     let calib = calibration(tmp.path(), 0);
     let dir = fixture("tiny-bert-cls");
     let extra = |allocation: &str| {
-        config(json!({ "bits": [2, 4], "average-bits": 3.0, "allocation": allocation }))
+        config(
+            json!({ "bits": [2, 4], "average-bits": 3.0, "allocation": allocation, "block": "matrix" }),
+        )
     };
     let cache = tmp.path().join("cache");
     let (_, top) = run_with(&dir, extra("top-k"), &calib).expect("runs");
@@ -319,6 +354,80 @@ fn bad_settings_are_clear_errors() {
     );
     let zero = plan_error(&cls, json!({ "sensitivity": { "runs": 0 } }), Some(&calib));
     assert_eq!(zero, "`sensitivity.runs`: must be at least 1");
+    // Output dimensions are 32 and 64: 5 groups of rows fit neither.
+    let rows = plan_error(&cls, json!({ "row-groups": 5 }), Some(&calib));
+    assert!(
+        rows.starts_with("`row-groups`: 5 groups of output rows do not fit 12 tensor(s):")
+            && rows.contains("encoder.layer.0.attention.self.query.weight")
+            && rows.contains(
+                "hint: choose a number of groups that divides every selected output dimension"
+            ),
+        "{rows}"
+    );
+    assert_eq!(
+        plan_error(&cls, json!({ "row-groups": 0 }), Some(&calib)),
+        "`row-groups`: must be at least 1"
+    );
+}
+
+/// The paper's layout: `row-groups` contiguous groups of output rows per matrix, one symmetric scale per group
+/// (`max |w| / ((2^b - 1) / 2)` over the group's rows), codes `round(w / scale)` clamped to the signed range.
+#[test]
+fn row_groups_quantize_contiguous_output_rows_with_one_scale_each() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let calib = calibration(tmp.path(), 0);
+    let dir = fixture("tiny-bert-cls");
+    let original = Checkpoint::open(&dir).expect("opens");
+    let (ckpt, report) = run_with(&dir, config(json!({ "row-groups": 8 })), &calib).expect("runs");
+    assert_eq!(report.decisions["granularity"], "8 groups of output rows");
+    for (name, b) in blocks(&report) {
+        for tensor in b["tensors"].as_object().expect("tensors").keys() {
+            let q = ckpt.store.get_quant(tensor).expect("quantized");
+            let (rows, cols) = (q.rows, q.cols);
+            let per = rows / 8;
+            // Stored per row (compressed-tensors' channel strategy), each row with its group's scale.
+            assert_eq!(q.encoding.strategy, Strategy::Channel, "{name}");
+            for r in 0..rows {
+                assert_eq!(q.scales[r], q.scales[r / per * per], "{tensor} row {r}");
+            }
+            let w = original
+                .store
+                .get_f32(tensor, &[rows, cols])
+                .expect("reads");
+            let decoded = q.dequantize();
+            let bits = i32::from(q.encoding.bits);
+            let (lo, hi) = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1);
+            for g in 0..8 {
+                let span = g * per * cols..(g + 1) * per * cols;
+                let max = w[span.clone()].iter().fold(0f32, |m, x| m.max(x.abs()));
+                let scale = max / (((1 << bits) - 1) as f32 / 2.0);
+                for i in span {
+                    let code = (w[i] / scale).round_ties_even().clamp(lo as f32, hi as f32);
+                    assert!(
+                        (decoded[i] - code * scale).abs() <= 1e-6 * max,
+                        "{tensor}[{i}]: {} vs {}",
+                        decoded[i],
+                        code * scale
+                    );
+                }
+            }
+        }
+    }
+    // QAT fake-quantizes with the same row groups; the trained matrices are stored the same way.
+    let qat = json!({ "steps": 2, "lr": 1e-3, "batch-size": 4 });
+    let (tuned, report) =
+        run_with(&dir, config(json!({ "row-groups": 8, "qat": qat })), &calib).expect("runs");
+    for b in blocks(&report).values() {
+        for tensor in b["tensors"].as_object().expect("tensors").keys() {
+            let q = tuned.store.get_quant(tensor).expect("quantized");
+            assert_eq!(q.encoding.strategy, Strategy::Channel);
+            let per = q.rows / 8;
+            assert!(
+                (0..q.rows).all(|r| q.scales[r] == q.scales[r / per * per]),
+                "{tensor}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -370,12 +479,14 @@ fn qat_keeps_the_widths_and_lowers_the_loss_of_the_quantized_model() {
     );
     assert!(last < first, "training loss {first} -> {last}");
     // Every block is still stored at 2 bits, and the float head was trained too.
-    for name in blocks(&report).keys() {
-        assert_eq!(
-            tuned.store.get_quant(name).map(|q| q.encoding.bits),
-            Some(2),
-            "{name}"
-        );
+    for b in blocks(&report).values() {
+        for name in b["tensors"].as_object().expect("tensors").keys() {
+            assert_eq!(
+                tuned.store.get_quant(name).map(|q| q.encoding.bits),
+                Some(2),
+                "{name}"
+            );
+        }
     }
     assert!(report.changed.iter().any(|n| n == "classifier.weight"));
     assert!(report

@@ -504,6 +504,41 @@ impl QuantTensor {
         })
     }
 
+    /// A matrix quantized with scale blocks spanning whole rows (`Block { rows, cols }` with `cols` the row length:
+    /// contiguous groups of output rows, as Q-BERT) restated with per-row scales: each row gets its group's scale
+    /// (and zero point). Codes and decoded values are unchanged; the result is compressed-tensors' channel strategy,
+    /// which every loader reads, where block strategies with differing block shapes need one config group each.
+    pub fn row_blocks_as_channels(self) -> Result<Self, String> {
+        let Strategy::Block { rows: br, cols: bc } = self.encoding.strategy else {
+            return Err(format!(
+                "only row-block scales can be restated per row, not {}",
+                self.encoding.strategy.describe()
+            ));
+        };
+        if bc != self.cols || br == 0 {
+            return Err(format!(
+                "{br}x{bc} scale blocks do not span the {} columns of a row",
+                self.cols
+            ));
+        }
+        let expand = |v: &[f32]| (0..self.rows).map(|r| v[r / br]).collect::<Vec<_>>();
+        let scales = expand(&self.scales);
+        let zero_points = if self.zero_points.is_empty() {
+            Vec::new()
+        } else {
+            (0..self.rows).map(|r| self.zero_points[r / br]).collect()
+        };
+        Ok(Self {
+            encoding: Encoding {
+                strategy: Strategy::Channel,
+                ..self.encoding
+            },
+            scales,
+            zero_points,
+            ..self
+        })
+    }
+
     /// Keep rows `rows` (in the given order), codes and scales alike. Block scales spanning several rows cannot be
     /// split; that is an error.
     pub fn select_rows(&self, rows: &[usize]) -> Result<Self, String> {
@@ -582,6 +617,49 @@ mod tests {
         let mut back = Vec::new();
         unpack_codes(&w3, 3, 11, &mut back);
         assert_eq!(back, vec![3; 11]);
+    }
+
+    #[test]
+    fn row_blocks_restated_per_row_decode_the_same() {
+        let w: Vec<f32> = (0..6 * 4)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1)
+            .collect();
+        for symmetric in [true, false] {
+            let e = Encoding {
+                symmetric,
+                ..Encoding::symmetric(3, Strategy::Block { rows: 2, cols: 4 })
+            };
+            let q = QuantTensor::quantize(&w, 6, 4, e).expect("quantizes");
+            let c = q.clone().row_blocks_as_channels().expect("restates");
+            assert_eq!(c.encoding.strategy, Strategy::Channel);
+            assert_eq!(c.codes, q.codes);
+            assert_eq!(c.scales.len(), 6);
+            assert_eq!(c.scales[2], q.scales[1]);
+            assert_eq!(c.scales[3], q.scales[1]);
+            assert_eq!(c.dequantize(), q.dequantize());
+        }
+        let g = QuantTensor::quantize(
+            &w,
+            6,
+            4,
+            Encoding::symmetric(3, Strategy::Group { size: 2 }),
+        )
+        .expect("quantizes");
+        assert_eq!(
+            g.row_blocks_as_channels().expect_err("groups along rows"),
+            "only row-block scales can be restated per row, not group 2"
+        );
+        let b = QuantTensor::quantize(
+            &w,
+            6,
+            4,
+            Encoding::symmetric(3, Strategy::Block { rows: 2, cols: 2 }),
+        )
+        .expect("quantizes");
+        assert_eq!(
+            b.row_blocks_as_channels().expect_err("partial rows"),
+            "2x2 scale blocks do not span the 4 columns of a row"
+        );
     }
 
     #[test]
