@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """PyHessian-style sensitivity analysis in PyTorch, to compare the cost (and the values) of hessian-mp's analysis.
 
-For each block (an encoder Linear weight) and each of RUNS batches of BATCH sentences: the top Hessian eigenvalue
+For each block (`--block layer`, the default: the six Linear weights of an encoder layer together, as Q-BERT and
+hessian-mp's default; `--block matrix`: each encoder Linear weight) and each of RUNS batches of BATCH sentences: the top Hessian eigenvalue
 of the self-distillation loss 0.5 * mean_batch ||f(x) - f_orig(x)||^2 (mean-pooled, normalised embedding) by power
 iteration, as PyHessian's `hessian.eigenvalues()` does it: the gradient is taken once with create_graph=True and
 each iteration is one double-backward product that reuses that graph; stop when the relative change is below TOL.
 Omega = |mean| + std over runs. Prints per block Omega, the samples and iterations, and the total time.
 
     python scripts/pyhessian_reference.py MODEL_DIR DATA.jsonl [--field sentence1] [--runs 5] [--iters 20]
-        [--batch 32] [--samples 512] [--layers 0,5] [--threads 2]
+        [--batch 32] [--samples 512] [--layers 0,5] [--block layer|matrix] [--threads 2]
 
 Needs torch and transformers (not installed by the repo; used for reference runs only). The data sampling is not
 the same as compressor's (Python's random), so values agree in scale and ranking, not digit by digit.
@@ -42,6 +43,7 @@ def main():
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--tol", type=float, default=1e-3)
     ap.add_argument("--layers", default=None, help="comma-separated layer indices (default: all)")
+    ap.add_argument("--block", choices=["layer", "matrix"], default="layer")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -76,34 +78,43 @@ def main():
         layers = [int(x) for x in a.layers.split(",")]
     blocks = []
     for l in layers:
-        for module, short in MODULES.items():
-            lin = model.encoder.layer[l].get_submodule(module)
-            blocks.append((f"encoder.layer.{l}.{module}.weight", f"{l}.{short}", lin.weight))
+        weights = [(m, s, model.encoder.layer[l].get_submodule(m).weight) for m, s in MODULES.items()]
+        if a.block == "layer":
+            blocks.append((f"encoder.layer.{l}", str(l), [w for _, _, w in weights]))
+        else:
+            blocks += [(f"encoder.layer.{l}.{m}.weight", f"{l}.{s}", [w]) for m, s, w in weights]
 
     started = time.time()
     products = 0
     results = {}
-    for name, short, w in blocks:
-        w.requires_grad_(True)
+    def norm(vs):
+        return sum(float((x * x).sum()) for x in vs) ** 0.5
+
+    for name, short, ws in blocks:
+        for w in ws:
+            w.requires_grad_(True)
         samples, iterations = [], []
         for b, target in batches:
             loss = 0.5 * ((embed(b) - target) ** 2).sum() / a.batch
-            (g,) = torch.autograd.grad(loss, w, create_graph=True)
-            v = torch.randn_like(w)
-            v /= v.norm()
+            gs = torch.autograd.grad(loss, ws, create_graph=True)
+            v = [torch.randn_like(w) for w in ws]
+            n = norm(v)
+            v = [x / n for x in v]
             value = None
             for it in range(1, a.iters + 1):
-                (hv,) = torch.autograd.grad(g, w, grad_outputs=v, retain_graph=True)
+                hv = torch.autograd.grad(gs, ws, grad_outputs=v, retain_graph=True)
                 products += 1
-                lam = float((hv * v).sum())
-                v = hv / hv.norm()
+                lam = sum(float((h * x).sum()) for h, x in zip(hv, v))
+                n = norm(hv)
+                v = [h / n for h in hv]
                 done = value is not None and abs(lam - value) / (abs(value) + 1e-6) < a.tol
                 value = lam
                 if done:
                     break
             samples.append(value)
             iterations.append(it)
-        w.requires_grad_(False)
+        for w in ws:
+            w.requires_grad_(False)
         mean = sum(samples) / len(samples)
         std = (sum((s - mean) ** 2 for s in samples) / len(samples)) ** 0.5
         results[name] = {"omega": abs(mean) + std, "samples": samples, "iterations": iterations}

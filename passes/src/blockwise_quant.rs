@@ -442,6 +442,11 @@ impl Pass for BlockwiseQuant {
                 "quantized embedding tables load in transformers 5.x, not in 4.x (measured 4.57.3 with compressed-tensors 0.12.2); for 4.x leave `embeddings` out or use `compressor export --format dense`".into(),
             );
         }
+        if let Some(note) =
+            crate::targets::config_groups_note(plan.changes.iter().filter_map(|c| c.encoding_after))
+        {
+            plan.notes.push(note);
+        }
         if !self.config.symmetric {
             plan.notes.push(
                 "asymmetric codes are written as compressed-tensors pack-quantized with packed zero points: vLLM loads them, transformers does not (use `compressor export --format dense`)".into(),

@@ -556,6 +556,15 @@ impl Pass for HessianMp {
             Budget::Bits(b) | Budget::Bytes(b) => b,
         };
         bit_allocation::optimal(&sizes, limit).map_err(|e| self.infeasible(e, budget))?;
+        // Every width of the menu may be chosen.
+        let stored = blocks.iter().flat_map(|t| {
+            menu.iter()
+                .map(|&b| self.encoding(b, [t.shape[0], t.shape[1]]))
+        });
+        let tables_enc = tables.iter().map(|(_, b)| self.embedding_encoding(*b));
+        if let Some(note) = crate::targets::config_groups_note(stored.chain(tables_enc)) {
+            plan.notes.push(note);
+        }
         plan.notes.push(format!(
             "bits per block ({:?}) are chosen at run time from {menu:?} ({:?} allocation); the plan shows the highest width",
             self.config.block, self.config.allocation

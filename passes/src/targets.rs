@@ -101,3 +101,19 @@ pub(crate) fn plan_encodings<'i>(
     }
     (plan, problems)
 }
+
+/// A plan note when the artifact may hold more than one distinct encoding, i.e. more than one compressed-tensors
+/// config group: transformers 5.24 decodes every dense module with the first group's scheme
+/// (`get_dense_scheme` in its compressed-tensors integration), so such artifacts fail to load there.
+pub(crate) fn config_groups_note(encodings: impl IntoIterator<Item = Encoding>) -> Option<String> {
+    let mut distinct: Vec<Encoding> = Vec::new();
+    for e in encodings {
+        if !distinct.contains(&e) {
+            distinct.push(e);
+        }
+    }
+    (distinct.len() > 1).then(|| format!(
+        "the artifact may hold {} encodings (compressed-tensors config groups): transformers 5.24 decodes every module with the first group's scheme and fails to load it (measured; 4.57 with compressed-tensors 0.12 loads mixed 2-, 4- and 8-bit Linears without quantized embeddings). Our runtime reads it; for transformers use one width for every tensor or `compressor export --format dense`",
+        distinct.len()
+    ))
+}

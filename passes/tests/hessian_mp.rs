@@ -530,3 +530,27 @@ fn bad_qat_settings_are_clear_errors() {
         "`qat.lr`: -1 is not a positive learning rate"
     );
 }
+
+/// transformers 5.24 decodes every module with the first compressed-tensors config group's scheme: the plan says
+/// when an artifact may hold more than one encoding, and not when it holds one.
+#[test]
+fn the_plan_notes_when_transformers_cannot_decode_the_artifact() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let calib = calibration(tmp.path(), 0);
+    let cls = fixture("tiny-bert-cls");
+    let notes = |extra: Value| -> Vec<String> {
+        plan_with(&cls, config(extra), Some(&calib))
+            .expect("plans")
+            .notes
+    };
+    let mixed = notes(json!({}));
+    assert!(
+        mixed.iter().any(|n| n.starts_with("the artifact may hold 3 encodings (compressed-tensors config groups): transformers 5.24 decodes every module with the first group's scheme")),
+        "{mixed:?}"
+    );
+    let single = notes(json!({ "bits": [4], "embeddings": {}, "row-groups": 8 }));
+    assert!(
+        !single.iter().any(|n| n.contains("config groups")),
+        "{single:?}"
+    );
+}
