@@ -88,7 +88,9 @@ pipeline uniform-3 "[3]" optimal
 # without and with quantization-aware fine-tuning.
 pipeline mp-2-3 "[2, 3]" top-k 2.5
 pipeline mp-2-3-qat "[2, 3]" top-k 2.5 "qat = { steps = $steps, lr = 2e-5, batch-size = 32, seed = $qat_seed }"
-# Not run by default (PIPELINES="uniform-3-qat mp-optimal-qat"): 3 bits, uniform vs the exact allocation, both with QAT.
+# Not run by default (PIPELINES="uniform-3-qat mp-optimal-qat mp-rev-qat"): 3 bits, uniform vs the exact allocation
+# vs the reversed assignment, all with QAT.
 pipeline uniform-3-qat "[3]" optimal 3.0 "qat = { steps = $steps, lr = 2e-5, batch-size = 32, seed = $qat_seed }"
 pipeline mp-optimal-qat "[2, 3, 4, 8]" optimal 3.0 "qat = { steps = $steps, lr = 2e-5, batch-size = 32, seed = $qat_seed }"
+pipeline mp-rev-qat "[2, 4]" reversed 3.0 "qat = { steps = $steps, lr = 2e-5, batch-size = 32, seed = $qat_seed }"
 run ${PIPELINES:-mp-optimal uniform-3 mp-top-k mp-rev mp-2-3 mp-2-3-qat}
