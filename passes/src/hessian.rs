@@ -744,7 +744,7 @@ pub struct Analysis<'a> {
 /// The default [`Analysis::part_rows`]: parts of 8 length-sorted sentences (measured in `benches/hessian.rs`).
 pub const DEFAULT_PART_ROWS: usize = 8;
 
-/// Top Hessian eigenvalues of every block in `blocks` (HF weight names), one power iteration per sample (run).
+/// Top Hessian eigenvalues of every block in `blocks` (one or more weights each), one eigenvalue iteration per sample (run).
 /// Run 0 of block `i` starts from a direction drawn with seed `(seed, i)`; each later run starts from the last
 /// direction of the run before it (a warm start: the top eigenvectors of different data subsets are close, so
 /// later runs converge in fewer products). Results do not depend on thread scheduling. `on_block` is called as

@@ -270,16 +270,16 @@ impl HessianMp {
                     },
                     cols: shape[1],
                 },
-                ..self.encoding(bits, shape)
+                ..self.encoding(bits)
             },
-            None => self.encoding(bits, shape),
+            None => self.encoding(bits),
         }
     }
 
     /// The encoding a block matrix is stored in: row groups are restated per row
     /// ([`QuantTensor::row_blocks_as_channels`]), so that every matrix of one width shares one compressed-tensors
     /// config group whatever its shape.
-    fn encoding(&self, bits: u8, _shape: [usize; 2]) -> Encoding {
+    fn encoding(&self, bits: u8) -> Encoding {
         let strategy = match self.config.row_groups {
             Some(_) => Strategy::Channel,
             None => Strategy::Group {
@@ -386,7 +386,7 @@ impl HessianMp {
     fn size(&self, budget: Budget, shape: [usize; 2], bits: u8) -> u64 {
         match budget {
             Budget::Bits(_) => (shape[0] * shape[1]) as u64 * u64::from(bits),
-            Budget::Bytes(_) => self.encoding(bits, shape).stored_bytes(shape[0], shape[1]) as u64,
+            Budget::Bytes(_) => self.encoding(bits).stored_bytes(shape[0], shape[1]) as u64,
         }
     }
 
@@ -514,14 +514,11 @@ impl Pass for HessianMp {
             }
         }
         let (mut plan, problems) = plan_encodings(
-            blocks
-                .iter()
-                .map(|t| (*t, self.encoding(high, [t.shape[0], t.shape[1]])))
-                .chain(
-                    tables
-                        .iter()
-                        .map(|(t, b)| (*t, self.embedding_encoding(*b))),
-                ),
+            blocks.iter().map(|t| (*t, self.encoding(high))).chain(
+                tables
+                    .iter()
+                    .map(|(t, b)| (*t, self.embedding_encoding(*b))),
+            ),
         );
         if !problems.is_empty() {
             return Err(Error::Config {
@@ -557,10 +554,7 @@ impl Pass for HessianMp {
         };
         bit_allocation::optimal(&sizes, limit).map_err(|e| self.infeasible(e, budget))?;
         // Every width of the menu may be chosen.
-        let stored = blocks.iter().flat_map(|t| {
-            menu.iter()
-                .map(|&b| self.encoding(b, [t.shape[0], t.shape[1]]))
-        });
+        let stored = menu.iter().map(|&b| self.encoding(b));
         let tables_enc = tables.iter().map(|(_, b)| self.embedding_encoding(*b));
         if let Some(note) = crate::targets::config_groups_note(stored.chain(tables_enc)) {
             plan.notes.push(note);
