@@ -9,8 +9,8 @@
 //!    `sum_i Omega_i * ||Q_b(W_i) - W_i||^2` within the budget (`average-bits` per block weight, or `bytes` of the
 //!    blocks as stored), exactly; or the paper's fixed schemes (`top-k`, `reversed`).
 //! 3. **Quantization** through the format layer: compressed-tensors group strategy (`group-size` consecutive
-//!    inputs per scale), or the paper's `row-groups` contiguous groups of output rows per matrix (compressed-tensors'
-//!    block strategy); symmetric by default so that artifacts load in transformers; embeddings at their own widths
+//!    inputs per scale), or the paper's `row-groups` contiguous groups of output rows per matrix (stored with
+//!    per-row scales); symmetric by default so that artifacts load in transformers; embeddings at their own widths
 //!    (default 8 bits for word and position tables).
 //!
 //! The sensitivity statistics are cached on disk (`<cache>/hessian-sensitivity/`, see [`hessian::Cache`]), so a
@@ -164,7 +164,8 @@ pub struct Config {
     #[serde(default = "default_group")]
     pub group_size: usize,
     /// The paper's group layout: this many contiguous groups of output rows per block matrix, each with one scale
-    /// over whole rows (compressed-tensors' block strategy). Unset: `group-size` inputs per scale.
+    /// over whole rows (stored as per-row scales, compressed-tensors' channel strategy). Unset: `group-size` inputs
+    /// per scale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_groups: Option<usize>,
     #[serde(default = "default_true")]
@@ -331,13 +332,10 @@ impl HessianMp {
     fn blocks(&self, tensors: &[&TensorMeta]) -> Vec<(hessian::Block, Vec<usize>)> {
         let mut out: Vec<(hessian::Block, Vec<usize>)> = Vec::new();
         for (i, t) in tensors.iter().enumerate() {
-            let layer = (self.config.block == BlockKind::Layer)
-                .then(|| {
-                    let rest = t.name.strip_prefix("encoder.layer.")?;
-                    let (l, _) = rest.split_once('.')?;
-                    Some(format!("encoder.layer.{l}"))
-                })
-                .flatten();
+            let layer = t
+                .layer
+                .filter(|_| self.config.block == BlockKind::Layer)
+                .map(|l| format!("encoder.layer.{l}"));
             match layer {
                 Some(name) => match out.iter_mut().find(|(b, _)| b.name == name) {
                     Some((b, members)) => {
@@ -382,12 +380,18 @@ impl HessianMp {
         }
     }
 
-    /// Size of a `[rows, cols]` block at `bits` in the budget's units.
-    fn size(&self, budget: Budget, shape: [usize; 2], bits: u8) -> u64 {
-        match budget {
-            Budget::Bits(_) => (shape[0] * shape[1]) as u64 * u64::from(bits),
-            Budget::Bytes(_) => self.encoding(bits).stored_bytes(shape[0], shape[1]) as u64,
-        }
+    /// Size at `bits`, in the budget's units, of the block made of the matrices `members` of `metas`.
+    fn size(&self, budget: Budget, metas: &[&TensorMeta], members: &[usize], bits: u8) -> u64 {
+        members
+            .iter()
+            .map(|&i| {
+                let [rows, cols] = [metas[i].shape[0], metas[i].shape[1]];
+                match budget {
+                    Budget::Bits(_) => (rows * cols) as u64 * u64::from(bits),
+                    Budget::Bytes(_) => self.encoding(bits).stored_bytes(rows, cols) as u64,
+                }
+            })
+            .sum()
     }
 
     fn infeasible(&self, e: Infeasible, budget: Budget) -> Error {
@@ -538,12 +542,7 @@ impl Pass for HessianMp {
                 menu.iter()
                     .map(|&bits| Choice {
                         bits,
-                        size: members
-                            .iter()
-                            .map(|&i| {
-                                self.size(budget, [blocks[i].shape[0], blocks[i].shape[1]], bits)
-                            })
-                            .sum(),
+                        size: self.size(budget, &blocks, members, bits),
                         cost: 0.0,
                     })
                     .collect()
@@ -668,13 +667,7 @@ impl Pass for HessianMp {
                     .enumerate()
                     .map(|(k, &bits)| Choice {
                         bits,
-                        size: idx
-                            .iter()
-                            .map(|&i| {
-                                let t = block_metas[i];
-                                self.size(budget, [t.shape[0], t.shape[1]], bits)
-                            })
-                            .sum(),
+                        size: self.size(budget, &block_metas, idx, bits),
                         cost: s.omega * idx.iter().map(|&i| quantized[i][k].1).sum::<f64>(),
                     })
                     .collect()
