@@ -95,19 +95,30 @@ pub fn plan(pipeline: Pipeline, opts: &PlanOptions) -> anyhow::Result<Plan> {
 
     let before = ModelInfo::from_store(&checkpoint.config, &checkpoint.store);
     let mut info = before.clone();
+    // The architecture as each pass leaves it: every pass plans against its predecessors' result.
+    let mut config = checkpoint.config.clone();
     let mut passes = Vec::new();
     let calibration = pipeline.calibration_spec();
     for (index, spec) in pipeline.passes.iter().enumerate() {
         let pass = pipeline.build_pass(spec);
         let _span = tracing::info_span!("plan", index, kind = spec.kind()).entered();
-        match pass.plan(&PlanContext {
-            config: &checkpoint.config,
-            info: &info,
-            model_dir: &model_dir,
-            calibration: calibration.as_ref(),
-        }) {
+        let planned = pass
+            .plan(&PlanContext {
+                config: &config,
+                info: &info,
+                store: &checkpoint.store,
+                model_dir: &model_dir,
+                calibration: calibration.as_ref(),
+            })
+            .and_then(|plan| {
+                for change in &plan.arch {
+                    change.apply(&mut config)?;
+                }
+                Ok(plan)
+            });
+        match planned {
             Ok(plan) => {
-                info.apply(&plan);
+                info.apply(&plan, &config);
                 passes.push(PlannedPass {
                     index,
                     spec: spec.clone(),

@@ -38,6 +38,48 @@ pub enum Head {
     },
 }
 
+/// The key of config.json under which compressor describes what a Hugging Face config cannot say (per-layer
+/// head sets and widths).
+pub const EXTENSION_KEY: &str = "compressor";
+
+/// The shape of one encoder layer. A plain Hugging Face config gives every layer the same shape; a pruned or
+/// factorized model describes each layer in the `compressor` extension of config.json.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerShape {
+    /// The attention heads kept, by index in the original layer (`0..num_attention_heads`), ascending. Empty:
+    /// the attention sublayer is dropped (only the output bias and LayerNorm remain).
+    pub heads: Vec<usize>,
+    /// Width of each head's query and key.
+    pub qk_head_dim: usize,
+    /// Width of each head's value (the output projection takes `heads * vo_head_dim` inputs).
+    pub vo_head_dim: usize,
+    /// FFN width. 0: the FFN sublayer is dropped (only the down projection's bias and LayerNorm remain).
+    pub intermediate_size: usize,
+    /// Index of this layer in the model it was derived from (layers may have been dropped).
+    pub source: usize,
+}
+
+impl LayerShape {
+    /// `heads * qk_head_dim`: the output width of the query and key projections.
+    pub fn qk_width(&self) -> usize {
+        self.heads.len() * self.qk_head_dim
+    }
+
+    /// `heads * vo_head_dim`: the output width of the value projection.
+    pub fn vo_width(&self) -> usize {
+        self.heads.len() * self.vo_head_dim
+    }
+
+    pub fn has_attention(&self) -> bool {
+        !self.heads.is_empty()
+    }
+
+    pub fn has_ffn(&self) -> bool {
+        self.intermediate_size > 0
+    }
+}
+
 /// The BERT hyper-parameters we use, read from config.json.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BertConfig {
@@ -52,12 +94,63 @@ pub struct BertConfig {
     pub hidden_act: Activation,
     pub pad_token_id: Option<i64>,
     pub head: Head,
+    /// Every encoder layer's shape (`num_hidden_layers` entries): uniform from the plain keys, or from the
+    /// `compressor` extension.
+    pub layers: Vec<LayerShape>,
 }
 
 impl BertConfig {
+    /// The original per-head width, `hidden_size / num_attention_heads`; attention scores are scaled by its
+    /// inverse square root in every layer, whatever its kept head widths.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }
+
+    /// The shape every layer has in a plain config.
+    pub fn uniform_layer(&self, source: usize) -> LayerShape {
+        LayerShape {
+            heads: (0..self.num_attention_heads).collect(),
+            qk_head_dim: self.head_dim(),
+            vo_head_dim: self.head_dim(),
+            intermediate_size: self.intermediate_size,
+            source,
+        }
+    }
+
+    /// Whether the plain Hugging Face keys describe the layers exactly (every head kept at full width, one FFN
+    /// width): such a model loads in stock runtimes without the extension.
+    pub fn is_uniform(&self) -> bool {
+        let first = self.layers.first().map(|l| l.intermediate_size);
+        self.layers.iter().all(|l| {
+            l.heads.len() == self.num_attention_heads
+                && l.heads.iter().enumerate().all(|(i, h)| i == *h)
+                && l.qk_head_dim == self.head_dim()
+                && l.vo_head_dim == self.head_dim()
+                && Some(l.intermediate_size) == first
+                && l.intermediate_size > 0
+        })
+    }
+
+    /// Encoder parameters (the layers' weights and biases) of this configuration.
+    pub fn encoder_parameters(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| layer_parameters(self.hidden_size, l))
+            .sum()
+    }
+}
+
+/// Parameters (weights and biases) of one encoder layer of shape `l` at hidden width `h`.
+pub fn layer_parameters(h: usize, l: &LayerShape) -> usize {
+    let (qk, vo, i) = (l.qk_width(), l.vo_width(), l.intermediate_size);
+    let attn = if l.has_attention() {
+        2 * (h * qk + qk) + (h * vo + vo) + vo * h
+    } else {
+        0
+    };
+    let ffn = if l.has_ffn() { h * i + i + i * h } else { 0 };
+    // The output biases and both LayerNorms stay whatever is removed.
+    attn + ffn + h + h + 4 * h
 }
 
 /// A closed enum of supported families; new families add a variant.
@@ -179,7 +272,9 @@ impl ModelConfig {
             hidden_act,
             pad_token_id: raw.get("pad_token_id").and_then(Value::as_i64),
             head,
+            layers: Vec::new(),
         };
+        let mut bert = bert;
         if !bert.hidden_size.is_multiple_of(bert.num_attention_heads) {
             return Err(Error::ConfigKey {
                 path: path.to_path_buf(),
@@ -190,6 +285,12 @@ impl ModelConfig {
                 ),
             });
         }
+        bert.layers = match raw.get(EXTENSION_KEY) {
+            None | Some(Value::Null) => (0..bert.num_hidden_layers)
+                .map(|l| bert.uniform_layer(l))
+                .collect(),
+            Some(ext) => parse_extension(path, ext, &bert)?,
+        };
         Ok(Self {
             path: path.to_path_buf(),
             raw,
@@ -220,6 +321,40 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// Give the model the layer shapes `layers`: `num_hidden_layers` follows, and when the shapes are uniform
+    /// (every head at full width, one FFN width) the plain keys say it all (`intermediate_size` set, no
+    /// extension), so stock loaders read the result; otherwise the `compressor` extension describes each layer.
+    pub fn set_layers(&mut self, layers: Vec<LayerShape>) -> Result<()> {
+        if layers.is_empty() {
+            return Err(Error::ConfigKey {
+                path: self.path.clone(),
+                key: "num_hidden_layers".into(),
+                problem: "would be 0: a model keeps at least one encoder layer".into(),
+            });
+        }
+        let mut raw = self.raw.clone();
+        let mut trial = self.bert().clone();
+        trial.layers = layers.clone();
+        raw.insert("num_hidden_layers".into(), Value::from(layers.len()));
+        if trial.is_uniform() {
+            raw.insert(
+                "intermediate_size".into(),
+                Value::from(layers[0].intermediate_size),
+            );
+            raw.remove(EXTENSION_KEY);
+        } else {
+            let ext = serde_json::json!({ "version": 1, "layers": layers });
+            raw.insert(EXTENSION_KEY.into(), ext);
+        }
+        let text =
+            serde_json::to_string(&Value::Object(raw)).map_err(|source| Error::ConfigJson {
+                path: self.path.clone(),
+                source,
+            })?;
+        *self = Self::parse(&self.path, &text)?;
+        Ok(())
+    }
+
     pub fn bert(&self) -> &BertConfig {
         match &self.arch {
             ArchConfig::Bert(b) => b,
@@ -229,7 +364,7 @@ impl ModelConfig {
     /// Every tensor the architecture expects, by canonical name (model prefix stripped), in model order.
     pub fn expected_tensors(&self) -> Vec<TensorSpec> {
         let c = self.bert();
-        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let h = c.hidden_size;
         let mut out = Vec::new();
         let mut push =
             |name: String, shape: Vec<usize>, role: Role, kind: Kind, layer: Option<usize>| {
@@ -284,31 +419,39 @@ impl ModelConfig {
             Kind::Buffer,
             None,
         );
-        for l in 0..c.num_hidden_layers {
+        for (l, shape) in c.layers.iter().enumerate() {
             let p = format!("encoder.layer.{l}");
+            let (qk, vo, i) = (shape.qk_width(), shape.vo_width(), shape.intermediate_size);
+            let attn = shape.has_attention();
+            let ffn = shape.has_ffn();
+            // (module, role, out, in, weight present, bias present)
             let linears = [
-                ("attention.self.query", Role::AttnQ, h, h),
-                ("attention.self.key", Role::AttnK, h, h),
-                ("attention.self.value", Role::AttnV, h, h),
-                ("attention.output.dense", Role::AttnOut, h, h),
-                ("intermediate.dense", Role::FfnUp, i, h),
-                ("output.dense", Role::FfnDown, h, i),
+                ("attention.self.query", Role::AttnQ, qk, h, attn, attn),
+                ("attention.self.key", Role::AttnK, qk, h, attn, attn),
+                ("attention.self.value", Role::AttnV, vo, h, attn, attn),
+                ("attention.output.dense", Role::AttnOut, h, vo, attn, true),
+                ("intermediate.dense", Role::FfnUp, i, h, ffn, ffn),
+                ("output.dense", Role::FfnDown, h, i, ffn, true),
             ];
-            for (m, role, out_f, in_f) in linears {
-                push(
-                    format!("{p}.{m}.weight"),
-                    vec![out_f, in_f],
-                    role,
-                    Kind::Weight,
-                    Some(l),
-                );
-                push(
-                    format!("{p}.{m}.bias"),
-                    vec![out_f],
-                    role,
-                    Kind::Bias,
-                    Some(l),
-                );
+            for (m, role, out_f, in_f, weight, bias) in linears {
+                if weight {
+                    push(
+                        format!("{p}.{m}.weight"),
+                        vec![out_f, in_f],
+                        role,
+                        Kind::Weight,
+                        Some(l),
+                    );
+                }
+                if bias {
+                    push(
+                        format!("{p}.{m}.bias"),
+                        vec![out_f],
+                        role,
+                        Kind::Bias,
+                        Some(l),
+                    );
+                }
             }
             for n in ["attention.output.LayerNorm", "output.LayerNorm"] {
                 push(
@@ -385,6 +528,101 @@ impl ModelConfig {
             .map(|t| t.shape.iter().product::<usize>())
             .sum()
     }
+}
+
+/// The `compressor` extension: `{"version": 1, "layers": [LayerShape, ...]}`, one entry per layer, each within
+/// the plain config's bounds (head ids below `num_attention_heads`, head widths at most `hidden_size /
+/// num_attention_heads`, FFN width at most `intermediate_size`), so that a zero-padded dense export always exists.
+fn parse_extension(path: &Path, ext: &Value, c: &BertConfig) -> Result<Vec<LayerShape>> {
+    let err = |key: String, problem: String| Error::ConfigKey {
+        path: path.to_path_buf(),
+        key,
+        problem,
+    };
+    let Value::Object(obj) = ext else {
+        return Err(err(
+            EXTENSION_KEY.into(),
+            format!("must be an object, found {ext}"),
+        ));
+    };
+    for key in obj.keys() {
+        if key != "version" && key != "layers" {
+            return Err(err(
+                format!("{EXTENSION_KEY}.{key}"),
+                "is not a known key (known: version, layers)".into(),
+            ));
+        }
+    }
+    match obj.get("version") {
+        Some(v) if v.as_u64() == Some(1) => {}
+        other => {
+            return Err(err(
+                format!("{EXTENSION_KEY}.version"),
+                format!(
+                    "must be 1, found {}",
+                    other.map_or("nothing".to_string(), Value::to_string)
+                ),
+            ))
+        }
+    }
+    let list = obj
+        .get("layers")
+        .and_then(Value::as_array)
+        .ok_or_else(|| err(format!("{EXTENSION_KEY}.layers"), "must be a list".into()))?;
+    if list.len() != c.num_hidden_layers {
+        return Err(err(
+            format!("{EXTENSION_KEY}.layers"),
+            format!(
+                "describes {} layers but num_hidden_layers is {}",
+                list.len(),
+                c.num_hidden_layers
+            ),
+        ));
+    }
+    let mut layers = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        let key = format!("{EXTENSION_KEY}.layers[{i}]");
+        let l: LayerShape =
+            serde_json::from_value(v.clone()).map_err(|e| err(key.clone(), e.to_string()))?;
+        let hd = c.head_dim();
+        if let Some(bad) = l.heads.iter().find(|&&h| h >= c.num_attention_heads) {
+            return Err(err(
+                format!("{key}.heads"),
+                format!(
+                    "names head {bad}, but the layer has heads 0..{}",
+                    c.num_attention_heads
+                ),
+            ));
+        }
+        if l.heads.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(err(
+                format!("{key}.heads"),
+                "must be ascending without repeats".into(),
+            ));
+        }
+        for (name, width) in [
+            ("qk_head_dim", l.qk_head_dim),
+            ("vo_head_dim", l.vo_head_dim),
+        ] {
+            if width == 0 || width > hd {
+                return Err(err(
+                    format!("{key}.{name}"),
+                    format!("is {width}, expected 1..={hd} (hidden_size / num_attention_heads)"),
+                ));
+            }
+        }
+        if l.intermediate_size > c.intermediate_size {
+            return Err(err(
+                format!("{key}.intermediate_size"),
+                format!(
+                    "is {}, more than the config's intermediate_size {}",
+                    l.intermediate_size, c.intermediate_size
+                ),
+            ));
+        }
+        layers.push(l);
+    }
+    Ok(layers)
 }
 
 struct Keys<'a> {

@@ -22,6 +22,7 @@ pub mod hessian;
 pub mod hessian_mp;
 pub mod pass;
 pub mod progress;
+pub mod prune;
 pub mod qat;
 pub mod registry;
 pub mod suggest;
@@ -32,8 +33,8 @@ pub use calibration::CalibrationSpec;
 pub use error::{Error, Result};
 pub use files::SideFiles;
 pub use pass::{
-    ModelInfo, Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, PlannedChange,
-    TensorMeta,
+    ArchChange, ModelInfo, Pass, PassContext, PassPlan, PassReport, Phase, PlanContext,
+    PlannedChange, TensorMeta,
 };
 pub use progress::{NoProgress, Progress};
 pub use registry::{PassInfo, PassSpec, REGISTRY};

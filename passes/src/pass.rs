@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use compressor_models::arch::LayerShape;
 use compressor_models::{DType, Encoding, Kind, ModelConfig, Role, TensorSpec, TensorStore};
 use serde::{Serialize, Serializer};
 
@@ -136,8 +137,9 @@ impl ModelInfo {
         self.tensors.iter().map(TensorMeta::bytes).sum()
     }
 
-    /// The state after `plan` is applied.
-    pub fn apply(&mut self, plan: &PassPlan) {
+    /// The state after `plan` is applied: tensors changed (by their names before the pass), then removed, then
+    /// renamed; roles, kinds and layers are then read again from `config`, the architecture after the pass.
+    pub fn apply(&mut self, plan: &PassPlan, config: &ModelConfig) {
         for change in &plan.changes {
             if let Ok(i) = self
                 .tensors
@@ -148,13 +150,68 @@ impl ModelInfo {
                 self.tensors[i].encoding = change.encoding_after;
             }
         }
+        if plan.removed.is_empty() && plan.renamed.is_empty() && plan.arch.is_empty() {
+            return;
+        }
+        let removed: std::collections::BTreeSet<&str> =
+            plan.removed.iter().map(String::as_str).collect();
+        let renamed: BTreeMap<&str, &str> = plan
+            .renamed
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let specs: BTreeMap<String, TensorSpec> = config
+            .expected_tensors()
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        let mut tensors: Vec<TensorMeta> = std::mem::take(&mut self.tensors)
+            .into_iter()
+            .filter(|t| !removed.contains(t.name.as_str()))
+            .map(|mut t| {
+                if let Some(to) = renamed.get(t.name.as_str()) {
+                    t.name = to.to_string();
+                }
+                if let Some(s) = specs.get(&t.name) {
+                    (t.role, t.kind, t.layer) = (s.role, s.kind, s.layer);
+                }
+                t
+            })
+            .collect();
+        tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        self.tensors = tensors;
     }
 }
 
-/// What a pass sees at plan time: the config and the tensors' metadata (no weights).
+/// A change of the architecture that a pass's plan announces, so that the next pass plans against the model
+/// this one leaves (typed, applied by the planner and again by the runner's config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchChange {
+    /// Every encoder layer's new shape (pruning, factorization); layers may be fewer.
+    Layers(Vec<LayerShape>),
+    /// A new vocabulary size (trimming).
+    VocabSize(usize),
+}
+
+impl ArchChange {
+    /// `config` with this change made.
+    pub fn apply(&self, config: &mut ModelConfig) -> compressor_models::Result<()> {
+        match self {
+            ArchChange::Layers(layers) => config.set_layers(layers.clone()),
+            ArchChange::VocabSize(n) => config.set("vocab_size", Some(serde_json::json!(n))),
+        }
+    }
+}
+
+/// What a pass sees at plan time: the config and the tensors' metadata (no weights), as the passes before it
+/// leave them.
 pub struct PlanContext<'a> {
     pub config: &'a ModelConfig,
     pub info: &'a ModelInfo,
+    /// The checkpoint's own tensors (as loaded, before any pass). A structural pass whose decision depends on the
+    /// weights (`prune`) reads them here; every other pass plans from `info` alone.
+    pub store: &'a TensorStore,
     /// The checkpoint folder (side files such as tokenizer.json may be read at plan time).
     pub model_dir: &'a Path,
     /// The pipeline's `[calibration]` data, if it has any.
@@ -178,15 +235,26 @@ pub struct PlannedChange {
     pub encoding_after: Option<Encoding>,
 }
 
-/// A pass's plan: the tensors it will change and notes for the dry run.
+/// A pass's plan: the tensors it will change, remove and rename, the architecture change, and notes for the dry
+/// run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PassPlan {
     pub changes: Vec<PlannedChange>,
+    /// Tensors the pass removes (canonical names before the pass).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+    /// Tensors the pass renames, `(before, after)` (layers renumbered after dropping one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub renamed: Vec<(String, String)>,
+    /// How the architecture changes, applied in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub arch: Vec<ArchChange>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
 
 impl PassPlan {
+    /// Bytes of the changed tensors before the pass (removed tensors are counted by the planner's totals).
     pub fn bytes_before(&self) -> usize {
         self.changes.iter().map(|c| c.bytes_before).sum()
     }

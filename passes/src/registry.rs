@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::pass::{Pass, Phase};
-use crate::{blockwise_quant, cast, hessian_mp, suggest, vocab_trim};
+use crate::{blockwise_quant, cast, hessian_mp, prune, suggest, vocab_trim};
 
 /// One registered pass kind, as `compressor passes` lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -40,6 +40,12 @@ pub const REGISTRY: &[PassInfo] = &[
         cost: "blocks x runs x iterations Hessian-vector products (each about 4 forward passes from the block's layer on), cached; optional QAT: steps x a forward and backward pass",
     },
     PassInfo {
+        kind: "prune",
+        phase: Phase::Structure,
+        summary: "structured pruning of heads, FFN neurons and whole layers by weight magnitude or activation importance, physically removed",
+        cost: "reads the encoder weights at plan time; activation importance and drop-layers: one forward pass over the calibration data",
+    },
+    PassInfo {
         kind: "vocab-trim",
         phase: Phase::Structure,
         summary:
@@ -57,6 +63,7 @@ pub enum PassSpec {
     BlockwiseQuant(blockwise_quant::Config),
     HessianMp(hessian_mp::Config),
     VocabTrim(vocab_trim::Config),
+    Prune(prune::Config),
 }
 
 impl PassSpec {
@@ -73,6 +80,7 @@ impl PassSpec {
             }
             "hessian-mp" => PassSpec::HessianMp(hessian_mp::Config::deserialize(config)?),
             "vocab-trim" => PassSpec::VocabTrim(vocab_trim::Config::deserialize(config)?),
+            "prune" => PassSpec::Prune(prune::Config::deserialize(config)?),
             _ => return Ok(None),
         }))
     }
@@ -83,6 +91,7 @@ impl PassSpec {
             PassSpec::BlockwiseQuant(_) => "blockwise-quant",
             PassSpec::HessianMp(_) => "hessian-mp",
             PassSpec::VocabTrim(_) => "vocab-trim",
+            PassSpec::Prune(_) => "prune",
         }
     }
 
@@ -99,15 +108,17 @@ impl PassSpec {
             }
             PassSpec::HessianMp(c) => Box::new(hessian_mp::HessianMp::new(c.clone())),
             PassSpec::VocabTrim(c) => Box::new(vocab_trim::VocabTrim::new(c.clone())),
+            PassSpec::Prune(c) => Box::new(prune::Prune::new(c.clone())),
         }
     }
 
     /// This spec with the file paths in its config (if any) resolved against `base`, the pipeline file's folder.
     pub fn with_base(&self, base: &Path) -> Self {
         match self {
-            PassSpec::Cast(_) | PassSpec::BlockwiseQuant(_) | PassSpec::HessianMp(_) => {
-                self.clone()
-            }
+            PassSpec::Cast(_)
+            | PassSpec::BlockwiseQuant(_)
+            | PassSpec::HessianMp(_)
+            | PassSpec::Prune(_) => self.clone(),
             PassSpec::VocabTrim(c) => PassSpec::VocabTrim(c.with_base(base)),
         }
     }

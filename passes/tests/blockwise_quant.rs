@@ -30,6 +30,7 @@ fn plan(
     spec(config).build().plan(&PlanContext {
         config: &ckpt.config,
         info: &info,
+        store: &ckpt.store,
         model_dir: dir,
         calibration,
     })
@@ -47,6 +48,7 @@ fn run(
         .plan(&PlanContext {
             config: &ckpt.config,
             info: &info,
+            store: &ckpt.store,
             model_dir: dir,
             calibration,
         })
@@ -67,7 +69,7 @@ fn run(
         .check(&ckpt.config)
         .expect("valid after the pass");
     let mut after = info;
-    after.apply(&plan);
+    after.apply(&plan, &ckpt.config);
     assert_eq!(after, ModelInfo::from_store(&ckpt.config, &ckpt.store));
     (ckpt, files, plan, report)
 }

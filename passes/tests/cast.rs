@@ -35,6 +35,7 @@ fn cast_plans_from_metadata_and_runs_to_a_valid_store() {
         .plan(&PlanContext {
             config: &ckpt.config,
             info: &info,
+            store: &ckpt.store,
             model_dir: tmp.path(),
             calibration: None,
         })
@@ -62,7 +63,7 @@ fn cast_plans_from_metadata_and_runs_to_a_valid_store() {
         .check(&ckpt.config)
         .expect("valid after the pass");
     let mut after = info.clone();
-    after.apply(&plan);
+    after.apply(&plan, &ckpt.config);
     assert_eq!(after, ModelInfo::from_store(&ckpt.config, &ckpt.store));
     assert_eq!(report.changed.len(), plan.changes.len());
     assert_eq!(
@@ -99,6 +100,7 @@ fn cast_plan_errors_and_notes() {
     let ctx = PlanContext {
         config: &ckpt.config,
         info: &info,
+        store: &ckpt.store,
         model_dir: tmp.path(),
         calibration: None,
     };

@@ -70,6 +70,7 @@ fn plan_with(
     spec.build().plan(&PlanContext {
         config: &ckpt.config,
         info: &info,
+        store: &ckpt.store,
         model_dir: dir,
         calibration,
     })

@@ -54,6 +54,7 @@ fn run(
     let plan = pass.plan(&PlanContext {
         config: &ckpt.config,
         info: &info,
+        store: &ckpt.store,
         model_dir: dir,
         calibration: None,
     })?;

@@ -4,7 +4,7 @@ use burn::tensor::activation::{softmax, tanh};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
-use crate::arch::{Activation, BertConfig, Head, ModelConfig, Pooling, PoolingMode};
+use crate::arch::{Activation, BertConfig, Head, LayerShape, ModelConfig, Pooling, PoolingMode};
 use crate::batch::EncodedBatch;
 use crate::error::{Error, Result};
 use crate::quant::act::{ActivationQuant, Observer, Site};
@@ -113,16 +113,91 @@ fn param<B: Backend, const D: usize>(t: Tensor<B, D>, grad: bool) -> Tensor<B, D
     }
 }
 
+/// The attention projections of a layer that keeps at least one head.
 #[derive(Debug, Clone)]
-struct Layer<B: Backend> {
+struct Attention<B: Backend> {
     query: Linear<B>,
     key: Linear<B>,
     value: Linear<B>,
     attn_out: Linear<B>,
-    attn_norm: LayerNorm<B>,
+}
+
+/// The FFN projections of a layer that keeps at least one neuron.
+#[derive(Debug, Clone)]
+struct Ffn<B: Backend> {
     up: Linear<B>,
     down: Linear<B>,
+}
+
+/// A sublayer (attention or FFN) that is either kept or dropped. A dropped one keeps its output projection's bias
+/// (`attention.output.dense.bias`, `output.dense.bias`), which is then all it adds to the residual stream.
+#[derive(Debug, Clone)]
+enum Sublayer<T, B: Backend> {
+    Kept(T),
+    Dropped { bias: Tensor<B, 1> },
+}
+
+impl<T, B: Backend> Sublayer<T, B> {
+    fn kept(&self) -> Option<&T> {
+        match self {
+            Sublayer::Kept(t) => Some(t),
+            Sublayer::Dropped { .. } => None,
+        }
+    }
+
+    fn kept_mut(&mut self) -> Option<&mut T> {
+        match self {
+            Sublayer::Kept(t) => Some(t),
+            Sublayer::Dropped { .. } => None,
+        }
+    }
+}
+
+/// One encoder layer, shaped as its [`LayerShape`] says.
+#[derive(Debug, Clone)]
+struct Layer<B: Backend> {
+    shape: LayerShape,
+    attention: Sublayer<Attention<B>, B>,
+    attn_norm: LayerNorm<B>,
+    ffn: Sublayer<Ffn<B>, B>,
     out_norm: LayerNorm<B>,
+}
+
+impl<B: Backend> Layer<B> {
+    fn linears(&self) -> impl Iterator<Item = &Linear<B>> {
+        let a = self
+            .attention
+            .kept()
+            .into_iter()
+            .flat_map(|a| [&a.query, &a.key, &a.value, &a.attn_out]);
+        a.chain(self.ffn.kept().into_iter().flat_map(|f| [&f.up, &f.down]))
+    }
+
+    fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear<B>> {
+        let a = self
+            .attention
+            .kept_mut()
+            .into_iter()
+            .flat_map(|a| [&mut a.query, &mut a.key, &mut a.value, &mut a.attn_out]);
+        a.chain(
+            self.ffn
+                .kept_mut()
+                .into_iter()
+                .flat_map(|f| [&mut f.up, &mut f.down]),
+        )
+    }
+}
+
+/// One encoder layer's activations on a batch (see [`Bert::trace`]); the inner ones are `None` for a dropped
+/// sublayer, and `input` is `None` outside a trace.
+#[derive(Debug, Clone)]
+pub struct LayerTrace<B: Backend> {
+    pub input: Option<Tensor<B, 3>>,
+    /// `[batch, seq, heads * vo_head_dim]`: the heads' outputs, head-major, entering `attention.output.dense`.
+    pub context: Option<Tensor<B, 3>>,
+    /// `[batch, seq, intermediate]`: the activation entering `output.dense`.
+    pub activation: Option<Tensor<B, 3>>,
+    pub output: Tensor<B, 3>,
 }
 
 /// What the model does at its activation quantization points.
@@ -177,7 +252,7 @@ impl<B: Backend> Bert<B> {
         grad: &dyn Fn(&str) -> bool,
     ) -> Result<Self> {
         let c = config.bert().clone();
-        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let h = c.hidden_size;
         let table = |name: &str, rows: usize| -> Result<Tensor<B, 2>> {
             let v = store.get_f32(name, &[rows, h])?;
             Ok(param(
@@ -199,11 +274,19 @@ impl<B: Backend> Bert<B> {
             device,
             grad,
         )?;
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
-        for l in 0..c.num_hidden_layers {
+        let mut layers = Vec::with_capacity(c.layers.len());
+        for (l, shape) in c.layers.iter().enumerate() {
             let p = format!("encoder.layer.{l}");
             let lin = |m: &str, o: usize, i: usize| {
                 Linear::load(store, &format!("{p}.{m}"), o, i, device, grad)
+            };
+            let bias = |m: &str| -> Result<Tensor<B, 1>> {
+                let name = format!("{p}.{m}.bias");
+                let b = store.get_f32(&name, &[h])?;
+                Ok(param(
+                    Tensor::from_data(TensorData::new(b, [h]), device),
+                    grad(&name),
+                ))
             };
             let norm = |m: &str| {
                 LayerNorm::load(
@@ -215,14 +298,34 @@ impl<B: Backend> Bert<B> {
                     grad,
                 )
             };
+            let (qk, vo, i) = (shape.qk_width(), shape.vo_width(), shape.intermediate_size);
+            let attention = if shape.has_attention() {
+                Sublayer::Kept(Attention {
+                    query: lin("attention.self.query", qk, h)?,
+                    key: lin("attention.self.key", qk, h)?,
+                    value: lin("attention.self.value", vo, h)?,
+                    attn_out: lin("attention.output.dense", h, vo)?,
+                })
+            } else {
+                Sublayer::Dropped {
+                    bias: bias("attention.output.dense")?,
+                }
+            };
+            let ffn = if shape.has_ffn() {
+                Sublayer::Kept(Ffn {
+                    up: lin("intermediate.dense", i, h)?,
+                    down: lin("output.dense", h, i)?,
+                })
+            } else {
+                Sublayer::Dropped {
+                    bias: bias("output.dense")?,
+                }
+            };
             layers.push(Layer {
-                query: lin("attention.self.query", h, h)?,
-                key: lin("attention.self.key", h, h)?,
-                value: lin("attention.self.value", h, h)?,
-                attn_out: lin("attention.output.dense", h, h)?,
+                shape: shape.clone(),
+                attention,
                 attn_norm: norm("attention.output.LayerNorm")?,
-                up: lin("intermediate.dense", i, h)?,
-                down: lin("output.dense", h, i)?,
+                ffn,
                 out_norm: norm("output.LayerNorm")?,
             });
         }
@@ -260,8 +363,7 @@ impl<B: Backend> Bert<B> {
 
     /// Every activation quantization point of this model with the number of scales it takes for `block_size`.
     pub fn activation_points(&self, block_size: usize) -> Vec<(String, usize)> {
-        let c = &self.config;
-        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let h = self.config.hidden_size;
         let blocks = |n: usize| n.div_ceil(block_size.max(1));
         let mut out = vec![
             (Site::EmbNormIn.name(None), blocks(h)),
@@ -269,11 +371,18 @@ impl<B: Backend> Bert<B> {
         ];
         let in_layers =
             |s: &&Site| !matches!(s, Site::EmbNormIn | Site::EmbNormOut | Site::PoolerOut);
-        for l in 0..c.num_hidden_layers {
+        for (l, layer) in self.layers.iter().enumerate() {
+            let s = &layer.shape;
             for &site in Site::ALL.iter().filter(in_layers) {
                 let n = match site {
-                    Site::Scores | Site::Probs => 1,
-                    Site::GeluIn | Site::GeluOut => blocks(i),
+                    Site::Q | Site::K if s.has_attention() => blocks(s.qk_width()),
+                    Site::V | Site::Context if s.has_attention() => blocks(s.vo_width()),
+                    Site::Scores | Site::Probs if s.has_attention() => 1,
+                    Site::Q | Site::K | Site::V | Site::Context | Site::Scores | Site::Probs => {
+                        continue
+                    }
+                    Site::GeluIn | Site::GeluOut if s.has_ffn() => blocks(s.intermediate_size),
+                    Site::GeluIn | Site::GeluOut => continue,
                     _ => blocks(h),
                 };
                 out.push((site.name(Some(l)), n));
@@ -356,7 +465,7 @@ impl<B: Backend> Bert<B> {
     pub fn linear(&self, name: &str) -> Option<&Linear<B>> {
         self.layers
             .iter()
-            .flat_map(|l| [&l.query, &l.key, &l.value, &l.attn_out, &l.up, &l.down])
+            .flat_map(Layer::linears)
             .chain(self.pooler.iter())
             .chain(self.classifier.iter())
             .find(|lin| lin.name == name)
@@ -367,16 +476,7 @@ impl<B: Backend> Bert<B> {
     pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear<B>> {
         self.layers
             .iter_mut()
-            .flat_map(|l| {
-                [
-                    &mut l.query,
-                    &mut l.key,
-                    &mut l.value,
-                    &mut l.attn_out,
-                    &mut l.up,
-                    &mut l.down,
-                ]
-            })
+            .flat_map(Layer::linears_mut)
             .chain(self.pooler.iter_mut())
             .chain(self.classifier.iter_mut())
             .find(|lin| lin.name == name)
@@ -528,32 +628,90 @@ impl<B: Backend> Bert<B> {
         additive: &Tensor<B, 4>,
         batch: &EncodedBatch,
     ) -> Tensor<B, 3> {
+        self.layer_traced(l, x, additive, batch, false).output
+    }
+
+    /// Per encoder layer, what structured pruning measures: the layer's input and output, the attention context
+    /// entering the output projection and the FFN activation entering the down projection.
+    pub fn trace(&self, batch: &EncodedBatch) -> Result<Vec<LayerTrace<B>>> {
+        let mut x = self.embeddings(batch)?;
+        let additive = self.additive_mask(batch);
+        let mut out = Vec::with_capacity(self.layers.len());
+        for l in 0..self.layers.len() {
+            let t = self.layer_traced(l, x, &additive, batch, true);
+            x = t.output.clone();
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    /// Encoder layer `l` on `x`, keeping its inner activations when `keep` is set.
+    fn layer_traced(
+        &self,
+        l: usize,
+        x: Tensor<B, 3>,
+        additive: &Tensor<B, 4>,
+        batch: &EncodedBatch,
+        keep: bool,
+    ) -> LayerTrace<B> {
+        let input = if keep { Some(x.clone()) } else { None };
+        let mut context = None;
+        let mut activation_in = None;
         let c = &self.config;
-        let (b, t, h) = (batch.batch_size, batch.seq_len, c.hidden_size);
-        let (nh, hd) = (c.num_attention_heads, c.head_dim());
-        let scale = 1.0 / (hd as f64).sqrt();
+        let (b, t) = (batch.batch_size, batch.seq_len);
+        // The original head width sets the score scale, whatever width a pruned or factorized head keeps.
+        let scale = 1.0 / (c.head_dim() as f64).sqrt();
         let layer = &self.layers[l];
+        let s = &layer.shape;
+        let (nh, qk_d, vo_d) = (s.heads.len(), s.qk_head_dim, s.vo_head_dim);
         let l = Some(l);
-        let split = |y: Tensor<B, 3>| y.reshape([b, t, nh, hd]).swap_dims(1, 2);
-        // Scaling q (b*t*h values) instead of the scores (b*nh*t*t) is the same product, cheaper.
-        let q = split(self.aq(Site::Q, l, layer.query.forward(x.clone()) * scale));
-        let k = split(self.aq(Site::K, l, layer.key.forward(x.clone())));
-        let v = split(self.aq(Site::V, l, layer.value.forward(x.clone())));
-        // Scores are quantized before the mask is added, so padding stays masked.
-        let scores = self.aq(Site::Scores, l, q.matmul(k.swap_dims(2, 3))) + additive.clone();
-        let probs = self.aq(Site::Probs, l, softmax(scores, 3));
-        let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
-        let ctx = self.aq(Site::Context, l, ctx);
-        let a = self.aq(Site::AttnNormIn, l, layer.attn_out.forward(ctx) + x);
+        let attended = match &layer.attention {
+            Sublayer::Kept(att) => {
+                let split = |y: Tensor<B, 3>, d: usize| y.reshape([b, t, nh, d]).swap_dims(1, 2);
+                // Scaling q (b*t*h values) instead of the scores (b*nh*t*t) is the same product, cheaper.
+                let q = split(
+                    self.aq(Site::Q, l, att.query.forward(x.clone()) * scale),
+                    qk_d,
+                );
+                let k = split(self.aq(Site::K, l, att.key.forward(x.clone())), qk_d);
+                let v = split(self.aq(Site::V, l, att.value.forward(x.clone())), vo_d);
+                // Scores are quantized before the mask is added, so padding stays masked.
+                let scores =
+                    self.aq(Site::Scores, l, q.matmul(k.swap_dims(2, 3))) + additive.clone();
+                let probs = self.aq(Site::Probs, l, softmax(scores, 3));
+                let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, nh * vo_d]);
+                let ctx = self.aq(Site::Context, l, ctx);
+                if keep {
+                    context = Some(ctx.clone());
+                }
+                att.attn_out.forward(ctx) + x
+            }
+            Sublayer::Dropped { bias } => x + bias.clone().unsqueeze::<3>(),
+        };
+        let a = self.aq(Site::AttnNormIn, l, attended);
         let a = self.aq(Site::AttnNormOut, l, layer.attn_norm.forward(a));
-        let up = self.aq(Site::GeluIn, l, layer.up.forward(a.clone()));
-        let up = self.aq(
-            Site::GeluOut,
-            l,
-            activation(up, c.hidden_act, self.exact_second_order),
-        );
-        let y = self.aq(Site::FfnNormIn, l, layer.down.forward(up) + a);
-        self.aq(Site::FfnNormOut, l, layer.out_norm.forward(y))
+        let y = match &layer.ffn {
+            Sublayer::Kept(ffn) => {
+                let up = self.aq(Site::GeluIn, l, ffn.up.forward(a.clone()));
+                let up = self.aq(
+                    Site::GeluOut,
+                    l,
+                    activation(up, c.hidden_act, self.exact_second_order),
+                );
+                if keep {
+                    activation_in = Some(up.clone());
+                }
+                ffn.down.forward(up) + a
+            }
+            Sublayer::Dropped { bias } => a + bias.clone().unsqueeze::<3>(),
+        };
+        let y = self.aq(Site::FfnNormIn, l, y);
+        LayerTrace {
+            input,
+            context,
+            activation: activation_in,
+            output: self.aq(Site::FfnNormOut, l, layer.out_norm.forward(y)),
+        }
     }
 
     /// The sentence embedding the checkpoint declares (mean / CLS / max pooling, optional L2 normalisation).

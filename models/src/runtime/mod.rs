@@ -8,7 +8,7 @@
 
 mod bert;
 
-pub use bert::{ActMode, Bert, LayerNorm, Linear};
+pub use bert::{ActMode, Bert, LayerNorm, LayerTrace, Linear};
 
 /// The CPU backend (pure Rust, multi-threaded).
 pub type Cpu = burn::backend::Flex;

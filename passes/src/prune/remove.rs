@@ -1,0 +1,250 @@
+//! Physical removal: the plan of a decision (tensors reshaped, removed and renamed, the new layer shapes) and its
+//! application to the store (rows and columns sliced in the tensors' own dtype, dropped layers renumbered).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use compressor_models::arch::LayerShape;
+use compressor_models::{HostTensor, TensorSpec, TensorStore};
+
+use super::{arch_change, Decision};
+use crate::error::Result;
+use crate::pass::{PassContext, PassPlan, PlanContext, PlannedChange};
+
+fn layer_prefix(l: usize) -> String {
+    format!("encoder.layer.{l}.")
+}
+
+/// Whether the decision keeps everything (then the pass changes nothing at all).
+fn keeps_everything(layers: &[LayerShape], d: &Decision) -> bool {
+    d.dropped_layers.is_empty()
+        && d.layers.iter().all(|k| {
+            k.heads.len() == layers[k.layer].heads.len()
+                && k.neurons.len() == layers[k.layer].intermediate_size
+        })
+}
+
+/// The plan of `decision`: every tensor of a kept layer that changes shape, disappears (a dropped sublayer) or is
+/// renumbered, every tensor of a dropped layer, and the new layer shapes.
+pub fn plan(ctx: &PlanContext, decision: &Decision) -> Result<PassPlan> {
+    let layers = &ctx.config.bert().layers;
+    let mut plan = PassPlan::default();
+    if keeps_everything(layers, decision) {
+        plan.notes
+            .push("the target removes nothing: the model is unchanged".into());
+        return Ok(plan);
+    }
+    let change = arch_change(layers, decision);
+    let mut after = ctx.config.clone();
+    change.apply(&mut after)?;
+    let specs: BTreeMap<String, TensorSpec> = after
+        .expected_tensors()
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    for &l in &decision.dropped_layers {
+        plan.removed.extend(
+            ctx.info
+                .tensors
+                .iter()
+                .filter(|t| t.layer == Some(l))
+                .map(|t| t.name.clone()),
+        );
+    }
+    for (i, keep) in decision.layers.iter().enumerate() {
+        let (from, to) = (layer_prefix(keep.layer), layer_prefix(i));
+        for t in ctx
+            .info
+            .tensors
+            .iter()
+            .filter(|t| t.layer == Some(keep.layer))
+        {
+            let suffix = t.name.strip_prefix(&from).unwrap_or(&t.name);
+            let new_name = format!("{to}{suffix}");
+            let Some(spec) = specs.get(&new_name) else {
+                plan.removed.push(t.name.clone());
+                continue;
+            };
+            if spec.shape != t.shape {
+                let numel: usize = spec.shape.iter().product();
+                plan.changes.push(PlannedChange {
+                    name: t.name.clone(),
+                    dtype_before: t.dtype,
+                    dtype_after: t.dtype,
+                    shape_before: t.shape.clone(),
+                    shape_after: spec.shape.clone(),
+                    bytes_before: t.bytes(),
+                    bytes_after: numel * t.dtype.size(),
+                    encoding_after: None,
+                });
+            }
+            if i != keep.layer {
+                plan.renamed.push((t.name.clone(), new_name));
+            }
+        }
+    }
+    let removed_bytes: usize = plan
+        .removed
+        .iter()
+        .filter_map(|n| ctx.info.get(n))
+        .map(|t| t.bytes())
+        .sum();
+    let before = ctx.config.bert().encoder_parameters();
+    let after_params = after.bert().encoder_parameters();
+    plan.notes.push(format!(
+        "removes {:.1}% of the encoder's parameters ({before} -> {after_params}): {} layer(s) dropped, {} head(s) and {} FFN neuron(s) removed; {} tensor(s) removed ({removed_bytes} bytes)",
+        100.0 * (1.0 - after_params as f64 / before.max(1) as f64),
+        decision.dropped_layers.len(),
+        decision
+            .layers
+            .iter()
+            .map(|k| layers[k.layer].heads.len() - k.heads.len())
+            .sum::<usize>(),
+        decision
+            .layers
+            .iter()
+            .map(|k| layers[k.layer].intermediate_size - k.neurons.len())
+            .sum::<usize>(),
+        plan.removed.len(),
+    ));
+    plan.arch.push(change);
+    Ok(plan)
+}
+
+/// Ranges of `width`-wide blocks at the positions `keep`.
+fn blocks(keep: &[usize], width: usize) -> Vec<Range<usize>> {
+    keep.iter().map(|&p| p * width..(p + 1) * width).collect()
+}
+
+/// Keep rows `ranges` of `name` (`[rows, cols]`, or a vector), in its dtype.
+fn keep_rows(store: &mut TensorStore, name: &str, ranges: &[Range<usize>]) -> Result<()> {
+    let t = store.get(name)?;
+    let cols: usize = t.shape.iter().skip(1).product();
+    let v = t.to_f32(name)?;
+    let mut out = Vec::new();
+    for r in ranges {
+        out.extend_from_slice(&v[r.start * cols..r.end * cols]);
+    }
+    let mut shape = t.shape.clone();
+    shape[0] = ranges.iter().map(|r| r.len()).sum();
+    store.set(name, HostTensor::from_f32(shape, &out, t.dtype)?);
+    Ok(())
+}
+
+/// Keep columns `ranges` of the matrix `name`, in its dtype.
+fn keep_cols(store: &mut TensorStore, name: &str, ranges: &[Range<usize>]) -> Result<()> {
+    let t = store.get(name)?;
+    let cols = t.shape.get(1).copied().unwrap_or(1);
+    let v = t.to_f32(name)?;
+    let mut out = Vec::new();
+    for row in v.chunks(cols.max(1)) {
+        for r in ranges {
+            out.extend_from_slice(&row[r.clone()]);
+        }
+    }
+    let kept: usize = ranges.iter().map(|r| r.len()).sum();
+    store.set(
+        name,
+        HostTensor::from_f32(vec![t.shape[0], kept], &out, t.dtype)?,
+    );
+    Ok(())
+}
+
+/// Apply `decision` to the store: slice what shrinks, remove what goes, renumber kept layers. Returns the changed
+/// and renamed tensors' names after the pass, sorted.
+pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> {
+    let layers = ctx.config.bert().layers.clone();
+    if keeps_everything(&layers, decision) {
+        return Ok(Vec::new());
+    }
+    let store = &mut *ctx.store;
+    for &l in &decision.dropped_layers {
+        let names: Vec<String> = store
+            .names()
+            .filter(|n| n.starts_with(&layer_prefix(l)))
+            .map(str::to_string)
+            .collect();
+        for n in names {
+            store.remove(&n);
+        }
+    }
+    let mut changed = Vec::new();
+    for (i, keep) in decision.layers.iter().enumerate() {
+        let s = &layers[keep.layer];
+        let p = layer_prefix(keep.layer);
+        let name = |m: &str| format!("{p}{m}");
+        let mut touched = Vec::new();
+        if keep.heads.len() != s.heads.len() {
+            let attn = [
+                "attention.self.query.weight",
+                "attention.self.query.bias",
+                "attention.self.key.weight",
+                "attention.self.key.bias",
+                "attention.self.value.weight",
+                "attention.self.value.bias",
+                "attention.output.dense.weight",
+            ];
+            if keep.heads.is_empty() {
+                for m in attn {
+                    store.remove(&name(m));
+                }
+            } else {
+                let qk = blocks(&keep.heads, s.qk_head_dim);
+                let vo = blocks(&keep.heads, s.vo_head_dim);
+                for m in &attn[..4] {
+                    keep_rows(store, &name(m), &qk)?;
+                }
+                for m in &attn[4..6] {
+                    keep_rows(store, &name(m), &vo)?;
+                }
+                keep_cols(store, &name(attn[6]), &vo)?;
+                touched.extend(attn.iter().map(|m| m.to_string()));
+            }
+        }
+        if keep.neurons.len() != s.intermediate_size {
+            let ffn = [
+                "intermediate.dense.weight",
+                "intermediate.dense.bias",
+                "output.dense.weight",
+            ];
+            if keep.neurons.is_empty() {
+                for m in ffn {
+                    store.remove(&name(m));
+                }
+            } else {
+                let rows = blocks(&keep.neurons, 1);
+                keep_rows(store, &name(ffn[0]), &rows)?;
+                keep_rows(store, &name(ffn[1]), &rows)?;
+                keep_cols(store, &name(ffn[2]), &rows)?;
+                touched.extend(ffn.iter().map(|m| m.to_string()));
+            }
+        }
+        let suffixes: Vec<String> = store
+            .names()
+            .filter_map(|n| n.strip_prefix(&p).map(str::to_string))
+            .collect();
+        for suffix in suffixes {
+            let to = format!("{}{suffix}", layer_prefix(i));
+            if i != keep.layer {
+                if let Some(t) = store.remove(&name(&suffix)) {
+                    store.set(&to, t);
+                }
+                changed.push(to);
+            } else if touched.contains(&suffix) {
+                changed.push(to);
+            }
+        }
+    }
+    changed.sort();
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_cover_the_kept_positions() {
+        assert_eq!(blocks(&[0, 2], 3), vec![0..3, 6..9]);
+    }
+}
