@@ -1,5 +1,6 @@
 //! `compressor export DIR --format dense`: a plain Hugging Face checkpoint that every runtime loads. Quantized
-//! weights are decoded to f32 (exactly the values our runtime computes with), `quantization_config` is dropped, and
+//! weights are decoded to f32 (exactly the values our runtime computes with), per-layer shapes (pruned heads and
+//! neurons) are zero-padded back to the uniform BERT shapes, `quantization_config` is dropped, and
 //! settings no standard format expresses (static activation scales) are left out, with a warning.
 
 use std::path::Path;
@@ -52,8 +53,17 @@ pub fn export(
     } = ckpt;
     let input = artifact::input_record(dir, &config, &store, parameters, progress)?;
     let decoded = store.dequantize_all()?;
+    // Per-layer shapes (pruned heads and neurons) come back as zeros, so the result is a plain BERT.
+    let per_layer = !config.bert().is_uniform();
+    let config = compressor_models::densify::densify(&config, &mut store)
+        .with_context(|| format!("cannot re-densify `{}`", dir.display()))?;
     let mut files = SideFiles::new(dir);
     let mut warnings = Vec::new();
+    if per_layer {
+        warnings.push(
+            "per-layer shapes re-densified: removed heads and FFN neurons are stored as zeros (outputs unchanged, no speed-up; size as the unpruned layers)".to_string(),
+        );
+    }
     if activations.is_some() {
         files.remove(act::FILE);
         warnings.push(format!(

@@ -11,6 +11,7 @@
 pub mod arch;
 pub mod batch;
 pub mod checkpoint;
+pub mod densify;
 pub mod error;
 pub mod names;
 pub mod quant;

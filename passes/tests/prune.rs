@@ -1,0 +1,392 @@
+//! `prune` on the tiny BERT fixture (hidden 32, 4 heads of 8, FFN 64, 2 layers): pruning nothing changes nothing,
+//! removing units whose weights are zero is exact, the per-layer shapes survive config.json, the zero-padded dense
+//! form computes the same outputs, layers can be dropped, and impossible targets are plan errors naming the key.
+
+mod common;
+
+use std::path::Path;
+
+use common::fixture;
+use compressor_models::arch::LayerShape;
+use compressor_models::runtime::{Bert, Cpu};
+use compressor_models::{Checkpoint, EncodedBatch, HostTensor, ModelConfig, TensorStore};
+use compressor_passes::{
+    CalibrationSpec, ModelInfo, NoProgress, PassContext, PassPlan, PassReport, PassSpec,
+    PlanContext, SideFiles,
+};
+use serde_json::{json, Value};
+
+fn batch() -> EncodedBatch {
+    let rows: Vec<(Vec<i64>, Vec<i64>)> = [
+        vec![2, 17, 40, 33, 9, 3],
+        vec![2, 50, 61, 3],
+        vec![2, 8, 8, 90, 101, 77, 12, 3],
+    ]
+    .into_iter()
+    .map(|ids| {
+        let types = vec![0; ids.len()];
+        (ids, types)
+    })
+    .collect();
+    EncodedBatch::from_rows(&rows, 0)
+}
+
+fn embed(dir: &Path, config: &ModelConfig, store: &TensorStore) -> Vec<Vec<f32>> {
+    let pooling = compressor_models::Pooling::load(dir).expect("pooling");
+    let model = Bert::<Cpu>::load(store, config, pooling, &Default::default()).expect("loads");
+    model.embed(&batch()).expect("embeds")
+}
+
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn calibration(dir: &Path) -> CalibrationSpec {
+    let data = dir.join("calib.jsonl");
+    let texts = [
+        "the cat sat on the mat",
+        "a good movie",
+        "i hate this film",
+        "the dog and the cat",
+        "a great film, very good",
+        "it was not very good",
+    ];
+    let lines: String = texts
+        .iter()
+        .map(|t| format!("{}\n", json!({ "text": t })))
+        .collect();
+    std::fs::write(&data, lines).expect("write");
+    CalibrationSpec {
+        data,
+        field: "text".into(),
+        samples: 6,
+        max_length: 16,
+        seed: 0,
+    }
+}
+
+/// Plan and run one `prune` pass on `config` / `store` (the checkpoint of `dir`, possibly edited).
+fn prune(
+    dir: &Path,
+    mut config: ModelConfig,
+    mut store: TensorStore,
+    settings: Value,
+    calibration: Option<&CalibrationSpec>,
+) -> compressor_passes::Result<(ModelConfig, TensorStore, PassPlan, PassReport)> {
+    let spec = PassSpec::from_config("prune", settings)
+        .expect("valid settings")
+        .expect("known kind");
+    let pass = spec.build();
+    let info = ModelInfo::from_store(&config, &store);
+    let plan = pass.plan(&PlanContext {
+        config: &config,
+        info: &info,
+        store: &store,
+        model_dir: dir,
+        calibration,
+    })?;
+    let mut files = SideFiles::new(dir);
+    let report = pass.run(&mut PassContext {
+        config: &mut config,
+        store: &mut store,
+        files: &mut files,
+        calibration,
+        plan: &plan,
+        progress: &NoProgress,
+        seed: 0,
+    })?;
+    store.check(&config)?;
+    Ok((config, store, plan, report))
+}
+
+fn open(dir: &Path) -> (ModelConfig, TensorStore) {
+    let c = Checkpoint::open(dir).expect("opens");
+    (c.config, c.store)
+}
+
+/// Set rows `rows` (and, for `cols`, columns) of a tensor to zero.
+fn zero(
+    store: &mut TensorStore,
+    name: &str,
+    rows: Option<std::ops::Range<usize>>,
+    cols: Option<std::ops::Range<usize>>,
+) {
+    let t = store.get(name).expect("tensor");
+    let mut v = t.to_f32(name).expect("f32");
+    let width: usize = t.shape.iter().skip(1).product();
+    for (i, x) in v.iter_mut().enumerate() {
+        let (r, c) = (i / width.max(1), i % width.max(1));
+        if rows.as_ref().is_some_and(|rr| rr.contains(&r))
+            || cols.as_ref().is_some_and(|cc| cc.contains(&c))
+        {
+            *x = 0.0;
+        }
+    }
+    store.set(
+        name,
+        HostTensor::from_f32(t.shape.clone(), &v, t.dtype).expect("tensor"),
+    );
+}
+
+#[test]
+fn pruning_nothing_changes_nothing() {
+    let dir = fixture("tiny-bert");
+    let (config, store) = open(&dir);
+    let before: Vec<(String, HostTensor)> = store
+        .names()
+        .map(|n| (n.to_string(), store.get(n).expect("tensor")))
+        .collect();
+    let (after_config, after, plan, report) =
+        prune(&dir, config.clone(), store, json!({ "target": 0.0 }), None).expect("prunes");
+    assert!(plan.changes.is_empty() && plan.arch.is_empty() && plan.removed.is_empty());
+    assert!(report.changed.is_empty());
+    assert_eq!(after_config.raw, config.raw);
+    for (name, t) in before {
+        assert_eq!(after.get(&name).expect("kept").bytes(), t.bytes(), "{name}");
+    }
+}
+
+#[test]
+fn removing_zeroed_heads_and_neurons_is_exact() {
+    let dir = fixture("tiny-bert");
+    let (config, store) = zeroed(&dir);
+    let reference = embed(&dir, &config, &store);
+    let encoder = config.bert().encoder_parameters() as f64;
+    let head = (2 * (32 * 8 + 8) + (32 * 8 + 8) + 8 * 32) as f64;
+    let neuron = (2 * 32 + 1) as f64;
+    let l0 = "encoder.layer.0";
+
+    let (c, s, plan, report) = prune(
+        &dir,
+        config.clone(),
+        store,
+        json!({ "target": head / encoder, "structures": ["heads"], "allocation": "per-layer" }),
+        None,
+    )
+    .expect("prunes heads");
+    assert_eq!(c.bert().layers[0].heads, vec![0, 2, 3]);
+    assert_eq!(c.bert().layers[1].heads, vec![0, 1, 2, 3]);
+    assert_eq!(
+        s.info(&format!("{l0}.attention.self.query.weight"))
+            .map(|i| i.1),
+        Some(vec![24, 32])
+    );
+    assert!(max_diff(&embed(&dir, &c, &s), &reference) <= 1e-5);
+    assert_eq!(report.decisions["layers"][0]["heads_removed"], json!([1]));
+    // The plan's bytes are the store's bytes.
+    let (_, original) = zeroed(&dir);
+    let mut predicted = ModelInfo::from_store(&config, &original);
+    predicted.apply(&plan, &c);
+    assert_eq!(predicted.total_bytes(), s.total_bytes());
+
+    let (c, s, _, _) = prune(
+        &dir,
+        config.clone(),
+        original,
+        json!({ "target": 2.0 * neuron / encoder, "structures": ["neurons"], "allocation": "per-layer" }),
+        None,
+    )
+    .expect("prunes neurons");
+    assert_eq!(c.bert().layers[1].intermediate_size, 62);
+    assert_eq!(c.bert().layers[0].intermediate_size, 64);
+    assert!(max_diff(&embed(&dir, &c, &s), &reference) <= 1e-5);
+}
+
+/// The fixture with head 1 of layer 0 and neurons 3..5 of layer 1 contributing nothing (all their weights zero).
+fn zeroed(dir: &Path) -> (ModelConfig, TensorStore) {
+    let (config, mut store) = open(dir);
+    // Head 1 of layer 0 and neurons 3..5 of layer 1 contribute nothing: zero all their weights.
+    let l0 = "encoder.layer.0";
+    for m in ["query", "key", "value"] {
+        zero(
+            &mut store,
+            &format!("{l0}.attention.self.{m}.weight"),
+            Some(8..16),
+            None,
+        );
+        zero(
+            &mut store,
+            &format!("{l0}.attention.self.{m}.bias"),
+            Some(8..16),
+            None,
+        );
+    }
+    zero(
+        &mut store,
+        &format!("{l0}.attention.output.dense.weight"),
+        None,
+        Some(8..16),
+    );
+    let l1 = "encoder.layer.1";
+    zero(
+        &mut store,
+        &format!("{l1}.intermediate.dense.weight"),
+        Some(3..5),
+        None,
+    );
+    zero(
+        &mut store,
+        &format!("{l1}.intermediate.dense.bias"),
+        Some(3..5),
+        None,
+    );
+    zero(
+        &mut store,
+        &format!("{l1}.output.dense.weight"),
+        None,
+        Some(3..5),
+    );
+    (config, store)
+}
+
+#[test]
+fn per_layer_shapes_round_trip_through_config_json_and_densify_exactly() {
+    let dir = fixture("tiny-bert");
+    let (config, store) = open(&dir);
+    let (c, mut s, _, _) = prune(
+        &dir,
+        config,
+        store,
+        json!({ "target": 0.4, "allocation": "per-layer" }),
+        None,
+    )
+    .expect("prunes");
+    let layers = c.bert().layers.clone();
+    assert!(!c.bert().is_uniform());
+    assert_eq!(c.raw["compressor"]["version"], json!(1));
+    // config.json as written reads back to the same per-layer shapes.
+    let text = serde_json::to_string_pretty(&Value::Object(c.raw.clone())).expect("json");
+    let reread = ModelConfig::parse(Path::new("config.json"), &text).expect("parses");
+    assert_eq!(reread.bert().layers, layers);
+    assert!(s.validate(&reread).is_ok());
+    let pruned = embed(&dir, &c, &s);
+    // Zero-padded back to the uniform shapes: a plain config, same outputs.
+    let dense = compressor_models::densify::densify(&c, &mut s).expect("densifies");
+    assert!(dense.bert().is_uniform());
+    assert!(dense.raw.get("compressor").is_none());
+    assert_eq!(dense.bert().intermediate_size, 64);
+    s.check(&dense).expect("dense shapes");
+    assert!(max_diff(&embed(&dir, &dense, &s), &pruned) <= 1e-5);
+}
+
+#[test]
+fn an_extension_that_disagrees_with_the_tensors_names_the_tensor() {
+    let dir = fixture("tiny-bert");
+    let (config, store) = open(&dir);
+    let mut raw = config.raw.clone();
+    let shape = |heads: Vec<usize>, i: usize, source: usize| LayerShape {
+        heads,
+        qk_head_dim: 8,
+        vo_head_dim: 8,
+        intermediate_size: i,
+        source,
+    };
+    raw.insert(
+        "compressor".into(),
+        json!({ "version": 1, "layers": [shape(vec![0, 1], 64, 0), shape(vec![0, 1, 2, 3], 64, 1)] }),
+    );
+    let text = Value::Object(raw.clone()).to_string();
+    let bad = ModelConfig::parse(Path::new("config.json"), &text).expect("parses");
+    let err = store.check(&bad).expect_err("shapes disagree").to_string();
+    assert!(
+        err.contains("tensor `encoder.layer.0.attention.self.query.weight` has shape [32, 32], the config implies [16, 32]"),
+        "{err}"
+    );
+    raw.insert(
+        "compressor".into(),
+        json!({ "version": 1, "layers": [shape(vec![0, 4], 64, 0), shape(vec![0], 64, 1)] }),
+    );
+    let err = ModelConfig::parse(Path::new("config.json"), &Value::Object(raw).to_string())
+        .expect_err("head 4 does not exist")
+        .to_string();
+    assert_eq!(
+        err,
+        "`config.json`: key `compressor.layers[0].heads` names head 4, but the layer has heads 0..4"
+    );
+}
+
+#[test]
+fn impossible_targets_are_plan_errors_with_the_achievable_range() {
+    let dir = fixture("tiny-bert");
+    let (config, store) = open(&dir);
+    let err = prune(
+        &dir,
+        config.clone(),
+        store,
+        json!({ "target": 0.9, "structures": ["heads"] }),
+        None,
+    )
+    .err()
+    .expect("too much")
+    .to_string();
+    assert!(err.starts_with("`target`: asks to remove"), "{err}");
+    assert!(
+        err.contains("the achievable range of `target` is 0 to 0.3"),
+        "{err}"
+    );
+    let err = prune(
+        &dir,
+        config.clone(),
+        open(&dir).1,
+        json!({ "target": 1.5 }),
+        None,
+    )
+    .err()
+    .expect("not a fraction")
+    .to_string();
+    assert_eq!(err, "`target`: is 1.5, expected a fraction in [0, 1)");
+    let err = prune(
+        &dir,
+        config,
+        open(&dir).1,
+        json!({ "drop-layers": 1 }),
+        None,
+    )
+    .err()
+    .expect("needs data")
+    .to_string();
+    assert!(
+        err.starts_with("`drop-layers` needs calibration data"),
+        "{err}"
+    );
+}
+
+#[test]
+fn activation_importance_and_layer_dropping_use_the_calibration_data() {
+    let dir = fixture("tiny-bert");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let spec = calibration(tmp.path());
+    let (config, store) = open(&dir);
+    let (c, s, plan, report) = prune(
+        &dir,
+        config.clone(),
+        store,
+        json!({ "drop-layers": 1, "target": 0.6, "importance": "activation" }),
+        Some(&spec),
+    )
+    .expect("prunes");
+    assert_eq!(c.bert().num_hidden_layers, 1);
+    assert_eq!(c.bert().layers.len(), 1);
+    let dropped = report.decisions["dropped_layers"][0].as_u64().expect("one") as usize;
+    assert_eq!(c.bert().layers[0].source, 1 - dropped);
+    assert!(s.contains("encoder.layer.0.output.LayerNorm.weight"));
+    assert!(!s.contains("encoder.layer.1.output.LayerNorm.weight"));
+    assert!(!plan.removed.is_empty());
+    let removed =
+        1.0 - c.bert().encoder_parameters() as f64 / config.bert().encoder_parameters() as f64;
+    assert!((removed - 0.6).abs() < 0.02, "{removed}");
+    // Same inputs, same decision.
+    let (c2, _, _, _) = prune(
+        &dir,
+        config,
+        open(&dir).1,
+        json!({ "drop-layers": 1, "target": 0.6, "importance": "activation" }),
+        Some(&spec),
+    )
+    .expect("prunes again");
+    assert_eq!(c2.raw, c.raw);
+}
