@@ -320,8 +320,7 @@ fn impossible_targets_are_plan_errors_with_the_achievable_range() {
         json!({ "target": 0.9, "structures": ["heads"] }),
         None,
     )
-    .err()
-    .expect("too much")
+    .expect_err("too much")
     .to_string();
     assert!(err.starts_with("`target`: asks to remove"), "{err}");
     assert!(
@@ -335,8 +334,7 @@ fn impossible_targets_are_plan_errors_with_the_achievable_range() {
         json!({ "target": 1.5 }),
         None,
     )
-    .err()
-    .expect("not a fraction")
+    .expect_err("not a fraction")
     .to_string();
     assert_eq!(err, "`target`: is 1.5, expected a fraction in [0, 1)");
     let err = prune(
@@ -346,8 +344,7 @@ fn impossible_targets_are_plan_errors_with_the_achievable_range() {
         json!({ "drop-layers": 1 }),
         None,
     )
-    .err()
-    .expect("needs data")
+    .expect_err("needs data")
     .to_string();
     assert!(
         err.starts_with("`drop-layers` needs calibration data"),
