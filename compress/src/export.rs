@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use compressor_models::quant::act;
+use compressor_models::remote_code;
 use compressor_models::Checkpoint;
 use compressor_passes::{Progress, SideFiles};
 use serde_json::json;
@@ -16,8 +17,21 @@ use crate::artifact::{self, Manifest};
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
-    /// Dense safetensors with standard names and shapes (quantized weights decoded to f32).
+    /// Dense safetensors with standard names and shapes (quantized weights decoded to f32, per-layer shapes
+    /// zero-padded): loads anywhere.
     Dense,
+    /// Dense safetensors keeping per-layer shapes, plus a PyTorch modeling file (`auto_map`): transformers and
+    /// sentence-transformers load it with `trust_remote_code=True` and run the smaller model.
+    RemoteCode,
+}
+
+impl ExportFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFormat::Dense => "dense",
+            ExportFormat::RemoteCode => "remote-code",
+        }
+    }
 }
 
 /// What an export did.
@@ -53,13 +67,22 @@ pub fn export(
     } = ckpt;
     let input = artifact::input_record(dir, &config, &store, parameters, progress)?;
     let decoded = store.dequantize_all()?;
-    // Per-layer shapes (pruned heads and neurons) come back as zeros, so the result is a plain BERT.
     let per_layer = !config.bert().is_uniform();
-    let config = compressor_models::densify::densify(&config, &mut store)
-        .with_context(|| format!("cannot re-densify `{}`", dir.display()))?;
     let mut files = SideFiles::new(dir);
+    let config = match format {
+        // Per-layer shapes (pruned heads and neurons) come back as zeros, so the result is a plain BERT.
+        ExportFormat::Dense => compressor_models::densify::densify(&config, &mut store)
+            .with_context(|| format!("cannot re-densify `{}`", dir.display()))?,
+        ExportFormat::RemoteCode => {
+            files.set(
+                remote_code::MODELING_FILE,
+                remote_code::MODELING_PY.as_bytes().to_vec(),
+            );
+            remote_code::with_auto_map(&config)?
+        }
+    };
     let mut warnings = Vec::new();
-    if per_layer {
+    if per_layer && format == ExportFormat::Dense {
         warnings.push(
             "per-layer shapes re-densified: removed heads and FFN neurons are stored as zeros (outputs unchanged, no speed-up; size as the unpruned layers)".to_string(),
         );
@@ -80,7 +103,7 @@ pub fn export(
             store: &store,
             files: &files,
             input,
-            pipeline: json!({ "export": { "format": match format { ExportFormat::Dense => "dense" } } }),
+            pipeline: json!({ "export": { "format": format.as_str() } }),
             passes: Vec::new(),
             parameters,
             evaluate: None,

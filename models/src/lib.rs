@@ -15,6 +15,7 @@ pub mod densify;
 pub mod error;
 pub mod names;
 pub mod quant;
+pub mod remote_code;
 pub mod rng;
 pub mod runtime;
 pub mod st;
