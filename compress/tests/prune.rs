@@ -1,0 +1,149 @@
+//! `prune` end to end on the tiny BERT fixture (4 heads of 8, FFN 64, 2 layers, real WordPiece tokenizer): the
+//! plan's byte estimate is the artifact's, runs are byte-identical, both exports compute what the pruned artifact
+//! computes, and an impossible target is a plan error naming the pass and the key.
+
+mod common;
+
+use std::path::Path;
+
+use common::{compressor_in, read_tree, stderr, stdout};
+use serde_json::Value;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+fn workspace(prune: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/tiny-bert");
+    copy_dir(&fixture, &tmp.path().join("model"));
+    std::fs::write(
+        tmp.path().join("pipeline.toml"),
+        format!("[model]\npath = \"model\"\n\n[[pass]]\nkind = \"prune\"\n{prune}\n\n[output]\ndir = \"out\"\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        tmp.path().join("texts.jsonl"),
+        "{\"text\": \"the cat sat on the mat\"}\n{\"text\": \"a good movie\"}\n{\"text\": \"i hate this film, it was not very good\"}\n",
+    )
+    .expect("write");
+    tmp
+}
+
+#[track_caller]
+fn ok(o: &std::process::Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
+    stdout(o)
+}
+
+fn embeddings(dir: &Path, model: &str) -> Vec<Vec<f64>> {
+    ok(&compressor_in(
+        dir,
+        &["embed", model, "--data", "texts.jsonl"],
+    ))
+    .lines()
+    .map(|l| {
+        let v: Value = serde_json::from_str(l).expect("json line");
+        v["embedding"]
+            .as_array()
+            .expect("embedding")
+            .iter()
+            .map(|x| x.as_f64().expect("number"))
+            .collect()
+    })
+    .collect()
+}
+
+#[test]
+fn pruned_artifacts_match_their_plan_and_their_exports() {
+    let tmp = workspace("target = 0.3\nallocation = \"per-layer\"");
+    let dir = tmp.path();
+    let plan: Value = serde_json::from_str(&ok(&compressor_in(
+        dir,
+        &["plan", "pipeline.toml", "--json"],
+    )))
+    .expect("plan json");
+    ok(&compressor_in(dir, &["run", "pipeline.toml"]));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("out/manifest.json")).expect("manifest"))
+            .expect("json");
+    assert_eq!(
+        plan["estimate"]["bytes"],
+        manifest["output"]["tensor_bytes"]
+    );
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("out/config.json")).expect("config"))
+            .expect("json");
+    assert_eq!(config["compressor"]["version"], 1);
+    assert_eq!(
+        config["compressor"]["layers"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    // Same inputs, same bytes.
+    let first = read_tree(&dir.join("out"));
+    ok(&compressor_in(dir, &["run", "pipeline.toml", "--force"]));
+    assert_eq!(read_tree(&dir.join("out")), first);
+
+    ok(&compressor_in(dir, &["export", "out", "--output", "dense"]));
+    ok(&compressor_in(
+        dir,
+        &[
+            "export",
+            "out",
+            "--format",
+            "remote-code",
+            "--output",
+            "remote",
+        ],
+    ));
+    let dense: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("dense/config.json")).expect("config"))
+            .expect("json");
+    assert!(dense.get("compressor").is_none());
+    assert_eq!(dense["intermediate_size"], 64);
+    let remote: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("remote/config.json")).expect("config"))
+            .expect("json");
+    assert_eq!(
+        remote["auto_map"]["AutoModel"],
+        "modeling_compressor_bert.CompressorBertModel"
+    );
+    assert!(dir.join("remote/modeling_compressor_bert.py").is_file());
+    let pruned = embeddings(dir, "out");
+    for other in ["dense", "remote"] {
+        let theirs = embeddings(dir, other);
+        let diff = pruned
+            .iter()
+            .flatten()
+            .zip(theirs.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(diff <= 1e-5, "{other}: {diff}");
+    }
+}
+
+#[test]
+fn an_impossible_target_is_a_plan_error_with_the_range() {
+    let tmp = workspace("target = 0.95");
+    let out = compressor_in(tmp.path(), &["plan", "pipeline.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`pass[0]` (`prune`): `target`: asks to remove"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the achievable range of `target` is 0 to 0.8473"),
+        "{err}"
+    );
+}

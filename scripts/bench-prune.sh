@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The prune figures of docs/passes/prune.md: all-MiniLM-L6-v2 (STS-B test Spearman) and the SST-2 classifier
+# fine-tuned from it (GLUE dev accuracy) with 10 / 25 / 40% of the encoder's parameters removed: heads only, FFN
+# neurons only, and both; uniform vs per-layer allocation; magnitude vs activation importance (256 Wikipedia
+# paragraphs for MiniLM, 256 SST-2 training sentences for the classifier, 128 tokens). Pipelines and artifacts go to
+# out/bench-prune/ (each artifact is removed after its evaluation); one TSV line per run is appended to
+# out/bench-prune/results.tsv. Needs ../shared and scripts/fetch-minilm.sh.
+#   MODELS="minilm sst2" TARGETS="0.1 0.25 0.4" ./scripts/bench-prune.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
+work="$root/out/bench-prune"
+mkdir -p "$work"
+shared="$(cd "$root/../shared" && pwd)"
+results="$work/results.tsv"
+[ -f "$results" ] || printf 'model\ttarget\tstructures\tallocation\timportance\tremoved\tbaseline\tscore\tdelta\tbytes\n' > "$results"
+
+for model in ${MODELS:-minilm sst2}; do
+  case $model in
+    minilm)
+      path="$root/.cache/models/all-MiniLM-L6-v2"
+      calib="data = \"$shared/data/calibration-wiki/en.jsonl\""
+      evals="[[eval]]
+task = \"sts\"
+data = \"$shared/data/sts-b/test.jsonl\"" ;;
+    sst2)
+      path="$shared/models/minilm-l6-sst2"
+      calib="data = \"$shared/data/sst2/train.jsonl\"
+field = \"sentence\""
+      evals="[[eval]]
+task = \"glue\"
+data = \"$shared/data/sst2/dev.jsonl\"
+max-length = 128" ;;
+  esac
+  for target in ${TARGETS:-0.1 0.25 0.4}; do
+    for structures in ${STRUCTURES:-heads neurons heads,neurons}; do
+      for allocation in ${ALLOCATIONS:-uniform per-layer}; do
+        for importance in ${IMPORTANCES:-magnitude activation}; do
+          name="$model-$target-${structures/,/+}-$allocation-$importance"
+          list="[\"${structures/,/\", \"}\"]"
+          cat > "$work/$name.toml" <<TOML
+[model]
+path = "$path"
+
+[calibration]
+$calib
+samples = 256
+max-length = 128
+
+[[pass]]
+kind = "prune"
+target = $target
+structures = $list
+allocation = "$allocation"
+importance = "$importance"
+
+[output]
+dir = "$work/$name"
+
+$evals
+TOML
+          echo "== $name" >&2
+          if ! "$bin" run "$work/$name.toml" --force > "$work/$name.log" 2>&1; then
+            printf '%s\t%s\t%s\t%s\t%s\tERROR\n' "$model" "$target" "$structures" "$allocation" "$importance" >> "$results"
+            tail -3 "$work/$name.log" >&2
+            continue
+          fi
+          python3 - "$work/$name" "$model" "$target" "$structures" "$allocation" "$importance" >> "$results" <<'PY'
+import json, sys
+d, model, target, structures, allocation, importance = sys.argv[1:]
+m = json.load(open(f"{d}/manifest.json"))
+r = json.load(open(f"{d}/report.json"))
+prune = next(p for p in m["passes"] if p["kind"] == "prune")
+removed = prune["metrics"]["encoder_fraction_removed"]
+delta = r["deltas"][0]
+size = r["models"][1]["size_bytes"]
+print("\t".join([model, target, structures, allocation, importance, f"{removed:.4f}",
+                 f"{100 * delta['baseline']:.2f}", f"{100 * delta['compressed']:.2f}", f"{100 * delta['delta']:+.2f}", str(size)]))
+PY
+          tail -1 "$results" >&2
+          rm -rf "$work/$name"
+        done
+      done
+    done
+  done
+done
+column -t -s $'\t' "$results"
