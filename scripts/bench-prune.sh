@@ -5,7 +5,9 @@
 # paragraphs for MiniLM, 256 SST-2 training sentences for the classifier, 128 tokens). Pipelines and artifacts go to
 # out/bench-prune/ (each artifact is removed after its evaluation); one TSV line per run is appended to
 # out/bench-prune/results.tsv. Needs ../shared and scripts/fetch-minilm.sh.
-#   MODELS="minilm sst2" TARGETS="0.1 0.25 0.4" ./scripts/bench-prune.sh
+# Settings already in results.tsv are skipped, so an interrupted sweep resumes.
+#   MODELS="minilm sst2" TARGETS="0.1 0.25 0.4" STRUCTURES="heads neurons heads,neurons" \
+#     ALLOCATIONS="uniform per-layer" IMPORTANCES="magnitude activation" ./scripts/bench-prune.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
@@ -37,6 +39,10 @@ max-length = 128" ;;
       for allocation in ${ALLOCATIONS:-uniform per-layer}; do
         for importance in ${IMPORTANCES:-magnitude activation}; do
           name="$model-$target-${structures/,/+}-$allocation-$importance"
+          key="$(printf '%s\t%s\t%s\t%s\t%s\t' "$model" "$target" "$structures" "$allocation" "$importance")"
+          if grep -qF "$key" "$results" && ! grep -F "$key" "$results" | grep -q ERROR; then
+            continue  # measured already (delete the line or results.tsv to measure again)
+          fi
           list="[\"${structures/,/\", \"}\"]"
           cat > "$work/$name.toml" <<TOML
 [model]

@@ -312,13 +312,7 @@ impl ModelConfig {
                 raw.remove(key);
             }
         }
-        let text =
-            serde_json::to_string(&Value::Object(raw)).map_err(|source| Error::ConfigJson {
-                path: self.path.clone(),
-                source,
-            })?;
-        *self = Self::parse(&self.path, &text)?;
-        Ok(())
+        self.reparse(raw)
     }
 
     /// Give the model the layer shapes `layers`: `num_hidden_layers` follows, and when the shapes are uniform
@@ -346,6 +340,11 @@ impl ModelConfig {
             let ext = serde_json::json!({ "version": 1, "layers": layers });
             raw.insert(EXTENSION_KEY.into(), ext);
         }
+        self.reparse(raw)
+    }
+
+    /// Replace the config by `raw`, parsed again (so every check runs); on error the config is left unchanged.
+    fn reparse(&mut self, raw: Map<String, Value>) -> Result<()> {
         let text =
             serde_json::to_string(&Value::Object(raw)).map_err(|source| Error::ConfigJson {
                 path: self.path.clone(),

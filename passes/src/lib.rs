@@ -12,18 +12,15 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
-pub mod bit_allocation;
 pub mod blockwise_quant;
 pub mod calibration;
 pub mod cast;
 pub mod error;
 pub mod files;
-pub mod hessian;
 pub mod hessian_mp;
 pub mod pass;
 pub mod progress;
 pub mod prune;
-pub mod qat;
 pub mod registry;
 pub mod suggest;
 pub(crate) mod targets;
@@ -32,6 +29,8 @@ pub mod vocab_trim;
 pub use calibration::CalibrationSpec;
 pub use error::{Error, Result};
 pub use files::SideFiles;
+/// Q-BERT's parts, also used on their own (benches, tests).
+pub use hessian_mp::{bit_allocation, hessian, qat};
 pub use pass::{
     ArchChange, ModelInfo, Pass, PassContext, PassPlan, PassReport, Phase, PlanContext,
     PlannedChange, TensorMeta,

@@ -19,109 +19,101 @@ pub struct PassInfo {
     pub cost: &'static str,
 }
 
-/// Every pass kind, in the order `compressor passes` prints them.
-pub const REGISTRY: &[PassInfo] = &[
-    PassInfo {
-        kind: "cast",
-        phase: Phase::Quantize,
-        summary: "store selected float tensors as f16, bf16 or f32",
-        cost: "one read of each selected tensor; no calibration data",
-    },
-    PassInfo {
-        kind: "blockwise-quant",
-        phase: Phase::Quantize,
-        summary: "BCT: blockwise integer weights and embeddings (compressed-tensors), optional static int activations",
-        cost: "one read of each selected tensor; activations: one forward pass over the calibration data",
-    },
-    PassInfo {
-        kind: "hessian-mp",
-        phase: Phase::Quantize,
-        summary: "Q-BERT: Hessian sensitivity per block, bits per block within a budget, group-wise integer weights, optional QAT",
-        cost: "blocks x runs x iterations Hessian-vector products (each about 4 forward passes from the block's layer on), cached; optional QAT: steps x a forward and backward pass",
-    },
-    PassInfo {
-        kind: "prune",
-        phase: Phase::Structure,
-        summary: "structured pruning of heads, FFN neurons and whole layers by weight magnitude or activation importance, physically removed",
-        cost: "reads the encoder weights at plan time; activation importance and drop-layers: one forward pass over the calibration data",
-    },
-    PassInfo {
-        kind: "vocab-trim",
-        phase: Phase::Structure,
-        summary:
-            "keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer",
-        cost: "tokenizes the corpus once, counts cached; copies the kept embedding rows",
-    },
-];
+/// Declares every pass kind once: its spec variant, config type, pass type, phase, summary and cost. From this one
+/// table come `REGISTRY`, the `PassSpec` enum, its two-step parsing, `kind`, `info` and `build`.
+macro_rules! passes {
+    ($($variant:ident($module:ident::$pass:ident) = $kind:literal, $phase:ident,
+        summary: $summary:expr, cost: $cost:expr;)*) => {
+        /// Every pass kind, in the order `compressor passes` prints them.
+        pub const REGISTRY: &[PassInfo] = &[
+            $(PassInfo { kind: $kind, phase: Phase::$phase, summary: $summary, cost: $cost },)*
+        ];
 
-/// A pass as written in `pipeline.toml`: its kind and its config, with defaults filled in. Serializes back to the
-/// same table (`kind` first), which is how the resolved pipeline is printed and recorded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum PassSpec {
-    Cast(cast::Config),
-    BlockwiseQuant(blockwise_quant::Config),
-    HessianMp(hessian_mp::Config),
-    VocabTrim(vocab_trim::Config),
-    Prune(prune::Config),
+        /// A pass as written in `pipeline.toml`: its kind and its config, with defaults filled in. Serializes back
+        /// to the same table (`kind` first), which is how the resolved pipeline is printed and recorded.
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        #[serde(tag = "kind", rename_all = "kebab-case")]
+        pub enum PassSpec {
+            $($variant($module::Config),)*
+        }
+
+        impl PassSpec {
+            /// Parse the config of a pass of `kind` (the table without its `kind` key). `Ok(None)` when `kind` is
+            /// not a registered kind (see [`suggest`] for the hint).
+            pub fn from_config<'de, D: Deserializer<'de>>(
+                kind: &str,
+                config: D,
+            ) -> Result<Option<Self>, D::Error> {
+                Ok(Some(match kind {
+                    $($kind => PassSpec::$variant($module::Config::deserialize(config)?),)*
+                    _ => return Ok(None),
+                }))
+            }
+
+            pub fn info(&self) -> &'static PassInfo {
+                match self {
+                    $(PassSpec::$variant(_) => {
+                        &PassInfo { kind: $kind, phase: Phase::$phase, summary: $summary, cost: $cost }
+                    })*
+                }
+            }
+
+            pub fn kind(&self) -> &'static str {
+                self.info().kind
+            }
+
+            /// The pass that carries out this spec.
+            pub fn build(&self) -> Box<dyn Pass> {
+                match self {
+                    $(PassSpec::$variant(c) => Box::new($module::$pass::new(c.clone())),)*
+                }
+            }
+
+            /// This spec with the file paths in its config (if any) resolved against `base`, the pipeline file's
+            /// folder.
+            pub fn with_base(&self, base: &Path) -> Self {
+                match self {
+                    $(PassSpec::$variant(c) => PassSpec::$variant(PassConfig::with_base(c, base)),)*
+                }
+            }
+        }
+    };
 }
 
-impl PassSpec {
-    /// Parse the config of a pass of `kind` (the table without its `kind` key). `Ok(None)` when `kind` is not a
-    /// registered kind (see [`suggest`] for the hint).
-    pub fn from_config<'de, D: Deserializer<'de>>(
-        kind: &str,
-        config: D,
-    ) -> Result<Option<Self>, D::Error> {
-        Ok(Some(match kind {
-            "cast" => PassSpec::Cast(cast::Config::deserialize(config)?),
-            "blockwise-quant" => {
-                PassSpec::BlockwiseQuant(blockwise_quant::Config::deserialize(config)?)
-            }
-            "hessian-mp" => PassSpec::HessianMp(hessian_mp::Config::deserialize(config)?),
-            "vocab-trim" => PassSpec::VocabTrim(vocab_trim::Config::deserialize(config)?),
-            "prune" => PassSpec::Prune(prune::Config::deserialize(config)?),
-            _ => return Ok(None),
-        }))
+/// What every pass's `Config` provides beyond serde: paths resolved against the pipeline file's folder.
+pub trait PassConfig: Sized + Clone {
+    /// This config with relative paths resolved against `base`; configs without paths are unchanged.
+    fn with_base(&self, _base: &Path) -> Self {
+        self.clone()
     }
+}
 
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PassSpec::Cast(_) => "cast",
-            PassSpec::BlockwiseQuant(_) => "blockwise-quant",
-            PassSpec::HessianMp(_) => "hessian-mp",
-            PassSpec::VocabTrim(_) => "vocab-trim",
-            PassSpec::Prune(_) => "prune",
-        }
+impl PassConfig for cast::Config {}
+impl PassConfig for blockwise_quant::Config {}
+impl PassConfig for hessian_mp::Config {}
+impl PassConfig for prune::Config {}
+impl PassConfig for vocab_trim::Config {
+    fn with_base(&self, base: &Path) -> Self {
+        vocab_trim::Config::with_base(self, base)
     }
+}
 
-    pub fn info(&self) -> &'static PassInfo {
-        lookup(self.kind()).unwrap_or(&REGISTRY[0])
-    }
-
-    /// The pass that carries out this spec.
-    pub fn build(&self) -> Box<dyn Pass> {
-        match self {
-            PassSpec::Cast(c) => Box::new(cast::Cast::new(c.clone())),
-            PassSpec::BlockwiseQuant(c) => {
-                Box::new(blockwise_quant::BlockwiseQuant::new(c.clone()))
-            }
-            PassSpec::HessianMp(c) => Box::new(hessian_mp::HessianMp::new(c.clone())),
-            PassSpec::VocabTrim(c) => Box::new(vocab_trim::VocabTrim::new(c.clone())),
-            PassSpec::Prune(c) => Box::new(prune::Prune::new(c.clone())),
-        }
-    }
-
-    /// This spec with the file paths in its config (if any) resolved against `base`, the pipeline file's folder.
-    pub fn with_base(&self, base: &Path) -> Self {
-        match self {
-            PassSpec::Cast(_)
-            | PassSpec::BlockwiseQuant(_)
-            | PassSpec::HessianMp(_)
-            | PassSpec::Prune(_) => self.clone(),
-            PassSpec::VocabTrim(c) => PassSpec::VocabTrim(c.with_base(base)),
-        }
-    }
+passes! {
+    Cast(cast::Cast) = "cast", Quantize,
+        summary: "store selected float tensors as f16, bf16 or f32",
+        cost: "one read of each selected tensor; no calibration data";
+    BlockwiseQuant(blockwise_quant::BlockwiseQuant) = "blockwise-quant", Quantize,
+        summary: "BCT: blockwise integer weights and embeddings (compressed-tensors), optional static int activations",
+        cost: "one read of each selected tensor; activations: one forward pass over the calibration data";
+    HessianMp(hessian_mp::HessianMp) = "hessian-mp", Quantize,
+        summary: "Q-BERT: Hessian sensitivity per block, bits per block within a budget, group-wise integer weights, optional QAT",
+        cost: "blocks x runs x iterations Hessian-vector products (each about 4 forward passes from the block's layer on), cached; optional QAT: steps x a forward and backward pass";
+    Prune(prune::Prune) = "prune", Structure,
+        summary: "structured pruning of heads, FFN neurons and whole layers by weight magnitude or activation importance, physically removed",
+        cost: "reads the encoder weights at plan time; activation importance and drop-layers: one forward pass over the calibration data";
+    VocabTrim(vocab_trim::VocabTrim) = "vocab-trim", Structure,
+        summary: "keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer",
+        cost: "tokenizes the corpus once, counts cached; copies the kept embedding rows";
 }
 
 pub fn lookup(kind: &str) -> Option<&'static PassInfo> {

@@ -1,7 +1,8 @@
 //! Choosing and planning the tensors a pass changes, shared by the passes: selector matching with its errors, and
 //! the plan of integer encodings for quantization passes.
 
-use compressor_models::{DType, Encoding, Role, Selector};
+use compressor_models::{DType, Encoding, Kind, Role, Selector};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::pass::{PassPlan, PlanContext, PlannedChange, TensorMeta};
@@ -116,4 +117,80 @@ pub(crate) fn config_groups_note(encodings: impl IntoIterator<Item = Encoding>) 
         "the artifact may hold {} encodings (compressed-tensors config groups): transformers 5.24 decodes every module with the first group's scheme and fails to load it (measured; 4.57 with compressed-tensors 0.12 loads mixed 2-, 4- and 8-bit Linears without quantized embeddings). Our runtime reads it; for transformers use one width for every tensor or `compressor export --format dense`",
         distinct.len()
     ))
+}
+
+pub fn default_select() -> Selector {
+    Selector {
+        roles: vec!["attn.*".into(), "ffn.*".into()],
+        kinds: Some(vec![Kind::Weight]),
+        ..Selector::default()
+    }
+}
+
+/// Bit widths of the embedding tables; a table left out stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EmbeddingBits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<u8>,
+    /// Values per scale along a row; default: the pass's `group-size` (or one scale per row when the weights use
+    /// another granularity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_size: Option<usize>,
+}
+
+/// An error unless `bits` is a width the format layer encodes (2 to 8).
+pub(crate) fn check_bits(key: &str, bits: u8) -> Result<()> {
+    if (compressor_models::quant::MIN_BITS..=compressor_models::quant::MAX_BITS).contains(&bits) {
+        Ok(())
+    } else {
+        Err(Error::Config {
+            key: key.into(),
+            problem: format!("{bits} bits is outside the supported range 2 to 8"),
+        })
+    }
+}
+
+/// The embedding tables `e` asks to quantize: (table, bits, config key). Errors for a width outside 2-8, a table the
+/// model does not have, or a table already in `taken` (selected by the pass's `select`).
+pub(crate) fn embedding_targets<'i>(
+    ctx: &'i PlanContext,
+    e: &EmbeddingBits,
+    taken: &[&str],
+) -> Result<Vec<(&'i TensorMeta, u8, &'static str)>> {
+    let mut out = Vec::new();
+    for (key, bits, role) in [
+        ("embeddings.word", e.word, Role::EmbedTokens),
+        ("embeddings.position", e.position, Role::EmbedPositions),
+        ("embeddings.token-type", e.token_type, Role::EmbedTypes),
+    ] {
+        let Some(bits) = bits else { continue };
+        check_bits(key, bits)?;
+        let tables: Vec<&TensorMeta> = ctx
+            .info
+            .tensors
+            .iter()
+            .filter(|t| t.role == role && t.kind == Kind::Weight)
+            .collect();
+        if tables.is_empty() {
+            return Err(Error::Config {
+                key: key.into(),
+                problem: format!("this model has no `{role}` table"),
+            });
+        }
+        for t in tables {
+            if taken.contains(&t.name.as_str()) {
+                return Err(Error::Config {
+                    key: key.into(),
+                    problem: format!("`{}` is also selected by `select`; choose one", t.name),
+                });
+            }
+            out.push((t, bits, key));
+        }
+    }
+    Ok(out)
 }

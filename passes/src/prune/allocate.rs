@@ -185,16 +185,7 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
                 }
             }
             Allocation::PerLayer => {
-                let mut all: Vec<(f64, usize, usize)> = kept
-                    .iter()
-                    .flat_map(|&l| {
-                        scores.heads[l]
-                            .iter()
-                            .enumerate()
-                            .map(move |(p, s)| (*s, l, p))
-                    })
-                    .collect();
-                all.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+                let all = ascending(&kept, &scores.heads);
                 for (_, l, p) in all {
                     if removed_params + ph(l) / 2 >= head_target {
                         break;
@@ -237,16 +228,7 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
                 }
             }
             Allocation::PerLayer => {
-                let mut all: Vec<(f64, usize, usize)> = kept
-                    .iter()
-                    .flat_map(|&l| {
-                        scores.neurons[l]
-                            .iter()
-                            .enumerate()
-                            .map(move |(j, s)| (*s, l, j))
-                    })
-                    .collect();
-                all.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+                let all = ascending(&kept, &scores.neurons);
                 let mut left = count;
                 for (_, l, j) in all {
                     if left == 0 {
@@ -276,6 +258,16 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
             })
             .collect(),
     })
+}
+
+/// Every unit `(score, layer, index)` of the layers `kept`, lowest score first (ties: lower layer, then index).
+fn ascending(kept: &[usize], scores: &[Vec<f64>]) -> Vec<(f64, usize, usize)> {
+    let mut all: Vec<(f64, usize, usize)> = kept
+        .iter()
+        .flat_map(|&l| scores[l].iter().enumerate().map(move |(i, s)| (*s, l, i)))
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    all
 }
 
 /// The `k` lowest-scoring indices (ties: the lower index goes first).

@@ -1,11 +1,11 @@
 //! `hessian-mp`: Q-BERT (Shen et al., AAAI 2020) without retraining: Hessian sensitivity per block, bits per block
 //! under a size budget, group-wise integer weights.
 //!
-//! 1. **Sensitivity** ([`crate::hessian`]): the top Hessian eigenvalue of the loss with respect to each block
+//! 1. **Sensitivity** ([`hessian`]): the top Hessian eigenvalue of the loss with respect to each block
 //!    (`block = "layer"`, the default and the paper's: the selected weights of one encoder layer together;
 //!    `"matrix"`: each weight alone), on `runs` random batches of the `[calibration]` data;
 //!    `Omega = |mean| + std`. Cross-entropy on labelled data for classifiers, self-distillation otherwise.
-//! 2. **Allocation** ([`crate::bit_allocation`]): widths from the menu `bits` minimising
+//! 2. **Allocation** ([`bit_allocation`]): widths from the menu `bits` minimising
 //!    `sum_i Omega_i * ||Q_b(W_i) - W_i||^2` within the budget (`average-bits` per block weight, or `bytes` of the
 //!    blocks as stored), exactly; or the paper's fixed schemes (`top-k`, `reversed`).
 //! 3. **Quantization** through the format layer: compressed-tensors group strategy (`group-size` consecutive
@@ -15,6 +15,10 @@
 //!
 //! The sensitivity statistics are cached on disk (`<cache>/hessian-sensitivity/`, see [`hessian::Cache`]), so a
 //! second run with the same model, data and settings (another budget, menu or allocation) reuses them.
+
+pub mod bit_allocation;
+pub mod hessian;
+pub mod qat;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -30,15 +34,14 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::bit_allocation::{self, Choice, Infeasible};
-use crate::blockwise_quant::{check_bits, embedding_targets, EmbeddingBits};
+use self::bit_allocation::{Choice, Infeasible};
+use self::hessian::{PowerIteration, Sample, Target};
 use crate::calibration::CalibrationSpec;
 use crate::error::{Error, Result};
-use crate::hessian::{self, PowerIteration, Sample, Target};
 use crate::pass::{
     Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, PlannedChange, TensorMeta,
 };
-use crate::qat;
+use crate::targets::{check_bits, embedding_targets, EmbeddingBits};
 use crate::targets::{plan_encodings, reject, selected_matrices};
 
 /// How bits are assigned.
@@ -171,7 +174,7 @@ pub struct Config {
     #[serde(default = "default_true")]
     pub symmetric: bool,
     /// The blocks. Default: `{ roles = ["attn.*", "ffn.*"], kinds = ["weight"] }`.
-    #[serde(default = "crate::blockwise_quant::default_select")]
+    #[serde(default = "crate::targets::default_select")]
     pub select: Selector,
     #[serde(default = "default_embeddings")]
     pub embeddings: EmbeddingBits,

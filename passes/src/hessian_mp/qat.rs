@@ -15,8 +15,8 @@ use compressor_models::runtime::{flat, Bert, CpuAutodiff, Tensor, TensorData};
 use compressor_models::{Encoding, ModelConfig, Pooling, QuantTensor, TensorStore};
 use serde::{Deserialize, Serialize};
 
+use super::hessian::{self, Sample};
 use crate::error::{Error, Result};
-use crate::hessian::{self, Sample};
 
 /// Settings of quantization-aware fine-tuning (`qat = { steps = 300, lr = 2e-5 }`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

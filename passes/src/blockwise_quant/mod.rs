@@ -20,16 +20,16 @@ use std::sync::{Arc, Mutex};
 use compressor_models::quant::act::{self, Category, Observer, RangeRule};
 use compressor_models::quant::nearest_divisors;
 use compressor_models::runtime::{ActMode, Bert, Cpu};
-use compressor_models::{
-    DType, Encoding, Head, Kind, Pooling, QuantTensor, Role, Selector, Strategy,
-};
+use compressor_models::{DType, Encoding, Head, Pooling, QuantTensor, Role, Selector, Strategy};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::pass::{Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, TensorMeta};
-use crate::targets::{plan_encodings, selected_matrices};
+use crate::targets::{
+    check_bits, default_select, embedding_targets, plan_encodings, selected_matrices, EmbeddingBits,
+};
 
 /// How many values share a weight scale.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,22 +64,6 @@ impl ScaleDtype {
             ScaleDtype::Bf16 => DType::BF16,
         }
     }
-}
-
-/// Bit widths of the embedding tables; a table left out stays as it is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct EmbeddingBits {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub word: Option<u8>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub position: Option<u8>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_type: Option<u8>,
-    /// Values per scale along a row; default: the pass's `group-size` (or one scale per row when the weights use
-    /// another granularity).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_size: Option<usize>,
 }
 
 /// How activation ranges are calibrated.
@@ -181,14 +165,6 @@ fn default_group() -> usize {
 }
 fn default_true() -> bool {
     true
-}
-
-pub fn default_select() -> Selector {
-    Selector {
-        roles: vec!["attn.*".into(), "ffn.*".into()],
-        kinds: Some(vec![Kind::Weight]),
-        ..Selector::default()
-    }
 }
 
 /// The `blockwise-quant` pass.
@@ -310,58 +286,6 @@ impl BlockwiseQuant {
         }
         Ok(())
     }
-}
-
-/// An error unless `bits` is a width the format layer encodes (2 to 8).
-pub(crate) fn check_bits(key: &str, bits: u8) -> Result<()> {
-    if (compressor_models::quant::MIN_BITS..=compressor_models::quant::MAX_BITS).contains(&bits) {
-        Ok(())
-    } else {
-        Err(Error::Config {
-            key: key.into(),
-            problem: format!("{bits} bits is outside the supported range 2 to 8"),
-        })
-    }
-}
-
-/// The embedding tables `e` asks to quantize: (table, bits, config key). Errors for a width outside 2-8, a table the
-/// model does not have, or a table already in `taken` (selected by the pass's `select`).
-pub(crate) fn embedding_targets<'i>(
-    ctx: &'i PlanContext,
-    e: &EmbeddingBits,
-    taken: &[&str],
-) -> Result<Vec<(&'i TensorMeta, u8, &'static str)>> {
-    let mut out = Vec::new();
-    for (key, bits, role) in [
-        ("embeddings.word", e.word, Role::EmbedTokens),
-        ("embeddings.position", e.position, Role::EmbedPositions),
-        ("embeddings.token-type", e.token_type, Role::EmbedTypes),
-    ] {
-        let Some(bits) = bits else { continue };
-        check_bits(key, bits)?;
-        let tables: Vec<&TensorMeta> = ctx
-            .info
-            .tensors
-            .iter()
-            .filter(|t| t.role == role && t.kind == Kind::Weight)
-            .collect();
-        if tables.is_empty() {
-            return Err(Error::Config {
-                key: key.into(),
-                problem: format!("this model has no `{role}` table"),
-            });
-        }
-        for t in tables {
-            if taken.contains(&t.name.as_str()) {
-                return Err(Error::Config {
-                    key: key.into(),
-                    problem: format!("`{}` is also selected by `select`; choose one", t.name),
-                });
-            }
-            out.push((t, bits, key));
-        }
-    }
-    Ok(out)
 }
 
 fn gcd(a: usize, b: usize) -> usize {
