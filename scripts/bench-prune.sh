@@ -91,3 +91,25 @@ PY
   done
 done
 column -t -s $'\t' "$results"
+# The same as Markdown tables (docs/passes/prune.md): one per model, a column per target.
+python3 - "$results" <<'PY'
+import collections, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
+by_model = collections.defaultdict(dict)
+targets = sorted({r[1] for r in rows}, key=float)
+for r in rows:
+    if len(r) < 10:
+        continue
+    by_model[r[0]][(r[2], r[3], r[4], r[1])] = r
+for model, cells in by_model.items():
+    base = next(iter(cells.values()))[6]
+    print(f"\n{model} (unpruned {base})\n")
+    print("| structures | allocation | importance | " + " | ".join(f"{float(t):.0%} removed" for t in targets) + " |")
+    print("|---|---|---|" + "---:|" * len(targets))
+    for key in sorted({k[:3] for k in cells}):
+        out = []
+        for t in targets:
+            r = cells.get(key + (t,))
+            out.append(f"{r[7]} ({r[8]})" if r else "")
+        print(f"| {key[0].replace(',', ' + ')} | {key[1]} | {key[2]} | " + " | ".join(out) + " |")
+PY

@@ -13,6 +13,7 @@ Command, from the repository root (fetch the model first with scripts/fetch-mini
 
     python scripts/bench_torch_forward.py                       # 2 threads, .cache/models/all-MiniLM-L6-v2
     python scripts/bench_torch_forward.py --threads 8 --model-dir path/to/all-MiniLM-L6-v2
+    python scripts/bench_torch_forward.py --model-dir out/minilm-p40-remote --trust-remote-code   # a pruned export
 """
 
 import argparse
@@ -40,6 +41,11 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="load with AutoModel and trust_remote_code (a `compressor export --format remote-code` folder)",
+    )
     args = ap.parse_args()
     if args.iters < 10:
         ap.error("--iters must be >= 10")
@@ -48,10 +54,13 @@ def main():
 
     torch.set_num_threads(args.threads)
     import transformers
-    from transformers import BertModel
+    from transformers import AutoModel, BertModel
 
     t0 = time.perf_counter()
-    model = BertModel.from_pretrained(args.model_dir).float().eval()
+    if args.trust_remote_code:
+        model = AutoModel.from_pretrained(args.model_dir, trust_remote_code=True).float().eval()
+    else:
+        model = BertModel.from_pretrained(args.model_dir).float().eval()
     load_s = time.perf_counter() - t0
 
     g = torch.Generator().manual_seed(args.seed)
