@@ -186,6 +186,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             )?;
             let outcome = runner::run(plan, force, &bars, &bars)?;
             bars.on_pass_end();
+            for note in &outcome.recovered {
+                eprintln!("note: {note}");
+            }
             for (index, report) in &outcome.reports {
                 let metric = |k: &str| report.metrics.get(k).and_then(serde_json::Value::as_u64);
                 let bytes = match (metric("bytes_before"), metric("bytes_after")) {
@@ -331,6 +334,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let outcome = compressor::export::export(&dir, &output, format, force, &bars)?;
             bars.on_pass_end();
+            for note in &outcome.recovered {
+                eprintln!("note: {note}");
+            }
             for w in &outcome.warnings {
                 eprintln!("warning: {w}");
             }

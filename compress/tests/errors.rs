@@ -204,9 +204,9 @@ fn output_folder_that_exists() {
         &out,
         "error: cannot plan pipeline `pipeline.toml`\n\
          \n\
-         Caused by:\n  refusing to replace `out`: it is not a compressor artifact (no manifest.json)\n\
+         Caused by:\n  refusing to replace `out`: it is not a compressor artifact: it has no manifest.json\n\
          \n\
-         hint: remove it yourself, or choose another output folder\n",
+         hint: compressor replaces only a folder it wrote: one whose manifest.json is a compressor manifest (tool `compressor`, schema_version 1) and that holds no file that manifest does not list; remove the folder yourself, or choose another output folder\n",
     );
     assert_eq!(
         std::fs::read_to_string(ws.join("out/keep.txt")).expect("kept"),
@@ -462,6 +462,14 @@ fn nan_in_a_weight() {
         &out,
         &format!("error: cannot inspect `model`\n\nCaused by:\n{cause}"),
     );
+    // Issue 13, item 8: `export` follows the same finiteness rule and writes nothing.
+    let before = ws.entries();
+    let out = ws.run(&["export", "model", "--output", "dense"]);
+    assert_error(
+        &out,
+        &format!("error: cannot use the weights of `model`\n\nCaused by:\n{cause}"),
+    );
+    assert_eq!(ws.entries(), before);
 }
 
 #[test]
