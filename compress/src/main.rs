@@ -82,8 +82,8 @@ enum Command {
         /// The gold score field
         #[arg(long, default_value = "score")]
         score_field: String,
-        /// Use only the first N rows of each file
-        #[arg(long)]
+        /// Use only the first N rows of each file (N >= 1)
+        #[arg(long, value_parser = positive)]
         limit: Option<usize>,
         /// Truncation length (default: the model's)
         #[arg(long)]
@@ -132,8 +132,8 @@ enum Command {
             value_name = "FIELDS"
         )]
         text_fields: Vec<String>,
-        /// Use only the first N rows
-        #[arg(long)]
+        /// Use only the first N rows (N >= 1)
+        #[arg(long, value_parser = positive)]
         limit: Option<usize>,
         /// Truncation length (default: the model's)
         #[arg(long)]
@@ -148,6 +148,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A count of at least 1 (`--limit 0` would evaluate nothing).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1: it is the number of rows to use".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> ExitCode {

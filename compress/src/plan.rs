@@ -55,6 +55,12 @@ pub fn plan(pipeline: Pipeline, opts: &PlanOptions) -> anyhow::Result<Plan> {
         .with_context(|| format!("cannot open model `{}`", model_dir.display()))?;
     let mut problems = Vec::new();
     let mut notes = Vec::new();
+    // The artifact carries the model's tokenizer; `embed`, `eval` and calibration load it, so it must load now.
+    if let Err(e) = compressor_calibration::TextTokenizer::from_model_dir(&model_dir, None) {
+        problems.push(Problem::from_error("", &e).hint(
+            "the model folder needs the tokenizer.json it was trained with (the artifact carries it for `embed` and `eval`)",
+        ));
+    }
     let output_dir = opts.output.clone().unwrap_or_else(|| pipeline.output_dir());
     let mode = if opts.dry_run {
         output::Mode::DryRun

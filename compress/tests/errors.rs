@@ -514,3 +514,53 @@ fn inspect_a_folder_that_does_not_exist() {
          hint: expected a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)\n",
     );
 }
+
+// ---------------------------------------------------------------- issue 13, "Also"
+
+#[test]
+fn issue_13_a_missing_or_invalid_tokenizer_is_a_plan_error() {
+    let ws = Workspace::new();
+    std::fs::remove_file(ws.join("model/tokenizer.json")).expect("rm");
+    run_fails(
+        &ws,
+        "error: cannot plan pipeline `pipeline.toml`\n\
+         \n\
+         Caused by:\n  cannot read tokenizer `model/tokenizer.json`: No such file or directory (os error 2)\n\
+         \n\
+         hint: the model folder needs the tokenizer.json it was trained with (the artifact carries it for `embed` and `eval`)\n",
+    );
+    ws.write("model/tokenizer.json", "{\"version\": \"1.0\"}\n");
+    let before = ws.entries();
+    let out = ws.run(&["run", "pipeline.toml"]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: cannot plan pipeline `pipeline.toml`\n\nCaused by:\n  cannot load tokenizer `model/tokenizer.json`: "),
+        "{err}"
+    );
+    assert_eq!(ws.entries(), before);
+}
+
+#[test]
+fn issue_13_limit_0_is_refused_as_such() {
+    let ws = Workspace::new();
+    ws.write("texts.jsonl", "{\"text\": \"the cat\"}\n");
+    for args in [
+        &[
+            "eval",
+            "model",
+            "--task",
+            "sts",
+            "--data",
+            "texts.jsonl",
+            "--limit",
+            "0",
+        ][..],
+        &["embed", "model", "--data", "texts.jsonl", "--limit", "0"],
+    ] {
+        assert_error(
+            &ws.run(args),
+            "error: invalid value '0' for '--limit <LIMIT>': must be at least 1: it is the number of rows to use\n\nFor more information, try '--help'.\n",
+        );
+    }
+}

@@ -279,6 +279,20 @@ fn issue_13_bad_scales_and_mis_shaped_parts_are_named() {
 }
 
 #[test]
+fn issue_13_bits_per_weight_counts_the_stored_codes_and_scales() {
+    let ws = quantized_workspace();
+    let dense = compressor_eval::suite::summarize("model", &ws.join("model")).expect("model");
+    let quant = compressor_eval::suite::summarize("out", &ws.join("out")).expect("artifact");
+    assert_eq!(dense.bits_per_weight, 32.0);
+    // 4-bit linears with one f16 scale per 16 weights (5 bits), 8-bit word embeddings, the rest f32.
+    assert!(
+        quant.bits_per_weight > 4.0 && quant.bits_per_weight < 16.0,
+        "{}",
+        quant.bits_per_weight
+    );
+}
+
+#[test]
 fn bad_settings_are_plan_errors_and_write_nothing() {
     let ws = Workspace::new();
     ws.write(
