@@ -1,8 +1,10 @@
 //! The artifact writer: `model.safetensors`, `config.json`, the tokenizer and sentence-transformers files and
 //! `manifest.json`, written into a staging folder beside the target (`<out>.partial-<pid>`), synced, then renamed
 //! into place. Nothing written depends on the time, the machine or absolute paths, so the same inputs give
-//! byte-identical files. On any error the staging folder is removed; `--force` moves the old artifact aside and
-//! deletes it only after the new one is in place.
+//! byte-identical files. On any error the staging folder is removed. `--force` swaps the new artifact with the old
+//! one in one atomic step (`renameat2(RENAME_EXCHANGE)`; where the file system cannot, the old one is renamed aside
+//! first and put back by the next writer if this one is killed in between), so the path always holds a complete
+//! artifact. The writer holds the output's [`OutputLock`]; see [`crate::output`] for the output policy.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -15,6 +17,8 @@ use compressor_passes::{PassReport, Phase, Progress, SideFiles};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::output::{self, OutputLock};
 
 /// Version of the manifest layout; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -96,9 +100,13 @@ pub struct OutputRecord {
     pub format: &'static str,
     pub parameters: usize,
     pub tensor_bytes: usize,
-    /// Every file of the artifact except manifest.json.
+    /// Every file of the artifact except manifest.json and the evaluation reports.
     pub files: Vec<FileRecord>,
     pub tensors: Vec<TensorRecord>,
+    /// The evaluation report files beside the model (report.md, report.json, plot.svg): named, not hashed (they
+    /// hold timings).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<String>,
 }
 
 /// `manifest.json`.
@@ -131,6 +139,8 @@ pub type Evaluate<'a> = &'a dyn Fn(&Path) -> anyhow::Result<Evaluation>;
 /// What the writer needs besides the store.
 pub struct Request<'a> {
     pub out: &'a Path,
+    /// The lock on `out`, held by the caller since before its passes ran.
+    pub lock: &'a OutputLock,
     pub force: bool,
     pub model_dir: &'a Path,
     pub config: &'a ModelConfig,
@@ -355,7 +365,7 @@ struct Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.path);
+            let _ = output::remove_marked(&self.path);
         }
     }
 }
@@ -377,21 +387,19 @@ fn sync_dir(path: &Path) -> anyhow::Result<()> {
 
 /// The folder `out` is written from: beside it, named after it and this process.
 pub fn staging_path(out: &Path) -> anyhow::Result<PathBuf> {
-    let name = out
-        .file_name()
-        .with_context(|| format!("output folder `{}` has no name", out.display()))?;
-    let mut staged = name.to_os_string();
-    staged.push(format!(".partial-{}", std::process::id()));
-    Ok(out.with_file_name(staged))
+    if out.file_name().is_none() {
+        bail!("output folder `{}` has no name", out.display());
+    }
+    Ok(output::sibling(
+        out,
+        &format!(".partial-{}", std::process::id()),
+    ))
 }
 
 /// Write the artifact. Returns the manifest written.
 pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> {
     let out = req.out;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = output::parent_of(out);
     std::fs::create_dir_all(&parent)
         .with_context(|| format!("cannot create folder `{}`", parent.display()))?;
     let staging_dir = staging_path(out)?;
@@ -409,6 +417,9 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
         path: staging_dir.clone(),
         committed: false,
     };
+    let marker = staging_dir.join(output::STAGING_MARKER);
+    write_synced(&marker, b"")?;
+    sync_dir(&parent)?;
 
     let mut side = side_files(req.model_dir)?;
     side.extend(req.files.changed().keys().cloned());
@@ -485,13 +496,16 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
 
+    let mut reports = Vec::new();
     let evaluation = match req.evaluate {
         Some(evaluate) => {
             progress.on_pass_end();
             let e = evaluate(&staging_dir)?;
             for (rel, bytes) in &e.files {
                 write_synced(&staging_dir.join(rel), bytes)?;
+                reports.push(rel.clone());
             }
+            reports.sort();
             progress.on_pass_start("write", 1);
             Some(e.record)
         }
@@ -511,6 +525,7 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
             tensor_bytes,
             files,
             tensors: records,
+            reports,
         },
         evaluation,
     };
@@ -526,6 +541,8 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
             sync_dir(&staging_dir.join(dir))?;
         }
     }
+    std::fs::remove_file(&marker)
+        .with_context(|| format!("cannot remove `{}`", marker.display()))?;
     sync_dir(&staging_dir)?;
     progress.on_pass_end();
 
@@ -535,38 +552,61 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
     Ok(manifest)
 }
 
-/// Rename the staging folder to `out`. With `force`, an existing `out` is renamed aside first and deleted once the
-/// new artifact is in place (and put back if the rename fails).
+/// Put the staging folder at `out`. Without `force` an existing `out` is an error. With it, `out` must still be ours
+/// (checked again: it may have changed while the passes ran) and is swapped with the staging folder atomically,
+/// then deleted; where the file system cannot swap, it is renamed aside (`<out>.old-<pid>`), the new artifact renamed
+/// in, and the old one deleted (put back on error here, or by the next writer's recovery after a kill).
 fn commit(staging: &Path, out: &Path, force: bool) -> anyhow::Result<()> {
     let exists = std::fs::symlink_metadata(out).is_ok();
     if exists && !force {
         bail!("output folder `{}` already exists\nhint: pass `--force` to replace it, or choose another output folder", out.display());
     }
-    if !exists {
-        return std::fs::rename(staging, out).with_context(|| {
+    let rename_in = || {
+        std::fs::rename(staging, out).with_context(|| {
             format!(
                 "cannot rename `{}` to `{}`",
                 staging.display(),
                 out.display()
             )
+        })
+    };
+    if !exists {
+        return rename_in();
+    }
+    if !out.is_dir() || std::fs::symlink_metadata(out).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!("output path `{}` exists and is not a folder", out.display());
+    }
+    if let Err(reason) = output::ownership(out) {
+        bail!(
+            "refusing to replace `{}`: it is not a compressor artifact: {reason}\nhint: {}",
+            out.display(),
+            output::OURS_HINT
+        );
+    }
+    let swapped = output::exchange(staging, out).with_context(|| {
+        format!(
+            "cannot swap `{}` with `{}`",
+            staging.display(),
+            out.display()
+        )
+    })?;
+    if swapped {
+        // `staging` now holds the old artifact.
+        return output::remove_marked(staging).with_context(|| {
+            format!(
+                "cannot remove the old artifact (moved to `{}`)",
+                staging.display()
+            )
         });
     }
-    let mut old = out.as_os_str().to_os_string();
-    old.push(format!(".old-{}", std::process::id()));
-    let old = PathBuf::from(old);
+    let old = output::sibling(out, &format!(".old-{}", std::process::id()));
     std::fs::rename(out, &old)
         .with_context(|| format!("cannot move the old `{}` aside", out.display()))?;
-    if let Err(e) = std::fs::rename(staging, out) {
+    if let Err(e) = rename_in() {
         let _ = std::fs::rename(&old, out);
-        return Err(e).with_context(|| {
-            format!(
-                "cannot rename `{}` to `{}`",
-                staging.display(),
-                out.display()
-            )
-        });
+        return Err(e);
     }
-    std::fs::remove_dir_all(&old)
+    output::remove_marked(&old)
         .with_context(|| format!("cannot remove the old artifact `{}`", old.display()))
 }
 
@@ -594,6 +634,12 @@ mod tests {
         std::fs::write(out.join("old"), b"old")?;
         assert!(commit(&staged, &out, false).is_err());
         assert!(out.join("old").is_file());
+        let err = commit(&staged, &out, true).expect_err("not ours");
+        assert!(err.to_string().starts_with("refusing to replace"), "{err}");
+        std::fs::write(
+            out.join("manifest.json"),
+            r#"{"schema_version": 1, "tool": {"name": "compressor"}, "output": {"files": [{"path": "old", "bytes": 3, "sha256": ""}]}}"#,
+        )?;
         commit(&staged, &out, true)?;
         assert!(out.join("new").is_file() && !out.join("old").exists() && !staged.exists());
         let leftovers: Vec<_> = std::fs::read_dir(tmp.path())?.collect();

@@ -13,6 +13,7 @@ use compressor_passes::{Progress, SideFiles};
 use serde_json::json;
 
 use crate::artifact::{self, Manifest};
+use crate::output::OutputLock;
 
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,6 +40,8 @@ pub struct ExportOutcome {
     pub manifest: Manifest,
     pub decoded: usize,
     pub warnings: Vec<String>,
+    /// What recovery did to folders a killed writer left beside the output.
+    pub recovered: Vec<String>,
 }
 
 /// Write `dir` as a dense checkpoint into `out` (atomically; `force` replaces an existing folder).
@@ -49,13 +52,8 @@ pub fn export(
     force: bool,
     progress: &dyn Progress,
 ) -> anyhow::Result<ExportOutcome> {
-    if crate::plan::absolute(out).starts_with(crate::plan::absolute(dir)) {
-        anyhow::bail!(
-            "the output folder `{}` lies inside the model folder `{}`\nhint: choose an output folder outside the input, which is never modified",
-            out.display(),
-            dir.display()
-        );
-    }
+    crate::output::require(dir, out, crate::output::Mode::Write { force })
+        .with_context(|| format!("cannot export to `{}`", out.display()))?;
     let ckpt =
         Checkpoint::open(dir).with_context(|| format!("cannot open model `{}`", dir.display()))?;
     let parameters = ckpt.parameter_count();
@@ -65,7 +63,14 @@ pub fn export(
         activations,
         ..
     } = ckpt;
+    let lock = OutputLock::acquire(out)
+        .with_context(|| format!("cannot export to `{}`", out.display()))?;
+    crate::output::require(dir, out, crate::output::Mode::Write { force })
+        .with_context(|| format!("cannot export to `{}`", out.display()))?;
     let input = artifact::input_record(dir, &config, &store, parameters, progress)?;
+    // The finiteness rule of every command: no tensor (quantized ones decoded) may hold NaN or Inf.
+    crate::runner::check_finite(&store, progress)
+        .with_context(|| format!("cannot use the weights of `{}`", dir.display()))?;
     let decoded = store.dequantize_all()?;
     let per_layer = !config.bert().is_uniform();
     let mut files = SideFiles::new(dir);
@@ -97,6 +102,7 @@ pub fn export(
     let manifest = artifact::write(
         artifact::Request {
             out,
+            lock: &lock,
             force,
             model_dir: dir,
             config: &config,
@@ -115,5 +121,6 @@ pub fn export(
         manifest,
         decoded,
         warnings,
+        recovered: lock.recovered.clone(),
     })
 }

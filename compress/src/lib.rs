@@ -10,6 +10,7 @@ pub mod evaluate;
 pub mod export;
 pub mod human;
 pub mod inspect;
+pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod problems;

@@ -82,8 +82,8 @@ enum Command {
         /// The gold score field
         #[arg(long, default_value = "score")]
         score_field: String,
-        /// Use only the first N rows of each file
-        #[arg(long)]
+        /// Use only the first N rows of each file (N >= 1)
+        #[arg(long, value_parser = positive)]
         limit: Option<usize>,
         /// Truncation length (default: the model's)
         #[arg(long)]
@@ -132,8 +132,8 @@ enum Command {
             value_name = "FIELDS"
         )]
         text_fields: Vec<String>,
-        /// Use only the first N rows
-        #[arg(long)]
+        /// Use only the first N rows (N >= 1)
+        #[arg(long, value_parser = positive)]
         limit: Option<usize>,
         /// Truncation length (default: the model's)
         #[arg(long)]
@@ -148,6 +148,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A count of at least 1 (`--limit 0` would evaluate nothing).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1: it is the number of rows to use".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -186,6 +195,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             )?;
             let outcome = runner::run(plan, force, &bars, &bars)?;
             bars.on_pass_end();
+            for note in &outcome.recovered {
+                eprintln!("note: {note}");
+            }
             for (index, report) in &outcome.reports {
                 let metric = |k: &str| report.metrics.get(k).and_then(serde_json::Value::as_u64);
                 let bytes = match (metric("bytes_before"), metric("bytes_after")) {
@@ -331,6 +343,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let outcome = compressor::export::export(&dir, &output, format, force, &bars)?;
             bars.on_pass_end();
+            for note in &outcome.recovered {
+                eprintln!("note: {note}");
+            }
             for w in &outcome.warnings {
                 eprintln!("warning: {w}");
             }

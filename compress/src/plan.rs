@@ -2,7 +2,7 @@
 //! find every problem that metadata can reveal, before a weight is read.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use compressor_models::Checkpoint;
@@ -10,6 +10,7 @@ use compressor_passes::{ModelInfo, Pass, PassPlan, PassSpec, Phase, PlanContext}
 use serde_json::{json, Value};
 
 use crate::human::{size, thousands};
+use crate::output;
 use crate::pipeline::Pipeline;
 use crate::problems::{Problem, Problems};
 
@@ -54,8 +55,22 @@ pub fn plan(pipeline: Pipeline, opts: &PlanOptions) -> anyhow::Result<Plan> {
         .with_context(|| format!("cannot open model `{}`", model_dir.display()))?;
     let mut problems = Vec::new();
     let mut notes = Vec::new();
+    // The artifact carries the model's tokenizer; `embed`, `eval` and calibration load it, so it must load now.
+    if let Err(e) = compressor_calibration::TextTokenizer::from_model_dir(&model_dir, None) {
+        problems.push(Problem::from_error("", &e).hint(
+            "the model folder needs the tokenizer.json it was trained with (the artifact carries it for `embed` and `eval`)",
+        ));
+    }
     let output_dir = opts.output.clone().unwrap_or_else(|| pipeline.output_dir());
-    let output_exists = check_output(&model_dir, &output_dir, opts, &mut problems, &mut notes);
+    let mode = if opts.dry_run {
+        output::Mode::DryRun
+    } else {
+        output::Mode::Write { force: opts.force }
+    };
+    let checked = output::check(&model_dir, &output_dir, mode);
+    problems.extend(checked.problems);
+    notes.extend(checked.notes);
+    let output_exists = checked.exists;
     for (i, spec) in pipeline.resolved_evals().iter().enumerate() {
         let files = spec
             .data
@@ -167,115 +182,6 @@ pub fn check_phases(passes: &[(usize, &str, Phase)]) -> Vec<Problem> {
         }
     }
     problems
-}
-
-/// The output folder must lie outside the model folder (and not contain it), and may exist only with `--force`
-/// and only as an artifact (or empty folder), so `--force` never deletes something that is not ours.
-fn check_output(
-    model_dir: &Path,
-    out: &Path,
-    opts: &PlanOptions,
-    problems: &mut Vec<Problem>,
-    notes: &mut Vec<String>,
-) -> bool {
-    let model_abs = std::fs::canonicalize(model_dir).unwrap_or_else(|_| absolute(model_dir));
-    let out_abs = absolute(out);
-    if out.file_name().is_none() {
-        problems.push(Problem::new(format!(
-            "output folder `{}` has no name",
-            out.display()
-        )));
-        return false;
-    }
-    if out_abs.starts_with(&model_abs) {
-        problems.push(
-            Problem::new(format!(
-                "output folder `{}` is inside the model folder `{}`",
-                out.display(),
-                model_dir.display()
-            ))
-            .hint("compressor never writes into its input; choose an output folder outside the model folder"),
-        );
-        return false;
-    }
-    if model_abs.starts_with(&out_abs) {
-        problems.push(
-            Problem::new(format!(
-                "output folder `{}` contains the model folder `{}`",
-                out.display(),
-                model_dir.display()
-            ))
-            .hint("choose an output folder outside the model folder"),
-        );
-        return false;
-    }
-    let Ok(meta) = std::fs::symlink_metadata(out) else {
-        return false;
-    };
-    if opts.dry_run {
-        notes.push(format!(
-            "output folder `{}` exists; `run` needs `--force` to replace it",
-            out.display()
-        ));
-    } else if !opts.force {
-        problems.push(
-            Problem::new(format!("output folder `{}` already exists", out.display()))
-                .hint("pass `--force` to replace it, or choose another output folder"),
-        );
-    } else if !meta.is_dir() {
-        problems.push(Problem::new(format!(
-            "output path `{}` exists and is not a folder",
-            out.display()
-        )));
-    } else if !is_replaceable(out) {
-        problems.push(
-            Problem::new(format!(
-                "refusing to replace `{}`: it is not a compressor artifact (no manifest.json)",
-                out.display()
-            ))
-            .hint("remove it yourself, or choose another output folder"),
-        );
-    }
-    true
-}
-
-/// An artifact (has manifest.json) or an empty folder.
-pub fn is_replaceable(dir: &Path) -> bool {
-    dir.join("manifest.json").is_file()
-        || std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
-}
-
-/// `path` made absolute: its deepest existing ancestor canonicalized, the rest appended lexically.
-pub fn absolute(path: &Path) -> PathBuf {
-    let joined = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir().unwrap_or_default().join(path)
-    };
-    let mut existing = joined.as_path();
-    let mut rest: Vec<Component> = Vec::new();
-    loop {
-        if let Ok(c) = std::fs::canonicalize(existing) {
-            let mut out = c;
-            for comp in rest.iter().rev() {
-                match comp {
-                    Component::ParentDir => {
-                        out.pop();
-                    }
-                    Component::CurDir => {}
-                    other => out.push(other.as_os_str()),
-                }
-            }
-            return out;
-        }
-        match (existing.parent(), existing.components().next_back()) {
-            (Some(parent), Some(last)) => {
-                rest.push(last);
-                existing = parent;
-            }
-            _ => return joined,
-        }
-    }
 }
 
 /// How a planned tensor is stored after the pass: its dtype, or its integer encoding (`int4 group 128`).
@@ -440,16 +346,6 @@ mod tests {
                 "`pass[1]` (`prune`, phase structure) comes after `pass[0]` (`cast`, phase quantize)",
                 "`pass[2]` (`svd`, phase factorize) comes after `pass[0]` (`cast`, phase quantize)",
             ]
-        );
-    }
-
-    #[test]
-    fn absolute_resolves_missing_tails_lexically() {
-        let tmp = std::env::temp_dir();
-        let canon = std::fs::canonicalize(&tmp).expect("temp dir");
-        assert_eq!(
-            absolute(&tmp.join("no-such-dir/a/../b")),
-            canon.join("no-such-dir/b")
         );
     }
 }

@@ -22,6 +22,8 @@ pub struct RunOutcome {
     pub reports: Vec<(usize, PassReport)>,
     /// The `[[eval]]` results, when the pipeline has any.
     pub evaluation: Option<EvalReport>,
+    /// What recovery did to folders a killed run left beside the output.
+    pub recovered: Vec<String>,
 }
 
 /// Fail on the first tensor holding NaN or Inf (reads every float tensor once).
@@ -50,6 +52,16 @@ pub fn run(
         passes,
         ..
     } = plan;
+    // Lock the output before any pass runs, recover what killed runs left, and check the output again under the
+    // lock (recovery may have put an old artifact back; another process may have written there since planning).
+    let lock = crate::output::OutputLock::acquire(&output_dir)
+        .with_context(|| format!("cannot write the artifact `{}`", output_dir.display()))?;
+    crate::output::require(
+        &model_dir,
+        &output_dir,
+        crate::output::Mode::Write { force },
+    )
+    .with_context(|| format!("cannot write the artifact `{}`", output_dir.display()))?;
     let parameters = checkpoint.parameter_count();
     let Checkpoint {
         mut config,
@@ -124,6 +136,7 @@ pub fn run(
     let manifest = artifact::write(
         artifact::Request {
             out: &output_dir,
+            lock: &lock,
             force,
             model_dir: &model_dir,
             config: &config,
@@ -147,5 +160,6 @@ pub fn run(
         manifest,
         reports,
         evaluation: eval_report.into_inner(),
+        recovered: lock.recovered.clone(),
     })
 }

@@ -204,9 +204,9 @@ fn output_folder_that_exists() {
         &out,
         "error: cannot plan pipeline `pipeline.toml`\n\
          \n\
-         Caused by:\n  refusing to replace `out`: it is not a compressor artifact (no manifest.json)\n\
+         Caused by:\n  refusing to replace `out`: it is not a compressor artifact: it has no manifest.json\n\
          \n\
-         hint: remove it yourself, or choose another output folder\n",
+         hint: compressor replaces only a folder it wrote: one whose manifest.json is a compressor manifest (tool `compressor`, schema_version 1) and that holds no file that manifest does not list; remove the folder yourself, or choose another output folder\n",
     );
     assert_eq!(
         std::fs::read_to_string(ws.join("out/keep.txt")).expect("kept"),
@@ -462,6 +462,14 @@ fn nan_in_a_weight() {
         &out,
         &format!("error: cannot inspect `model`\n\nCaused by:\n{cause}"),
     );
+    // Issue 13, item 8: `export` follows the same finiteness rule and writes nothing.
+    let before = ws.entries();
+    let out = ws.run(&["export", "model", "--output", "dense"]);
+    assert_error(
+        &out,
+        &format!("error: cannot use the weights of `model`\n\nCaused by:\n{cause}"),
+    );
+    assert_eq!(ws.entries(), before);
 }
 
 #[test]
@@ -505,4 +513,54 @@ fn inspect_a_folder_that_does_not_exist() {
          \n\
          hint: expected a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)\n",
     );
+}
+
+// ---------------------------------------------------------------- issue 13, "Also"
+
+#[test]
+fn issue_13_a_missing_or_invalid_tokenizer_is_a_plan_error() {
+    let ws = Workspace::new();
+    std::fs::remove_file(ws.join("model/tokenizer.json")).expect("rm");
+    run_fails(
+        &ws,
+        "error: cannot plan pipeline `pipeline.toml`\n\
+         \n\
+         Caused by:\n  cannot read tokenizer `model/tokenizer.json`: No such file or directory (os error 2)\n\
+         \n\
+         hint: the model folder needs the tokenizer.json it was trained with (the artifact carries it for `embed` and `eval`)\n",
+    );
+    ws.write("model/tokenizer.json", "{\"version\": \"1.0\"}\n");
+    let before = ws.entries();
+    let out = ws.run(&["run", "pipeline.toml"]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: cannot plan pipeline `pipeline.toml`\n\nCaused by:\n  cannot load tokenizer `model/tokenizer.json`: "),
+        "{err}"
+    );
+    assert_eq!(ws.entries(), before);
+}
+
+#[test]
+fn issue_13_limit_0_is_refused_as_such() {
+    let ws = Workspace::new();
+    ws.write("texts.jsonl", "{\"text\": \"the cat\"}\n");
+    for args in [
+        &[
+            "eval",
+            "model",
+            "--task",
+            "sts",
+            "--data",
+            "texts.jsonl",
+            "--limit",
+            "0",
+        ][..],
+        &["embed", "model", "--data", "texts.jsonl", "--limit", "0"],
+    ] {
+        assert_error(
+            &ws.run(args),
+            "error: invalid value '0' for '--limit <LIMIT>': must be at least 1: it is the number of rows to use\n\nFor more information, try '--help'.\n",
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::{read_tree, stderr, Workspace};
 use compressor_models::quant::{Encoding, QuantTensor, Strategy};
-use compressor_models::{st, Checkpoint, DType};
+use compressor_models::{st, Checkpoint, DType, HostTensor};
 use serde_json::Value;
 
 const PIPELINE: &str = "[model]\npath = \"model\"\n\n[[pass]]\nkind = \"blockwise-quant\"\nbits = 4\ngroup-size = 16\nembeddings = { word = 8 }\n\n[output]\ndir = \"out\"\n";
@@ -188,7 +188,7 @@ fn artifacts_whose_parts_disagree_with_their_config_do_not_load() {
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(
-        err.contains("quantized tensor `encoder.layer.0.attention.output.dense.weight`: packed codes hold 32 words, a [16, 16] matrix of 8 bits needs [16, 4] = 64 (config group `group_1`: 8 bits, group 16)"),
+        err.contains("quantized tensor `encoder.layer.0.attention.output.dense.weight`: `weight_packed` has shape [16, 2], expected [16, 4] (config group `group_1`: 8 bits, group 16)"),
         "{err}"
     );
     assert!(
@@ -207,6 +207,88 @@ fn artifacts_whose_parts_disagree_with_their_config_do_not_load() {
     assert!(
         err.contains("the weights are quantized but config.json has no compressed-tensors `quantization_config`"),
         "{err}"
+    );
+}
+
+/// Rewrite the artifact `out`'s model.safetensors, passing every tensor through `edit`.
+fn rewrite(ws: &Workspace, edit: impl Fn(&str, HostTensor) -> HostTensor) {
+    let path = ws.join("out/model.safetensors");
+    let file = st::SafetensorsFile::open(&path).expect("open");
+    let tensors: Vec<(String, HostTensor)> = file
+        .tensors
+        .keys()
+        .map(|n| {
+            let t = file.tensor(n).expect("tensor");
+            let t =
+                HostTensor::from_bytes(t.dtype, t.shape.clone(), t.bytes().to_vec()).expect("own");
+            (n.clone(), edit(n, t))
+        })
+        .collect();
+    let metadata = file.metadata.clone();
+    drop(file);
+    st::write(&path, &tensors, &metadata).expect("write");
+}
+
+const QUERY: &str = "encoder.layer.0.attention.self.query";
+
+/// A change to one tensor of an artifact.
+type Edit = dyn Fn(&str, HostTensor) -> HostTensor;
+
+#[test]
+fn issue_13_bad_scales_and_mis_shaped_parts_are_named() {
+    let scale = |value: f32| {
+        move |name: &str, t: HostTensor| {
+            if name != format!("{QUERY}.weight_scale") {
+                return t;
+            }
+            let mut v = t.to_f32(name).expect("f32");
+            v[3] = value;
+            HostTensor::from_f32(t.shape.clone(), &v, t.dtype).expect("tensor")
+        }
+    };
+    let reshape = |part: &'static str, shape: Vec<usize>| {
+        move |name: &str, t: HostTensor| {
+            if name != format!("{QUERY}.{part}") {
+                return t;
+            }
+            HostTensor::from_bytes(t.dtype, shape.clone(), t.bytes().to_vec()).expect("tensor")
+        }
+    };
+    let cases: Vec<(Box<Edit>, &str)> = vec![
+        (Box::new(scale(0.0)), "`weight_scale` holds a non-positive scale 0 at flat index 3; every scale must be finite and positive"),
+        (Box::new(scale(-0.5)), "`weight_scale` holds a non-positive scale -0.5 at flat index 3; every scale must be finite and positive"),
+        (Box::new(scale(f32::NAN)), "`weight_scale` holds a non-finite scale NaN at flat index 3; every scale must be finite and positive"),
+        (Box::new(reshape("weight_scale", vec![1, 16])), "`weight_scale` has shape [1, 16], expected [16, 1] (config group `group_1`: 4 bits, group 16)"),
+        (Box::new(reshape("weight_packed", vec![32, 1])), "`weight_packed` has shape [32, 1], expected [16, 2] (config group `group_1`: 4 bits, group 16)"),
+    ];
+    for (edit, problem) in cases {
+        let ws = quantized_workspace();
+        rewrite(&ws, edit);
+        let expected = format!("quantized tensor `{QUERY}.weight`: {problem}");
+        for args in [
+            &["inspect", "out"][..],
+            &["export", "out", "--output", "dense"],
+        ] {
+            let o = ws.run(args);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(&expected), "{args:?}: {expected}\nin: {err}");
+        }
+        assert!(!ws.join("dense").exists());
+    }
+}
+
+#[test]
+fn issue_13_bits_per_weight_counts_the_stored_codes_and_scales() {
+    let ws = quantized_workspace();
+    let dense = compressor_eval::suite::summarize("model", &ws.join("model")).expect("model");
+    let quant = compressor_eval::suite::summarize("out", &ws.join("out")).expect("artifact");
+    assert_eq!(dense.bits_per_weight, 32.0);
+    // 4-bit linears with one f16 scale per 16 weights (5 bits), 8-bit word embeddings, the rest f32.
+    assert!(
+        quant.bits_per_weight > 4.0 && quant.bits_per_weight < 16.0,
+        "{}",
+        quant.bits_per_weight
     );
 }
 

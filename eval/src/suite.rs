@@ -20,8 +20,9 @@ pub fn summarize(label: &str, dir: &Path) -> Result<ModelSummary> {
         .expected_tensors()
         .iter()
         .filter(|t| t.kind != Kind::Buffer)
-        .filter_map(|t| ckpt.store.info(&t.name))
-        .map(|(dt, shape)| (shape.iter().product::<usize>() * dt.size()) as u64)
+        .filter(|t| ckpt.store.contains(&t.name))
+        // As stored: a quantized weight counts its packed codes and scales, not the f32 it decodes to.
+        .map(|t| ckpt.store.stored_bytes(&t.name) as u64)
         .sum();
     Ok(ModelSummary {
         label: label.to_string(),

@@ -2,8 +2,10 @@
 //!
 //! Layout: an 8-byte little-endian header length `n`, `n` bytes of JSON header
 //! (`{"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {..}}`), then the data.
-//! The reader checks every byte range against its shape and dtype before anything is read; the writer is
-//! deterministic (tensors ordered by dtype size then name, header padded with spaces to 8 bytes).
+//! The reader checks every byte range against its shape and dtype before anything is read, and the layout as a
+//! whole: no name twice, no two tensors sharing a byte, no byte of the data outside a tensor (the rules of the
+//! reference `safetensors` crate). The writer is deterministic (tensors ordered by dtype size then name, header
+//! padded with spaces to 8 bytes).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::Mmap;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -77,6 +80,82 @@ fn bad(path: &Path, problem: impl Into<String>) -> Error {
     }
 }
 
+/// At most this many layout problems are listed in one error.
+const LISTED: usize = 10;
+
+/// A JSON value in which no object holds a key twice (deserializing one that does is an error naming the key).
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Strict;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> std::result::Result<Strict, E> {
+                Ok(Strict(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Strict, E> {
+                Ok(Strict(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Strict, E> {
+                Ok(Strict(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Strict, E> {
+                Ok(Strict(
+                    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+                ))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Strict, E> {
+                Ok(Strict(Value::String(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Strict, E> {
+                Ok(Strict(Value::String(v)))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Strict, E> {
+                Ok(Strict(Value::Null))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Strict, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Strict(v)) = seq.next_element()? {
+                    out.push(v);
+                }
+                Ok(Strict(Value::Array(out)))
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<Strict, A::Error> {
+                let mut out = Map::new();
+                while let Some((k, Strict(v))) = m.next_entry::<String, Strict>()? {
+                    if out.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format!(
+                            "key `{k}` appears more than once in one object (a reader would keep one of them and drop the other)"
+                        )));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(Strict(Value::Object(out)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `items` joined with `sep`, at most [`LISTED`] of them, then `... and N more`.
+fn capped(items: &[String], sep: &str) -> String {
+    let mut shown: Vec<String> = items.iter().take(LISTED).cloned().collect();
+    if items.len() > LISTED {
+        shown.push(format!("... and {} more", items.len() - LISTED));
+    }
+    shown.join(sep)
+}
+
 type Header = (
     usize,
     BTreeMap<String, TensorInfo>,
@@ -108,7 +187,7 @@ pub fn parse_header(path: &Path, buf: &[u8]) -> Result<Header> {
         ));
     }
     let n = n as usize;
-    let header: Value = serde_json::from_slice(&buf[8..8 + n])
+    let Strict(header) = serde_json::from_slice(&buf[8..8 + n])
         .map_err(|e| bad(path, format!("malformed header: {e}")))?;
     let Value::Object(header) = header else {
         return Err(bad(path, "malformed header: not a JSON object"));
@@ -138,7 +217,19 @@ pub fn parse_header(path: &Path, buf: &[u8]) -> Result<Header> {
         }
         let info = parse_entry(&name, &entry)
             .map_err(|p| bad(path, format!("malformed header: tensor `{name}`: {p}")))?;
-        let expected = info.shape.iter().product::<usize>() * info.dtype.size();
+        let Some(expected) = info
+            .shape
+            .iter()
+            .try_fold(info.dtype.size(), |acc, &d| acc.checked_mul(d))
+        else {
+            return Err(bad(
+                path,
+                format!(
+                    "tensor `{name}`: shape {:?} of {} holds more bytes than any file can (its size overflows)",
+                    info.shape, info.dtype
+                ),
+            ));
+        };
         if info.end < info.begin || info.end - info.begin != expected {
             return Err(bad(
                 path,
@@ -163,7 +254,64 @@ pub fn parse_header(path: &Path, buf: &[u8]) -> Result<Header> {
         }
         tensors.insert(name, info);
     }
+    let problems = layout_problems(&tensors, data_len);
+    if !problems.is_empty() {
+        let text = if problems.len() == 1 {
+            problems[0].clone()
+        } else {
+            format!(
+                "{} layout problems:\n  {}",
+                problems.len(),
+                capped(&problems, "\n  ")
+            )
+        };
+        return Err(bad(path, text));
+    }
     Ok((data_start, tensors, metadata))
+}
+
+/// What is wrong with how the tensors tile the data: two tensors sharing bytes (aliased: the same range; or
+/// overlapping), bytes no tensor covers (a gap), and bytes after the last tensor (a shifted data region or trailing
+/// bytes). Empty tensors take no bytes and are not part of the tiling.
+fn layout_problems(tensors: &BTreeMap<String, TensorInfo>, data_len: usize) -> Vec<String> {
+    let mut ranges: Vec<(&String, &TensorInfo)> =
+        tensors.iter().filter(|(_, t)| t.end > t.begin).collect();
+    ranges.sort_by_key(|(name, t)| (t.begin, t.end, *name));
+    let mut problems = Vec::new();
+    let mut cursor = 0usize;
+    let mut last: Option<(&String, &TensorInfo)> = None;
+    for &(name, t) in &ranges {
+        match last {
+            Some((prev, p)) if t.begin < cursor => problems.push(if (p.begin, p.end) == (t.begin, t.end) {
+                format!(
+                    "tensors `{prev}` and `{name}` alias the same bytes {}..{}; each tensor needs its own bytes",
+                    t.begin, t.end
+                )
+            } else {
+                format!(
+                    "tensors `{prev}` ({}..{}) and `{name}` ({}..{}) overlap; each tensor needs its own bytes",
+                    p.begin, p.end, t.begin, t.end
+                )
+            }),
+            _ if t.begin > cursor => problems.push(format!(
+                "bytes {cursor}..{} of the data belong to no tensor (a gap before `{name}`)",
+                t.begin
+            )),
+            _ => {}
+        }
+        if t.end > cursor {
+            cursor = t.end;
+            last = Some((name, t));
+        }
+    }
+    if cursor < data_len {
+        problems.push(format!(
+            "the data holds {} byte(s) after its last tensor{} ({cursor}..{data_len}): the data region is shifted, or bytes were appended",
+            data_len - cursor,
+            last.map(|(n, _)| format!(" `{n}`")).unwrap_or_default()
+        ));
+    }
+    problems
 }
 
 fn parse_entry(_name: &str, entry: &Value) -> std::result::Result<TensorInfo, String> {

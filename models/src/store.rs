@@ -35,6 +35,22 @@ impl ValidationReport {
     }
 }
 
+/// At most this many problems are listed; the rest are counted (`... and 99,994 more`).
+pub const LISTED_PROBLEMS: usize = 20;
+
+/// `n` with thousands separators (`99,994`).
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl std::fmt::Display for ValidationReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut lines = Vec::new();
@@ -53,6 +69,11 @@ impl std::fmt::Display for ValidationReport {
             lines.push(format!(
                 "  tensor `{name}` has dtype {dtype}, expected F32, F16 or BF16"
             ));
+        }
+        if lines.len() > LISTED_PROBLEMS {
+            let more = lines.len() - LISTED_PROBLEMS;
+            lines.truncate(LISTED_PROBLEMS);
+            lines.push(format!("  ... and {} more", thousands(more)));
         }
         write!(f, "{}", lines.join("\n"))
     }
@@ -100,6 +121,7 @@ impl TensorStore {
     }
 
     fn from_files(files: Vec<SafetensorsFile>, config: &ModelConfig) -> Result<Self> {
+        check_sizes(&files, config)?;
         let prefix = config.model_prefix();
         let all: Vec<&String> = files.iter().flat_map(|f| f.tensors.keys()).collect();
         let body: Vec<&&String> = all.iter().filter(|k| !config.is_head_tensor(k)).collect();
@@ -178,10 +200,10 @@ impl TensorStore {
                 problem: "the weights are quantized but config.json has no compressed-tensors `quantization_config`".into(),
             });
         };
-        let specs: BTreeMap<String, Role> = config
+        let specs: BTreeMap<String, (Role, Vec<usize>)> = config
             .expected_tensors()
             .into_iter()
-            .map(|s| (s.name, s.role))
+            .map(|s| (s.name, (s.role, s.shape)))
             .collect();
         for module in modules.iter().chain(&int8_modules) {
             let weight = format!("{module}.weight");
@@ -190,11 +212,11 @@ impl TensorStore {
                 name: weight.clone(),
                 problem,
             };
-            let class = match specs.get(&weight) {
-                Some(Role::EmbedTokens | Role::EmbedPositions | Role::EmbedTypes) => {
-                    ModuleClass::Embedding
+            let (class, expected_shape) = match specs.get(&weight) {
+                Some((Role::EmbedTokens | Role::EmbedPositions | Role::EmbedTypes, shape)) => {
+                    (ModuleClass::Embedding, shape)
                 }
-                Some(_) => ModuleClass::Linear,
+                Some((_, shape)) => (ModuleClass::Linear, shape),
                 None => return Err(fail("is not a weight of this architecture".into())),
             };
             // Targets name modules as the loader sees them: with the model prefix (`bert.`) where the file has it.
@@ -208,13 +230,44 @@ impl TensorStore {
                 .map_err(|_| fail("`weight_scale` is missing".into()))?;
             let mut encoding: Encoding = group.encoding;
             encoding.scale_dtype = scale.dtype;
+            let scale_shape = scale.shape.clone();
             let scales = scale.to_f32(&format!("{module}.weight_scale"))?;
+            if let Some((i, v)) = scales
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+            {
+                return Err(fail(format!(
+                    "`weight_scale` holds {} scale {v} at flat index {i}; every scale must be finite and positive",
+                    if v.is_finite() { "a non-positive" } else { "a non-finite" }
+                )));
+            }
+            // Every part's shape follows from the weight's shape, which the config fixes: check them before
+            // anything is allocated from them.
+            let check_shape = |part: &str, got: &[usize], expected: &[usize]| {
+                if got == expected {
+                    Ok(())
+                } else {
+                    Err(fail(format!(
+                        "`{part}` has shape {got:?}, expected {expected:?} (config group `{}`: {} bits, {})",
+                        group.name,
+                        encoding.bits,
+                        encoding.strategy.describe()
+                    )))
+                }
+            };
             let (rows, cols, quant) = if int8_modules.contains(module) {
                 let w = self.get(&weight)?;
                 let (rows, cols) = match w.shape[..] {
                     [r, c] => (r, c),
                     _ => return Err(fail(format!("has shape {:?}, expected a matrix", w.shape))),
                 };
+                check_shape("weight", &w.shape, expected_shape)?;
+                check_shape(
+                    "weight_scale",
+                    &scale_shape,
+                    &encoding.strategy.scale_shape(rows, cols),
+                )?;
                 if encoding.bits != 8 {
                     return Err(fail(format!(
                         "is stored as int8 but its config group says {} bits",
@@ -242,6 +295,13 @@ impl TensorStore {
                         )))
                     }
                 };
+                if [rows, cols][..] != expected_shape[..] {
+                    return Err(fail(format!(
+                        "`weight_shape` holds {shape:?}, but the config implies {expected_shape:?}"
+                    )));
+                }
+                let [sr, sc] = encoding.strategy.scale_shape(rows, cols);
+                check_shape("weight_scale", &scale_shape, &[sr, sc])?;
                 let packed_name = format!("{module}.weight_packed");
                 let packed = self
                     .get(&packed_name)
@@ -252,10 +312,22 @@ impl TensorStore {
                         packed.dtype
                     )));
                 }
+                check_shape(
+                    "weight_packed",
+                    &packed.shape,
+                    &[rows, crate::quant::packed_words(cols, encoding.bits)],
+                )?;
                 let words: Vec<i32> = bytemuck::pod_collect_to_vec(packed.bytes());
                 let zp_name = format!("{module}.weight_zero_point");
                 let zp: Option<Vec<i32>> = match self.get(&zp_name) {
-                    Ok(z) if z.dtype == DType::I32 => Some(bytemuck::pod_collect_to_vec(z.bytes())),
+                    Ok(z) if z.dtype == DType::I32 => {
+                        check_shape(
+                            "weight_zero_point",
+                            &z.shape,
+                            &[crate::quant::packed_words(sr, encoding.bits), sc],
+                        )?;
+                        Some(bytemuck::pod_collect_to_vec(z.bytes()))
+                    }
                     Ok(z) => {
                         return Err(fail(format!(
                             "`weight_zero_point` is {}, expected packed I32",
@@ -616,6 +688,25 @@ impl TensorStore {
     pub fn file_paths(&self) -> Vec<PathBuf> {
         self.files.iter().map(|f| f.path.clone()).collect()
     }
+}
+
+/// Sizes of config.json that decide how much is allocated before the tensors are compared with the config, bounded
+/// by what the tensors can hold: every encoder layer has at least one tensor of its own.
+fn check_sizes(files: &[SafetensorsFile], config: &ModelConfig) -> Result<()> {
+    let tensors: usize = files.iter().map(|f| f.tensors.len()).sum();
+    let layers = config.bert().num_hidden_layers;
+    if layers > tensors {
+        return Err(Error::ConfigKey {
+            path: config.path.clone(),
+            key: "num_hidden_layers".into(),
+            problem: format!(
+                "is {}, but the checkpoint holds only {} tensor(s), fewer than one per layer",
+                thousands(layers),
+                thousands(tensors)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Buffers that some BERT checkpoints carry and that are not parameters.

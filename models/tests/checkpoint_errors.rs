@@ -308,3 +308,140 @@ fn writer_output_reads_back_identically_and_loads_in_the_safetensors_crate() {
             .bytes()
     );
 }
+
+// ---------------------------------------------------------------- issue 13: a reader that is really strict
+
+/// A safetensors file from a header (JSON text) and `data_len` zero bytes of data.
+fn raw(header: &str, data_len: usize) -> Vec<u8> {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, data_len));
+    bytes
+}
+
+fn header_err(header: &str, data_len: usize) -> String {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("x.safetensors");
+    std::fs::write(&path, raw(header, data_len)).expect("write");
+    let err = compressor_models::st::SafetensorsFile::open(&path)
+        .expect_err("the header must be refused")
+        .to_string();
+    err.strip_prefix(&format!("`{}`: ", path.display()))
+        .unwrap_or(&err)
+        .to_string()
+}
+
+#[test]
+fn issue_13_duplicate_names_shared_bytes_gaps_trailing_bytes_and_overflows_are_refused() {
+    const ONE: &str = r#"{"dtype": "F32", "shape": [1], "data_offsets""#;
+    const TWO: &str = r#"{"dtype": "F32", "shape": [2], "data_offsets""#;
+    let cases: &[(String, usize, &str)] = &[
+        (
+            format!(r#"{{"w": {ONE}: [0, 4]}}, "w": {ONE}: [4, 8]}}}}"#),
+            8,
+            "malformed header: key `w` appears more than once in one object (a reader would keep one of them and drop the other) at line 1 column 122",
+        ),
+        (
+            format!(r#"{{"__metadata__": {{"format": "pt", "format": "np"}}, "w": {ONE}: [0, 4]}}}}"#),
+            4,
+            "malformed header: key `format` appears more than once in one object (a reader would keep one of them and drop the other) at line 1 column 49",
+        ),
+        (
+            format!(r#"{{"a": {TWO}: [0, 8]}}, "b": {{"dtype": "I32", "shape": [2], "data_offsets": [0, 8]}}}}"#),
+            8,
+            "tensors `a` and `b` alias the same bytes 0..8; each tensor needs its own bytes",
+        ),
+        (
+            format!(r#"{{"a": {TWO}: [0, 8]}}, "b": {TWO}: [4, 12]}}}}"#),
+            12,
+            "tensors `a` (0..8) and `b` (4..12) overlap; each tensor needs its own bytes",
+        ),
+        (
+            format!(r#"{{"a": {ONE}: [0, 4]}}, "b": {ONE}: [8, 12]}}}}"#),
+            12,
+            "bytes 4..8 of the data belong to no tensor (a gap before `b`)",
+        ),
+        (
+            format!(r#"{{"a": {ONE}: [0, 4]}}}}"#),
+            8,
+            "the data holds 4 byte(s) after its last tensor `a` (4..8): the data region is shifted, or bytes were appended",
+        ),
+        (
+            format!(r#"{{"a": {ONE}: [4, 8]}}, "b": {ONE}: [4, 8]}}}}"#),
+            12,
+            "3 layout problems:\n  bytes 0..4 of the data belong to no tensor (a gap before `a`)\n  tensors `a` and `b` alias the same bytes 4..8; each tensor needs its own bytes\n  the data holds 4 byte(s) after its last tensor `a` (8..12): the data region is shifted, or bytes were appended",
+        ),
+        (
+            r#"{"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}}"#.into(),
+            0,
+            "tensor `a`: shape [4294967296, 4294967296] of F32 holds more bytes than any file can (its size overflows)",
+        ),
+    ];
+    for (header, data_len, expected) in cases {
+        assert_eq!(&header_err(header, *data_len), expected, "{header}");
+    }
+}
+
+#[test]
+fn issue_13_a_shifted_data_region_is_a_layout_problem() {
+    // Eight bytes slipped in between the header and the data: every tensor would read its neighbour's bytes.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    tiny(tmp.path());
+    let path = tmp.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let data_len = bytes.len() - 8 - n;
+    bytes.splice(8 + n..8 + n, [0u8; 8]);
+    std::fs::write(&path, bytes).expect("write");
+    let err = open_err(tmp.path());
+    let expected = format!(
+        "`{}`: the data holds 8 byte(s) after its last tensor `pooler.dense.weight` ({data_len}..{}): the data region is shifted, or bytes were appended",
+        path.display(),
+        data_len + 8
+    );
+    assert_eq!(err, expected);
+}
+
+#[test]
+fn issue_13_shapes_whose_size_overflows_are_refused() {
+    assert_eq!(
+        header_err(
+            r#"{"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}}"#,
+            0
+        ),
+        "tensor `a`: shape [4294967296, 4294967296] of F32 holds more bytes than any file can (its size overflows)"
+    );
+}
+
+#[test]
+fn issue_13_layer_counts_are_bounded_by_the_tensors_and_long_lists_capped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    tiny(tmp.path());
+    let config_path = tmp.path().join("config.json");
+    let mut c = TinyBert::default().config();
+    c["num_hidden_layers"] = 1_000_000_000u64.into();
+    std::fs::write(&config_path, c.to_string()).expect("write");
+    let started = std::time::Instant::now();
+    let tensors = TinyBert::default().tensors().expect("tensors").len();
+    assert_eq!(
+        open_err(tmp.path()),
+        format!(
+            "`{}`: key `num_hidden_layers` is 1,000,000,000, but the checkpoint holds only {tensors} tensor(s), fewer than one per layer",
+            config_path.display()
+        )
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // As many layers as tensors passes the bound; the hundreds of missing tensors are listed 20 at most.
+    c["num_hidden_layers"] = tensors.into();
+    std::fs::write(&config_path, c.to_string()).expect("write");
+    let err = open_err(tmp.path());
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1 + 20 + 1, "{err}");
+    assert_eq!(lines[0], "the checkpoint does not match its config:");
+    let missing = (tensors - 2) * 16;
+    assert_eq!(
+        lines[21],
+        format!("  ... and {} more", missing - 20),
+        "{err}"
+    );
+}

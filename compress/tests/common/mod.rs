@@ -59,7 +59,11 @@ pub fn write_tiny(dir: &Path) {
     write_weights(dir, &tiny_tensors());
     let vocab: String = (0..64).map(|i| format!("tok{i}\n")).collect();
     std::fs::write(dir.join("vocab.txt"), vocab).expect("write");
-    std::fs::write(dir.join("tokenizer.json"), "{\"version\": \"1.0\"}\n").expect("write");
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        compressor_calibration::testing::tiny_wordpiece().to_string() + "\n",
+    )
+    .expect("write");
     std::fs::write(
         dir.join("tokenizer_config.json"),
         "{\"do_lower_case\": true}\n",
