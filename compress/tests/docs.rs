@@ -48,8 +48,21 @@ fn examples_parse() {
 #[test]
 fn toml_examples_in_pass_doc_comments_parse() {
     let mut found = 0;
-    for entry in std::fs::read_dir(root().join("passes/src")).expect("passes/src") {
-        let path = entry.expect("entry").path();
+    // One folder per method: read every source file below passes/src.
+    let mut files = Vec::new();
+    let mut dirs = vec![root().join("passes/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("passes/src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    for path in files {
         let source = std::fs::read_to_string(&path).expect("source");
         let mut block: Option<String> = None;
         for line in source.lines() {
