@@ -1,5 +1,6 @@
-//! `compressor export DIR --format dense`: a plain Hugging Face checkpoint that every runtime loads. Quantized
-//! weights are decoded to f32 (exactly the values our runtime computes with), `quantization_config` is dropped, and
+//! `compressor export DIR --format dense`: a plain Hugging Face checkpoint that every runtime loads. Every tensor
+//! stored in another form is decoded to dense (models `forms`: quantized and low-rank weights to f32, exactly the
+//! values our runtime computes with; sparse ones with their zeros), `quantization_config` is dropped, and
 //! settings no standard format expresses (static activation scales) are left out, with a warning.
 
 use std::path::Path;
@@ -15,7 +16,7 @@ use crate::artifact::{self, Manifest};
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
-    /// Dense safetensors with standard names and shapes (quantized weights decoded to f32).
+    /// Dense safetensors with standard names and shapes (quantized, low-rank and sparse weights decoded).
     Dense,
 }
 
@@ -51,7 +52,7 @@ pub fn export(
         ..
     } = ckpt;
     let input = artifact::input_record(dir, &config, &store, parameters, progress)?;
-    let decoded = store.dequantize_all()?;
+    let decoded = store.densify_all()?;
     let mut files = SideFiles::new(dir);
     let mut warnings = Vec::new();
     if activations.is_some() {
