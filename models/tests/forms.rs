@@ -5,11 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use compressor_models::forms::{split_part, FormError};
-use compressor_models::quant::ct;
 use compressor_models::testing::{SplitMix64, TinyBert};
 use compressor_models::{
-    st, Checkpoint, DType, Encoding, Factor, FactorForm, Form, FormKind, HostTensor, ModelConfig,
-    SparsePattern, Stored, Strategy, TensorStore,
+    st, Checkpoint, DType, Encoding, Factor, FactorForm, Form, FormKind, HostTensor, SparsePattern,
+    Stored, Strategy,
 };
 
 const BASE: &str = "encoder.layer.0.attention.self.query.weight";
@@ -451,96 +450,14 @@ fn constructors_refuse_what_the_form_cannot_hold() {
     );
 }
 
-/// The tiny model with one weight in every form, written as an artifact is (disk tensors, disk metadata and a
-/// `quantization_config` for the quantized module).
+/// The tiny model with one weight of layer 0 in every form; the dense values of every tensor before writing.
 fn write_every_form(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
-    TinyBert::default().write(dir).expect("tiny model");
-    let config = ModelConfig::load(dir).expect("config");
-    let mut store = TensorStore::open(dir, &config).expect("opens");
-    let l0 = "encoder.layer.0";
-    let get = |s: &TensorStore, n: &str| {
-        let (_, shape) = s.info(n).expect("info");
-        (s.get_f32(n, &shape).expect("f32"), shape[0], shape[1])
-    };
-    // query: low-rank f32 (full rank 16 of a 16x16 matrix: u = W, v = I).
-    let (w, rows, cols) = get(&store, &format!("{l0}.attention.self.query.weight"));
-    let eye: Vec<f32> = (0..cols * cols)
-        .map(|i| if i % (cols + 1) == 0 { 1.0 } else { 0.0 })
-        .collect();
-    let dense = FactorForm::Dense { dtype: DType::F32 };
-    store.set_stored(
-        &format!("{l0}.attention.self.query.weight"),
-        Stored::low_rank(
-            Factor::from_f32(&w, rows, cols, dense).expect("u"),
-            Factor::from_f32(&eye, cols, cols, dense).expect("v"),
-        )
-        .expect("low rank"),
-    );
-    // key: low-rank 4, quantized factors.
-    let q4 = FactorForm::Quant {
-        encoding: Encoding::symmetric(4, Strategy::Group { size: 4 }),
-    };
-    let q8 = FactorForm::Quant {
-        encoding: Encoding::symmetric(8, Strategy::Channel),
-    };
-    store.set_stored(
-        &format!("{l0}.attention.self.key.weight"),
-        Stored::low_rank(
-            Factor::from_f32(&random(16 * 4, 5), 16, 4, q4).expect("u"),
-            Factor::from_f32(&random(4 * 16, 6), 4, 16, q8).expect("v"),
-        )
-        .expect("low rank"),
-    );
-    // value: sparse bitmask; intermediate: 2:4 in bf16; output: quantized.
-    let (mut w, rows, cols) = get(&store, &format!("{l0}.attention.self.value.weight"));
-    w.iter_mut().step_by(3).for_each(|x| *x = 0.0);
-    store.set_stored(
-        &format!("{l0}.attention.self.value.weight"),
-        Stored::sparse_from_dense(&w, rows, cols, DType::F32).expect("sparse"),
-    );
-    let (mut w, rows, cols) = get(&store, &format!("{l0}.intermediate.dense.weight"));
-    for g in w.chunks_mut(4) {
-        g[1] = 0.0;
-        g[2] = 0.0;
-    }
-    store.set_stored(
-        &format!("{l0}.intermediate.dense.weight"),
-        Stored::two_four(&w, rows, cols, DType::BF16).expect("2:4"),
-    );
-    let (w, rows, cols) = get(&store, &format!("{l0}.output.dense.weight"));
-    store.set_quant(
-        &format!("{l0}.output.dense.weight"),
-        compressor_models::QuantTensor::quantize(
-            &w,
-            rows,
-            cols,
-            Encoding::symmetric(4, Strategy::Group { size: 8 }),
-        )
-        .expect("quantizes"),
-    );
-    store
-        .check(&config)
-        .expect("valid: every form reads back dense");
-    let decoded: BTreeMap<String, Vec<u8>> = store
-        .names()
-        .map(|n| (n.to_string(), store.get(n).expect("get").bytes().to_vec()))
-        .collect();
-    let mut raw = config.raw.clone();
-    raw.insert(
-        "quantization_config".into(),
-        ct::quantization_config(&store.quantized_modules(&config), true),
-    );
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&serde_json::Value::Object(raw)).expect("json"),
-    )
-    .expect("config");
-    let tensors = store.disk_tensors(&config).expect("disk tensors");
-    let metadata = store.disk_metadata(&config);
-    let bytes = st::serialize(&tensors, &metadata);
-    drop(store);
-    std::fs::write(dir.join("model.safetensors"), bytes).expect("write");
-    decoded
+    TinyBert::default()
+        .write_every_form(dir)
+        .expect("writes")
+        .into_iter()
+        .map(|(n, t)| (n, t.bytes().to_vec()))
+        .collect()
 }
 
 #[test]
