@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use compressor_models::{st, DType, HostTensor, ModelConfig, TensorStore};
+use compressor_models::{st, DType, Form, HostTensor, ModelConfig, TensorStore};
 use compressor_passes::{PassReport, Phase, Progress, SideFiles};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -295,11 +295,11 @@ pub fn hash_files(
     Ok(out)
 }
 
-/// The float dtype shared by every float tensor of the store, if there is exactly one.
+/// The float dtype shared by every dense float tensor of the store (other forms aside), if there is exactly one.
 pub fn uniform_float_dtype(store: &TensorStore) -> Option<DType> {
     let mut dtypes = store
         .names()
-        .filter(|n| store.encoding(n).is_none())
+        .filter(|n| matches!(store.form(n), Some(Form::Dense { .. })))
         .filter_map(|n| store.info(n))
         .map(|(d, _)| d)
         .filter(|d| d.is_float());
@@ -431,7 +431,7 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
     // model.safetensors: every tensor under its on-disk name (model prefix restored).
     progress.on_unit("model.safetensors");
     let tensors: Vec<(String, HostTensor)> = req.store.disk_tensors(req.config)?;
-    let mut metadata: BTreeMap<String, String> = req.store.metadata.clone();
+    let mut metadata: BTreeMap<String, String> = req.store.disk_metadata(req.config);
     metadata
         .entry("format".into())
         .or_insert_with(|| "pt".into());

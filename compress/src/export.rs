@@ -1,6 +1,7 @@
-//! `compressor export DIR --format dense`: a plain Hugging Face checkpoint that every runtime loads. Quantized
-//! weights are decoded to f32 (exactly the values our runtime computes with), per-layer shapes (pruned heads and
-//! neurons) are zero-padded back to the uniform BERT shapes, `quantization_config` is dropped, and
+//! `compressor export DIR --format dense`: a plain Hugging Face checkpoint that every runtime loads. Every tensor
+//! stored in another form is decoded to dense (models `forms`: quantized and low-rank weights to f32, exactly the
+//! values our runtime computes with; sparse ones with their zeros), per-layer shapes (pruned heads and neurons) are
+//! zero-padded back to the uniform BERT shapes, `quantization_config` is dropped, and
 //! settings no standard format expresses (static activation scales) are left out, with a warning.
 
 use std::path::Path;
@@ -18,8 +19,8 @@ use crate::output::OutputLock;
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
-    /// Dense safetensors with standard names and shapes (quantized weights decoded to f32, per-layer shapes
-    /// zero-padded): loads anywhere.
+    /// Dense safetensors with standard names and shapes (quantized, low-rank and sparse weights decoded, per-layer
+    /// shapes zero-padded): loads anywhere.
     Dense,
     /// Dense safetensors keeping per-layer shapes, plus a PyTorch modeling file (`auto_map`): transformers and
     /// sentence-transformers load it with `trust_remote_code=True` and run the smaller model.
@@ -71,7 +72,7 @@ pub fn export(
     // The finiteness rule of every command: no tensor (quantized ones decoded) may hold NaN or Inf.
     crate::runner::check_finite(&store, progress)
         .with_context(|| format!("cannot use the weights of `{}`", dir.display()))?;
-    let decoded = store.dequantize_all()?;
+    let decoded = store.densify_all()?;
     let per_layer = !config.bert().is_uniform();
     let mut files = SideFiles::new(dir);
     let config = match format {

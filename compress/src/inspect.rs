@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use compressor_models::Checkpoint;
+use compressor_models::{Checkpoint, Form};
 use compressor_passes::{ModelInfo, Progress};
 use serde::Serialize;
 use serde_json::Value;
@@ -19,6 +19,11 @@ pub struct TensorRow {
     pub dtype: String,
     pub shape: Vec<usize>,
     pub bytes: usize,
+    /// How the tensor is stored: `F32`, `4-bit group 128`, `low-rank r=64 F32`, `sparse 50.0% F32` (the share of
+    /// zeros), `2:4 F32`.
+    pub form: String,
+    #[serde(skip)]
+    dense: bool,
 }
 
 /// The manifest of an artifact written by compressor, summarized.
@@ -108,6 +113,8 @@ pub fn inspect(dir: &Path, progress: &dyn Progress) -> anyhow::Result<Inspection
                 dtype: t.dtype.as_str().to_string(),
                 shape: t.shape.clone(),
                 bytes: t.bytes(),
+                form: t.form.describe(&t.shape),
+                dense: matches!(t.form, Form::Dense { .. }),
             })
             .collect(),
         artifact,
@@ -261,25 +268,50 @@ impl Inspection {
             .unwrap_or(5)
             .max(5);
         let bw = thousands(self.total_bytes).len().max(5);
+        // A `form` column when some tensor is not plainly dense.
+        let fw = if self.tensors.iter().all(|t| t.dense) {
+            0
+        } else {
+            self.tensors
+                .iter()
+                .map(|t| t.form.len())
+                .max()
+                .unwrap_or(4)
+                .max(4)
+        };
+        let form = |f: &str| {
+            if fw == 0 {
+                String::new()
+            } else {
+                format!("  {f:<fw$}")
+            }
+        };
         s.push_str(&format!(
-            "{:<w$}  {:<rw$}  {:<5}  {:<sw$}  {:>bw$}\n",
-            "name", "role", "dtype", "shape", "bytes"
+            "{:<w$}  {:<rw$}  {:<5}{}  {:<sw$}  {:>bw$}\n",
+            "name",
+            "role",
+            "dtype",
+            form("form"),
+            "shape",
+            "bytes"
         ));
         for t in &self.tensors {
             s.push_str(&format!(
-                "{:<w$}  {:<rw$}  {:<5}  {:<sw$}  {:>bw$}\n",
+                "{:<w$}  {:<rw$}  {:<5}{}  {:<sw$}  {:>bw$}\n",
                 t.name,
                 t.role,
                 t.dtype,
+                form(&t.form),
                 shape(&t.shape),
                 thousands(t.bytes)
             ));
         }
         s.push_str(&format!(
-            "{:<w$}  {:<rw$}  {:<5}  {:<sw$}  {:>bw$}\n",
+            "{:<w$}  {:<rw$}  {:<5}{}  {:<sw$}  {:>bw$}\n",
             "total",
             "",
             "",
+            form(""),
             "",
             thousands(self.total_bytes)
         ));

@@ -350,7 +350,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("warning: {w}");
             }
             eprintln!(
-                "wrote `{}`: {} quantized tensor(s) decoded, {} tensor bytes",
+                "wrote `{}`: {} tensor(s) decoded to dense, {} tensor bytes",
                 output.display(),
                 outcome.decoded,
                 thousands(outcome.manifest.output.tensor_bytes)

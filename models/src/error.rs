@@ -71,6 +71,15 @@ pub enum Error {
     Invalid(ValidationReport),
     #[error("{0}")]
     Runtime(String),
+    /// Parts of a low-rank or sparse tensor that do not fit together (forms.rs).
+    #[error("`{}`: tensor `{name}` ({form}): {problem}\nhint: low-rank and sparse tensors are written by compressor only; `compressor inspect` shows what was found", path.display())]
+    StoredForm {
+        path: PathBuf,
+        name: String,
+        /// The form the parts make up (`low-rank`), or `unknown form`.
+        form: &'static str,
+        problem: String,
+    },
     /// Quantized tensors that do not agree with the `quantization_config` of config.json (or with each other).
     #[error("`{}`: quantized tensor `{name}`: {problem}\nhint: the folder was not written by a compressed-tensors writer, or its config.json and weights come from different runs; `compressor inspect` shows what was found", path.display())]
     Quantized {

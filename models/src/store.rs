@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::arch::ModelConfig;
 use crate::error::{Error, Result};
+use crate::forms::{self, Form, FormKind, Stored};
 use crate::names::{Role, TensorSpec};
 use crate::quant::ct::{CtConfig, ModuleClass};
 use crate::quant::{Encoding, QuantTensor};
@@ -81,22 +82,11 @@ impl std::fmt::Display for ValidationReport {
 
 #[derive(Debug, Clone)]
 enum Entry {
-    File {
-        file: usize,
-        key: String,
-    },
-    Owned(HostTensor),
-    /// Integer codes with scales (a quantized `M.weight`), decoded to f32 on `get`.
-    Quant(Arc<QuantTensor>),
+    /// A dense tensor of one of the files, unchanged.
+    File { file: usize, key: String },
+    /// A tensor in any storage form (read from its parts, or set since loading).
+    Stored(Stored),
 }
-
-/// The parts of one compressed-tensors weight on disk: canonical names of the tensors that encode `M.weight`.
-const CT_PARTS: &[&str] = &[
-    "weight_packed",
-    "weight_scale",
-    "weight_shape",
-    "weight_zero_point",
-];
 
 /// The tensors of one model, by canonical name.
 #[derive(Debug)]
@@ -160,216 +150,170 @@ impl TensorStore {
             prefix,
             metadata,
         };
-        store.decode_compressed(config)?;
+        store.decode_forms(config)?;
         Ok(store)
     }
 
-    /// Replace the compressed-tensors parts (`M.weight_packed`, `M.weight_scale`, `M.weight_shape`,
-    /// `M.weight_zero_point`, or an int8 `M.weight` with its scale) by one quantized `M.weight`, checking every size
-    /// against config.json's `quantization_config`.
-    fn decode_compressed(&mut self, config: &ModelConfig) -> Result<()> {
+    /// Replace the parts of every tensor stored in a non-dense form (forms.rs: compressed-tensors
+    /// `M.weight_packed` / `weight_scale` / `weight_shape` / `weight_zero_point` or an int8 `M.weight` with its
+    /// scale; low-rank `M.weight_u` / `weight_v`; sparse `M.weight_bitmask` or `weight_indices` with
+    /// `weight_values` and `weight_shape`) by one stored `M.weight`. Quantized sizes are checked against config.json's
+    /// `quantization_config`; the encodings of quantized low-rank factors come from the safetensors metadata
+    /// [`forms::METADATA_KEY`], which is consumed here (the writer regenerates it).
+    fn decode_forms(&mut self, config: &ModelConfig) -> Result<()> {
         let path = config.path.clone();
         let ct = CtConfig::from_config(&config.raw).map_err(|problem| Error::ConfigKey {
             path: path.clone(),
             key: "quantization_config".into(),
             problem,
         })?;
-        let modules: BTreeSet<String> = self
-            .entries
-            .keys()
-            .filter_map(|k| k.strip_suffix(".weight_packed").map(str::to_string))
-            .collect();
-        let int8_modules: Vec<String> = match &ct {
+        let described = self.forms_metadata()?;
+        let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for name in self.entries.keys() {
+            if let Some((base, suffix)) = forms::split_part(name) {
+                groups
+                    .entry(base.to_string())
+                    .or_default()
+                    .insert(suffix.to_string());
+            }
+        }
+        let int8: BTreeSet<String> = match &ct {
             Some(_) => self
                 .entries
                 .keys()
                 .filter(|k| k.ends_with(".weight"))
                 .filter(|k| self.info(k).is_some_and(|(d, _)| d == DType::I8))
-                .map(|k| k.trim_end_matches(".weight").to_string())
+                .cloned()
                 .collect(),
-            None => Vec::new(),
+            None => BTreeSet::new(),
         };
-        if modules.is_empty() && int8_modules.is_empty() {
+        for name in &int8 {
+            groups.entry(name.clone()).or_default();
+        }
+        if groups.is_empty() {
             return Ok(());
         }
-        let Some(ct) = ct else {
-            let first = modules.iter().next().cloned().unwrap_or_default();
-            return Err(Error::Quantized {
-                path,
-                name: format!("{first}.weight_packed"),
-                problem: "the weights are quantized but config.json has no compressed-tensors `quantization_config`".into(),
-            });
-        };
         let specs: BTreeMap<String, (Role, Vec<usize>)> = config
             .expected_tensors()
             .into_iter()
             .map(|s| (s.name, (s.role, s.shape)))
             .collect();
-        for module in modules.iter().chain(&int8_modules) {
-            let weight = format!("{module}.weight");
-            let fail = |problem: String| Error::Quantized {
-                path: path.clone(),
-                name: weight.clone(),
-                problem,
-            };
-            let (class, expected_shape) = match specs.get(&weight) {
-                Some((Role::EmbedTokens | Role::EmbedPositions | Role::EmbedTypes, shape)) => {
-                    (ModuleClass::Embedding, shape)
+        for (weight, suffixes) in groups {
+            let kind =
+                FormKind::identify(&suffixes, int8.contains(&weight)).map_err(|problem| {
+                    Error::StoredForm {
+                        path: path.clone(),
+                        name: weight.clone(),
+                        form: "unknown form",
+                        problem,
+                    }
+                })?;
+            // The encoding of a quantized matrix: a module's from its config group, a factor's from the metadata.
+            let encoding = |base: &str| -> std::result::Result<(Encoding, String), String> {
+                if base != weight {
+                    return match described.get(&weight) {
+                        Some(Form::LowRank { u, v, .. }) => {
+                            let f = if base.ends_with("_u") { u } else { v };
+                            match f {
+                                forms::FactorForm::Quant { encoding } => Ok((
+                                    *encoding,
+                                    format!("`{}` metadata", forms::METADATA_KEY),
+                                )),
+                                forms::FactorForm::Dense { .. } => Err(format!(
+                                    "`{}` is quantized, but the `{}` metadata describes it as dense",
+                                    crate::quant::ct::leaf(base),
+                                    forms::METADATA_KEY
+                                )),
+                            }
+                        }
+                        _ => Err(format!(
+                            "`{}` is quantized, but the `{}` metadata of the safetensors header does not describe its encoding",
+                            crate::quant::ct::leaf(base),
+                            forms::METADATA_KEY
+                        )),
+                    };
                 }
-                Some((_, shape)) => (ModuleClass::Linear, shape),
-                None => return Err(fail("is not a weight of this architecture".into())),
+                let Some(ct) = &ct else {
+                    return Err("the weights are quantized but config.json has no compressed-tensors `quantization_config`".into());
+                };
+                let class = match specs.get(&weight) {
+                    Some((Role::EmbedTokens | Role::EmbedPositions | Role::EmbedTypes, _)) => {
+                        ModuleClass::Embedding
+                    }
+                    Some(_) => ModuleClass::Linear,
+                    None => return Err("is not a weight of this architecture".into()),
+                };
+                // Targets name modules as the loader sees them: with the model prefix (`bert.`) where the file
+                // has it.
+                let disk_module = self.disk_name(config, &weight);
+                let disk_module = disk_module.trim_end_matches(".weight");
+                let group = ct.group_for(disk_module, class).ok_or_else(|| {
+                    "no `quantization_config.config_groups` entry targets this module".to_string()
+                })?;
+                Ok((group.encoding, format!("config group `{}`", group.name)))
             };
-            // Targets name modules as the loader sees them: with the model prefix (`bert.`) where the file has it.
-            let disk_module = self.disk_name(config, &weight);
-            let disk_module = disk_module.trim_end_matches(".weight");
-            let group = ct.group_for(disk_module, class).ok_or_else(|| {
-                fail("no `quantization_config.config_groups` entry targets this module".into())
+            let part = |name: &str| self.get(name).ok();
+            let stored = Stored::read(kind, &weight, &part, &encoding).map_err(|e| match kind {
+                FormKind::Quant => Error::Quantized {
+                    path: path.clone(),
+                    name: e.name,
+                    problem: e.problem,
+                },
+                _ => Error::StoredForm {
+                    path: path.clone(),
+                    name: e.name,
+                    form: kind.name(),
+                    problem: e.problem,
+                },
             })?;
-            let scale = self
-                .get(&format!("{module}.weight_scale"))
-                .map_err(|_| fail("`weight_scale` is missing".into()))?;
-            let mut encoding: Encoding = group.encoding;
-            encoding.scale_dtype = scale.dtype;
-            let scale_shape = scale.shape.clone();
-            let scales = scale.to_f32(&format!("{module}.weight_scale"))?;
-            if let Some((i, v)) = scales
-                .iter()
-                .enumerate()
-                .find(|(_, v)| !(v.is_finite() && **v > 0.0))
-            {
-                return Err(fail(format!(
-                    "`weight_scale` holds {} scale {v} at flat index {i}; every scale must be finite and positive",
-                    if v.is_finite() { "a non-positive" } else { "a non-finite" }
-                )));
+            if let Some((_, expected)) = specs.get(&weight) {
+                if stored.shape()[..] != expected[..] {
+                    let problem = format!(
+                        "holds a {:?} matrix, but the config implies {expected:?}",
+                        stored.shape()
+                    );
+                    return Err(match kind {
+                        FormKind::Quant => Error::Quantized {
+                            path: path.clone(),
+                            name: weight.clone(),
+                            problem,
+                        },
+                        _ => Error::StoredForm {
+                            path: path.clone(),
+                            name: weight.clone(),
+                            form: kind.name(),
+                            problem,
+                        },
+                    });
+                }
             }
-            // Every part's shape follows from the weight's shape, which the config fixes: check them before
-            // anything is allocated from them.
-            let check_shape = |part: &str, got: &[usize], expected: &[usize]| {
-                if got == expected {
-                    Ok(())
-                } else {
-                    Err(fail(format!(
-                        "`{part}` has shape {got:?}, expected {expected:?} (config group `{}`: {} bits, {})",
-                        group.name,
-                        encoding.bits,
-                        encoding.strategy.describe()
-                    )))
-                }
-            };
-            let (rows, cols, quant) = if int8_modules.contains(module) {
-                let w = self.get(&weight)?;
-                let (rows, cols) = match w.shape[..] {
-                    [r, c] => (r, c),
-                    _ => return Err(fail(format!("has shape {:?}, expected a matrix", w.shape))),
-                };
-                check_shape("weight", &w.shape, expected_shape)?;
-                check_shape(
-                    "weight_scale",
-                    &scale_shape,
-                    &encoding.strategy.scale_shape(rows, cols),
-                )?;
-                if encoding.bits != 8 {
-                    return Err(fail(format!(
-                        "is stored as int8 but its config group says {} bits",
-                        encoding.bits
-                    )));
-                }
-                let codes: Vec<i8> = bytemuck::cast_slice::<u8, i8>(w.bytes()).to_vec();
-                let mut packed = Vec::new();
-                crate::quant::pack_codes_rows(&codes, rows, cols, 8, &mut packed);
-                (
-                    rows,
-                    cols,
-                    QuantTensor::from_packed(encoding, rows, cols, &packed, scales, None),
-                )
-            } else {
-                let shape = self
-                    .get(&format!("{module}.weight_shape"))
-                    .map_err(|_| fail("`weight_shape` is missing".into()))?
-                    .to_i64(&format!("{module}.weight_shape"))?;
-                let (rows, cols) = match shape[..] {
-                    [r, c] if r > 0 && c > 0 => (r as usize, c as usize),
-                    _ => {
-                        return Err(fail(format!(
-                            "`weight_shape` holds {shape:?}, expected [out, in]"
-                        )))
-                    }
-                };
-                if [rows, cols][..] != expected_shape[..] {
-                    return Err(fail(format!(
-                        "`weight_shape` holds {shape:?}, but the config implies {expected_shape:?}"
-                    )));
-                }
-                let [sr, sc] = encoding.strategy.scale_shape(rows, cols);
-                check_shape("weight_scale", &scale_shape, &[sr, sc])?;
-                let packed_name = format!("{module}.weight_packed");
-                let packed = self
-                    .get(&packed_name)
-                    .map_err(|_| fail("`weight_packed` is missing".into()))?;
-                if packed.dtype != DType::I32 {
-                    return Err(fail(format!(
-                        "`weight_packed` is {}, expected I32",
-                        packed.dtype
-                    )));
-                }
-                check_shape(
-                    "weight_packed",
-                    &packed.shape,
-                    &[rows, crate::quant::packed_words(cols, encoding.bits)],
-                )?;
-                let words: Vec<i32> = bytemuck::pod_collect_to_vec(packed.bytes());
-                let zp_name = format!("{module}.weight_zero_point");
-                let zp: Option<Vec<i32>> = match self.get(&zp_name) {
-                    Ok(z) if z.dtype == DType::I32 => {
-                        check_shape(
-                            "weight_zero_point",
-                            &z.shape,
-                            &[crate::quant::packed_words(sr, encoding.bits), sc],
-                        )?;
-                        Some(bytemuck::pod_collect_to_vec(z.bytes()))
-                    }
-                    Ok(z) => {
-                        return Err(fail(format!(
-                            "`weight_zero_point` is {}, expected packed I32",
-                            z.dtype
-                        )))
-                    }
-                    Err(_) => None,
-                };
-                (
-                    rows,
-                    cols,
-                    QuantTensor::from_packed(encoding, rows, cols, &words, scales, zp.as_deref()),
-                )
-            };
-            let quant = quant.map_err(|p| {
-                fail(format!(
-                    "{p} (config group `{}`: {} bits, {})",
-                    group.name,
-                    encoding.bits,
-                    encoding.strategy.describe()
-                ))
-            })?;
-            debug_assert_eq!((quant.rows, quant.cols), (rows, cols));
-            for part in CT_PARTS {
-                self.entries.remove(&format!("{module}.{part}"));
+            for suffix in &suffixes {
+                self.entries.remove(&format!("{weight}{suffix}"));
             }
-            self.entries.insert(weight, Entry::Quant(Arc::new(quant)));
-        }
-        if let Some(stray) = self
-            .entries
-            .keys()
-            .find(|k| CT_PARTS.iter().any(|p| k.ends_with(&format!(".{p}"))))
-        {
-            return Err(Error::Quantized {
-                path,
-                name: stray.clone(),
-                problem:
-                    "is a compressed-tensors part without its `weight_packed` (or int8 `weight`)"
-                        .into(),
-            });
+            self.entries.insert(weight, Entry::Stored(stored));
         }
         Ok(())
+    }
+
+    /// The [`forms::METADATA_KEY`] description of the files, by canonical name, taken out of `metadata`.
+    fn forms_metadata(&mut self) -> Result<BTreeMap<String, Form>> {
+        let mut out = BTreeMap::new();
+        self.metadata.remove(forms::METADATA_KEY);
+        for f in &self.files {
+            let Some(text) = f.metadata.get(forms::METADATA_KEY) else {
+                continue;
+            };
+            let described: BTreeMap<String, Form> =
+                serde_json::from_str(text).map_err(|e| Error::Safetensors {
+                    path: f.path.clone(),
+                    problem: format!("`__metadata__.{}` is not valid: {e}", forms::METADATA_KEY),
+                })?;
+            for (name, form) in described {
+                let canonical = name.strip_prefix(self.prefix.as_str()).unwrap_or(&name);
+                out.insert(canonical.to_string(), form);
+            }
+        }
+        Ok(out)
     }
 
     /// An empty store (for tests and builders).
@@ -399,46 +343,64 @@ impl TensorStore {
         self.entries.is_empty()
     }
 
-    /// Dtype and shape from metadata alone (no data read).
+    /// Dtype and shape from metadata alone (no data read): of the dense tensor `get` gives.
     pub fn info(&self, name: &str) -> Option<(DType, Vec<usize>)> {
         match self.entries.get(name)? {
             Entry::File { file, key } => self.files[*file]
                 .tensors
                 .get(key)
                 .map(|t| (t.dtype, t.shape.clone())),
-            Entry::Owned(t) => Some((t.dtype, t.shape.clone())),
-            Entry::Quant(q) => Some((DType::F32, vec![q.rows, q.cols])),
+            Entry::Stored(s) => Some((s.dtype(), s.shape())),
         }
     }
 
-    /// The encoding of a quantized tensor, `None` for dense ones.
-    pub fn encoding(&self, name: &str) -> Option<Encoding> {
+    /// The storage form of a tensor (metadata only).
+    pub fn form(&self, name: &str) -> Option<Form> {
         match self.entries.get(name)? {
-            Entry::Quant(q) => Some(q.encoding),
-            _ => None,
+            Entry::File { .. } => self.info(name).map(|(dtype, _)| Form::Dense { dtype }),
+            Entry::Stored(s) => Some(s.form()),
         }
     }
 
-    /// The codes and scales of a quantized tensor, `None` for dense ones.
+    /// The tensor in its storage form (mapped bytes for unchanged tensors, no copy).
+    pub fn stored(&self, name: &str) -> Result<Stored> {
+        match self.entries.get(name) {
+            Some(Entry::Stored(s)) => Ok(s.clone()),
+            Some(Entry::File { file, key }) => self.files[*file].tensor(key).map(Stored::Dense),
+            None => Err(Error::TensorNotFound { name: name.into() }),
+        }
+    }
+
+    /// Replace or add a tensor in any storage form (it reads back dense through `get`).
+    pub fn set_stored(&mut self, name: &str, stored: Stored) {
+        self.entries.insert(name.to_string(), Entry::Stored(stored));
+    }
+
+    /// The encoding of a quantized tensor, `None` for every other form.
+    pub fn encoding(&self, name: &str) -> Option<Encoding> {
+        self.form(name)?.encoding()
+    }
+
+    /// The codes and scales of a quantized tensor, `None` for every other form.
     pub fn get_quant(&self, name: &str) -> Option<Arc<QuantTensor>> {
         match self.entries.get(name)? {
-            Entry::Quant(q) => Some(q.clone()),
+            Entry::Stored(Stored::Quant(q)) => Some(q.clone()),
             _ => None,
         }
     }
 
     /// Store `name` as integer codes (it reads back dequantized, as f32).
     pub fn set_quant(&mut self, name: &str, q: QuantTensor) {
-        self.entries
-            .insert(name.to_string(), Entry::Quant(Arc::new(q)));
+        self.set_stored(name, Stored::Quant(Arc::new(q)));
     }
 
-    /// Replace every quantized tensor by its decoded f32 values (for dense export). Returns how many were decoded.
-    pub fn dequantize_all(&mut self) -> Result<usize> {
+    /// Replace every tensor stored in a non-dense form by its dense decoding (for dense export): quantized and
+    /// low-rank ones as f32, sparse ones in their values' dtype. Returns how many were decoded.
+    pub fn densify_all(&mut self) -> Result<usize> {
         let names: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| matches!(e, Entry::Quant(_)))
+            .filter(|(_, e)| matches!(e, Entry::Stored(s) if s.kind() != FormKind::Dense))
             .map(|(n, _)| n.clone())
             .collect();
         for name in &names {
@@ -448,11 +410,11 @@ impl TensorStore {
         Ok(names.len())
     }
 
-    /// Bytes the tensor takes on disk (all compressed-tensors parts for a quantized one).
+    /// Bytes the tensor takes on disk: the sum of its parts ([`Stored::stored_bytes`]).
     pub fn stored_bytes(&self, name: &str) -> usize {
         match self.entries.get(name) {
-            Some(Entry::Quant(q)) => q.stored_bytes(),
-            Some(_) => self
+            Some(Entry::Stored(s)) => s.stored_bytes(),
+            Some(Entry::File { .. }) => self
                 .info(name)
                 .map_or(0, |(dt, shape)| shape.iter().product::<usize>() * dt.size()),
             None => 0,
@@ -460,12 +422,12 @@ impl TensorStore {
     }
 
     /// Quantized modules (`M` of `M.weight`, named as on disk: with the model prefix where the checkpoint has it)
-    /// with their encodings, sorted by canonical name.
+    /// with their encodings, sorted by canonical name. Quantized low-rank factors are not modules and not listed.
     pub fn quantized_modules(&self, config: &ModelConfig) -> Vec<(String, Encoding)> {
         self.entries
             .iter()
             .filter_map(|(n, e)| match e {
-                Entry::Quant(q) => Some((
+                Entry::Stored(Stored::Quant(q)) => Some((
                     self.disk_name(config, n)
                         .trim_end_matches(".weight")
                         .to_string(),
@@ -477,60 +439,47 @@ impl TensorStore {
     }
 
     /// Every tensor as it is written to disk, by on-disk name (prefix restored), sorted: dense tensors as they are,
-    /// quantized ones as compressed-tensors parts (`weight_packed` int32, `weight_scale` in the scale dtype,
-    /// `weight_shape` int64, and `weight_zero_point` when asymmetric).
+    /// every other form as its parts ([`Stored::write_parts`]; quantized ones as compressed-tensors parts).
     pub fn disk_tensors(&self, config: &ModelConfig) -> Result<Vec<(String, HostTensor)>> {
         let mut out = Vec::with_capacity(self.entries.len());
         for (name, entry) in &self.entries {
+            let disk = self.disk_name(config, name);
             match entry {
-                Entry::Quant(q) => {
-                    let module = name.trim_end_matches(".weight");
-                    let disk = |part: &str| self.disk_name(config, &format!("{module}.{part}"));
-                    let words = q.packed();
-                    out.push((
-                        disk("weight_packed"),
-                        HostTensor::from_bytes(
-                            DType::I32,
-                            vec![q.rows, crate::quant::packed_words(q.cols, q.encoding.bits)],
-                            bytemuck::cast_slice(&words).to_vec(),
-                        )?,
-                    ));
-                    let [sr, sc] = q.encoding.strategy.scale_shape(q.rows, q.cols);
-                    out.push((
-                        disk("weight_scale"),
-                        HostTensor::from_f32(vec![sr, sc], &q.scales, q.encoding.scale_dtype)?,
-                    ));
-                    out.push((
-                        disk("weight_shape"),
-                        HostTensor::from_i64(vec![2], &[q.rows as i64, q.cols as i64])?,
-                    ));
-                    if !q.encoding.symmetric {
-                        let zp = q.packed_zero_points();
-                        out.push((
-                            disk("weight_zero_point"),
-                            HostTensor::from_bytes(
-                                DType::I32,
-                                vec![crate::quant::packed_words(sr, q.encoding.bits), sc],
-                                bytemuck::cast_slice(&zp).to_vec(),
-                            )?,
-                        ));
-                    }
-                }
-                _ => out.push((self.disk_name(config, name), self.get(name)?)),
+                Entry::Stored(s) => out.extend(s.write_parts(&disk)?),
+                Entry::File { file, key } => out.push((disk, self.files[*file].tensor(key)?)),
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
-    /// The tensor (mapped bytes for unchanged tensors, no copy).
+    /// The safetensors `__metadata__` to write with [`TensorStore::disk_tensors`]: the input's, plus the
+    /// [`forms::METADATA_KEY`] description of every low-rank or sparse tensor (by on-disk name) when there is one.
+    pub fn disk_metadata(&self, config: &ModelConfig) -> BTreeMap<String, String> {
+        let mut metadata = self.metadata.clone();
+        let described: BTreeMap<String, Form> = self
+            .entries
+            .iter()
+            .filter_map(|(n, e)| match e {
+                Entry::Stored(s @ (Stored::LowRank(_) | Stored::Sparse(_))) => {
+                    Some((self.disk_name(config, n), s.form()))
+                }
+                _ => None,
+            })
+            .collect();
+        if !described.is_empty() {
+            if let Ok(text) = serde_json::to_string(&described) {
+                metadata.insert(forms::METADATA_KEY.into(), text);
+            }
+        }
+        metadata
+    }
+
+    /// The tensor, decoded to dense (mapped bytes for unchanged tensors, no copy).
     pub fn get(&self, name: &str) -> Result<HostTensor> {
         match self.entries.get(name) {
             Some(Entry::File { file, key }) => self.files[*file].tensor(key),
-            Some(Entry::Owned(t)) => Ok(t.clone()),
-            Some(Entry::Quant(q)) => {
-                HostTensor::from_f32(vec![q.rows, q.cols], &q.dequantize(), DType::F32)
-            }
+            Some(Entry::Stored(s)) => s.to_dense(name),
             None => Err(Error::TensorNotFound { name: name.into() }),
         }
     }
@@ -550,7 +499,7 @@ impl TensorStore {
 
     /// Replace or add a tensor (copy-on-write overlay).
     pub fn set(&mut self, name: &str, tensor: HostTensor) {
-        self.entries.insert(name.to_string(), Entry::Owned(tensor));
+        self.set_stored(name, Stored::Dense(tensor));
     }
 
     /// Keep only rows `rows` (in the order given) of tensor `name` along its first dimension, in its stored
@@ -562,6 +511,16 @@ impl TensorStore {
             })?;
             self.set_quant(name, selected);
             return Ok(());
+        }
+        if let Some(kind) = self
+            .form(name)
+            .map(|f| f.kind())
+            .filter(|k| matches!(k, FormKind::LowRank | FormKind::Bitmask | FormKind::TwoFour))
+        {
+            return Err(Error::Runtime(format!(
+                "cannot select rows of tensor `{name}`: it is stored {}, and only dense and quantized tensors select rows",
+                kind.name()
+            )));
         }
         let t = self.get(name)?;
         let Some(&n) = t.shape.first() else {
@@ -594,10 +553,7 @@ impl TensorStore {
 
     /// Whether the tensor was changed since loading.
     pub fn is_changed(&self, name: &str) -> bool {
-        matches!(
-            self.entries.get(name),
-            Some(Entry::Owned(_) | Entry::Quant(_))
-        )
+        matches!(self.entries.get(name), Some(Entry::Stored(_)))
     }
 
     /// The name the tensor carries on disk (prefix restored, head tensors unprefixed).

@@ -123,4 +123,104 @@ impl TinyBert {
         meta.insert("format".to_string(), "pt".to_string());
         crate::st::write(&dir.join("model.safetensors"), &self.tensors()?, &meta)
     }
+
+    /// Write the model (as [`TinyBert::write`]) with one weight of layer 0 in every storage form (forms.rs), as
+    /// our artifact writer would: `attention.self.query` low-rank with f32 factors of full rank (`u = W`,
+    /// `v = I`), `attention.self.key` low-rank of rank 4 with 4-bit and 8-bit factors, `attention.self.value`
+    /// sparse with a bitmask (every third element zero), `intermediate.dense` 2:4 in BF16, `output.dense`
+    /// quantized (4 bits, groups of 8) with its `quantization_config`. Returns the dense value of every tensor
+    /// as it reads back (owned copies), by canonical name.
+    pub fn write_every_form(&self, dir: &Path) -> Result<BTreeMap<String, HostTensor>> {
+        use crate::forms::{Factor, FactorForm, Stored};
+        use crate::quant::{Encoding, QuantTensor, Strategy};
+
+        self.write(dir)?;
+        let config = crate::arch::ModelConfig::load(dir)?;
+        let mut store = crate::store::TensorStore::open(dir, &config)?;
+        let fail = |name: &str, problem: String| Error::Runtime(format!("`{name}`: {problem}"));
+        let matrix =
+            |store: &crate::store::TensorStore, name: &str| -> Result<(Vec<f32>, usize, usize)> {
+                let t = store.get(name)?;
+                match t.shape[..] {
+                    [r, c] => Ok((t.to_f32(name)?, r, c)),
+                    _ => Err(fail(
+                        name,
+                        format!("has shape {:?}, expected a matrix", t.shape),
+                    )),
+                }
+            };
+        let l0 = |m: &str| format!("encoder.layer.0.{m}.weight");
+        let dense = FactorForm::Dense { dtype: DType::F32 };
+        let name = l0("attention.self.query");
+        let (w, rows, cols) = matrix(&store, &name)?;
+        let eye: Vec<f32> = (0..cols * cols)
+            .map(|i| if i % (cols + 1) == 0 { 1.0 } else { 0.0 })
+            .collect();
+        let low = Factor::from_f32(&w, rows, cols, dense)
+            .and_then(|u| Stored::low_rank(u, Factor::from_f32(&eye, cols, cols, dense)?))
+            .map_err(|p| fail(&name, p))?;
+        store.set_stored(&name, low);
+
+        let name = l0("attention.self.key");
+        let (_, rows, cols) = matrix(&store, &name)?;
+        let mut rng = SplitMix64::new(self.seed ^ 0x5eed);
+        let mut random = |n: usize| (0..n).map(|_| rng.next_f32() - 0.5).collect::<Vec<f32>>();
+        let (u, v) = (random(rows * 4), random(4 * cols));
+        let q = |bits, strategy| FactorForm::Quant {
+            encoding: Encoding::symmetric(bits, strategy),
+        };
+        let low = Factor::from_f32(&u, rows, 4, q(4, Strategy::Group { size: 4 }))
+            .and_then(|u| {
+                Stored::low_rank(u, Factor::from_f32(&v, 4, cols, q(8, Strategy::Channel))?)
+            })
+            .map_err(|p| fail(&name, p))?;
+        store.set_stored(&name, low);
+
+        let name = l0("attention.self.value");
+        let (mut w, rows, cols) = matrix(&store, &name)?;
+        w.iter_mut().step_by(3).for_each(|x| *x = 0.0);
+        let sparse =
+            Stored::sparse_from_dense(&w, rows, cols, DType::F32).map_err(|p| fail(&name, p))?;
+        store.set_stored(&name, sparse);
+
+        let name = l0("intermediate.dense");
+        let (mut w, rows, cols) = matrix(&store, &name)?;
+        for g in w.chunks_mut(4) {
+            g[1] = 0.0;
+            g[2] = 0.0;
+        }
+        let sparse = Stored::two_four(&w, rows, cols, DType::BF16).map_err(|p| fail(&name, p))?;
+        store.set_stored(&name, sparse);
+
+        let name = l0("output.dense");
+        let (w, rows, cols) = matrix(&store, &name)?;
+        let e = Encoding::symmetric(4, Strategy::Group { size: 8 });
+        let quant = QuantTensor::quantize(&w, rows, cols, e).map_err(|p| fail(&name, p))?;
+        store.set_quant(&name, quant);
+
+        let mut decoded = BTreeMap::new();
+        for name in store.names() {
+            let t = store.get(name)?;
+            let owned = HostTensor::from_bytes(t.dtype, t.shape.clone(), t.bytes().to_vec())?;
+            decoded.insert(name.to_string(), owned);
+        }
+        let mut raw = config.raw.clone();
+        raw.insert(
+            "quantization_config".into(),
+            crate::quant::ct::quantization_config(&store.quantized_modules(&config), true),
+        );
+        let tensors = store.disk_tensors(&config)?;
+        let metadata = store.disk_metadata(&config);
+        drop(store);
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(raw))
+            .map_err(|e| Error::Runtime(e.to_string()))?;
+        let config_path = dir.join("config.json");
+        std::fs::write(&config_path, text + "\n").map_err(|e| Error::io(&config_path, e))?;
+        // Written beside and renamed: the old file may still be mapped by the tensors just read.
+        let staged = dir.join("model.safetensors.partial");
+        crate::st::write(&staged, &tensors, &metadata)?;
+        let path = dir.join("model.safetensors");
+        std::fs::rename(&staged, &path).map_err(|e| Error::io(&path, e))?;
+        Ok(decoded)
+    }
 }

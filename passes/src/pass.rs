@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use compressor_models::arch::LayerShape;
-use compressor_models::{DType, Encoding, Kind, ModelConfig, Role, TensorSpec, TensorStore};
+use compressor_models::{DType, Encoding, Form, Kind, ModelConfig, Role, TensorSpec, TensorStore};
 use serde::{Serialize, Serializer};
 
 use crate::calibration::CalibrationSpec;
@@ -60,6 +60,15 @@ pub struct TensorMeta {
     /// Integer encoding when the tensor is stored quantized (`dtype` is then the dtype it decodes to).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding: Option<Encoding>,
+    /// The storage form (models `forms`). For dense and quantized tensors `dtype` and `encoding` say the same and
+    /// stay authoritative (passes set those); low-rank and sparse forms are known from this field only.
+    #[serde(skip_serializing_if = "is_plain")]
+    pub form: Form,
+}
+
+/// Dense and quantized forms, which `dtype` and `encoding` already describe.
+fn is_plain(form: &Form) -> bool {
+    matches!(form, Form::Dense { .. } | Form::Quant { .. })
 }
 
 impl TensorMeta {
@@ -67,8 +76,11 @@ impl TensorMeta {
         self.shape.iter().product()
     }
 
-    /// Bytes on disk: packed codes, scales and shape for a quantized tensor.
+    /// Bytes on disk: the sum of the parts of its form (packed codes, scales and shape for a quantized tensor).
     pub fn bytes(&self) -> usize {
+        if !is_plain(&self.form) {
+            return self.form.bytes(&self.shape);
+        }
         match (&self.encoding, &self.shape[..]) {
             (Some(e), [rows, cols]) => e.stored_bytes(*rows, *cols),
             _ => self.numel() * self.dtype.size(),
@@ -120,6 +132,7 @@ impl ModelInfo {
                     kind,
                     layer,
                     encoding: store.encoding(name),
+                    form: store.form(name).unwrap_or(Form::Dense { dtype }),
                 })
             })
             .collect();
@@ -148,6 +161,13 @@ impl ModelInfo {
                 self.tensors[i].dtype = change.dtype_after;
                 self.tensors[i].shape = change.shape_after.clone();
                 self.tensors[i].encoding = change.encoding_after;
+                // A planned change is to dense or quantized values (no pass plans other forms yet).
+                self.tensors[i].form = match change.encoding_after {
+                    Some(encoding) => Form::Quant { encoding },
+                    None => Form::Dense {
+                        dtype: change.dtype_after,
+                    },
+                };
             }
         }
         if plan.removed.is_empty() && plan.renamed.is_empty() && plan.arch.is_empty() {

@@ -3,8 +3,183 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{Encoding, Strategy};
-use crate::tensor::DType;
+use super::{packed_words, Encoding, QuantTensor, Strategy};
+use crate::tensor::{DType, HostTensor};
+
+/// The parts of one compressed-tensors matrix `B` on disk (`B` is `M.weight`, or a low-rank factor such as
+/// `M.weight_u`), as suffixes of `B`: packed codes (int32), scales (the scale dtype), the int64 `[2]` shape and,
+/// for asymmetric codes only, packed zero points (int32).
+pub const PARTS: [&str; 4] = ["_packed", "_scale", "_shape", "_zero_point"];
+
+/// The last segment of a tensor name (`weight_scale` of `M.weight_scale`), for messages that name a part.
+pub fn leaf(name: &str) -> &str {
+    name.rsplit_once('.').map_or(name, |(_, l)| l)
+}
+
+/// `q` as compressed-tensors parts of `base`: `{base}_packed`, `{base}_scale`, `{base}_shape` and, when
+/// asymmetric, `{base}_zero_point`.
+pub fn write_parts(base: &str, q: &QuantTensor) -> crate::Result<Vec<(String, HostTensor)>> {
+    let mut out = Vec::with_capacity(4);
+    let words = q.packed();
+    out.push((
+        format!("{base}_packed"),
+        HostTensor::from_bytes(
+            DType::I32,
+            vec![q.rows, packed_words(q.cols, q.encoding.bits)],
+            bytemuck::cast_slice(&words).to_vec(),
+        )?,
+    ));
+    let [sr, sc] = q.encoding.strategy.scale_shape(q.rows, q.cols);
+    out.push((
+        format!("{base}_scale"),
+        HostTensor::from_f32(vec![sr, sc], &q.scales, q.encoding.scale_dtype)?,
+    ));
+    out.push((
+        format!("{base}_shape"),
+        HostTensor::from_i64(vec![2], &[q.rows as i64, q.cols as i64])?,
+    ));
+    if !q.encoding.symmetric {
+        let zp = q.packed_zero_points();
+        out.push((
+            format!("{base}_zero_point"),
+            HostTensor::from_bytes(
+                DType::I32,
+                vec![packed_words(sr, q.encoding.bits), sc],
+                bytemuck::cast_slice(&zp).to_vec(),
+            )?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Read the compressed-tensors parts of `base` with `encoding` (its scale dtype is taken from the scale tensor):
+/// `{base}_packed` int32 with `{base}_scale`, `{base}_shape` and optional `{base}_zero_point`, or, when `base`
+/// itself is an int8 matrix (`int-quantized`), its codes with `{base}_scale`. `context` (the config group) is added
+/// to size errors. The error names the part by its last segment (`weight_scale`).
+pub fn read_parts(
+    base: &str,
+    mut encoding: Encoding,
+    context: &str,
+    part: &crate::forms::PartOf,
+) -> Result<QuantTensor, String> {
+    let name = |suffix: &str| format!("{base}{suffix}");
+    let missing = |suffix: &str| format!("`{}` is missing", leaf(&name(suffix)));
+    let scale = part(&name("_scale")).ok_or_else(|| missing("_scale"))?;
+    encoding.scale_dtype = scale.dtype;
+    let scales = scale
+        .to_f32(&name("_scale"))
+        .map_err(|e| format!("`{}`: {e}", leaf(&name("_scale"))))?;
+    if let Some((i, v)) = scales
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+    {
+        return Err(format!(
+            "`{}` holds {} scale {v} at flat index {i}; every scale must be finite and positive",
+            leaf(&name("_scale")),
+            if v.is_finite() {
+                "a non-positive"
+            } else {
+                "a non-finite"
+            }
+        ));
+    }
+    // Every part's shape follows from the matrix shape: check them before anything is allocated from them.
+    let check_shape = |suffix: &str, got: &[usize], expected: &[usize]| {
+        if got == expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{}` has shape {got:?}, expected {expected:?} ({context}: {} bits, {})",
+                leaf(&name(suffix)),
+                encoding.bits,
+                encoding.strategy.describe()
+            ))
+        }
+    };
+    let quant = match part(&name("_packed")) {
+        None => {
+            let w = part(base)
+                .filter(|w| w.dtype == DType::I8)
+                .ok_or_else(|| missing("_packed"))?;
+            let (rows, cols) = match w.shape[..] {
+                [r, c] => (r, c),
+                _ => return Err(format!("has shape {:?}, expected a matrix", w.shape)),
+            };
+            if encoding.bits != 8 {
+                return Err(format!(
+                    "is stored as int8 but its config group says {} bits",
+                    encoding.bits
+                ));
+            }
+            check_shape(
+                "_scale",
+                &scale.shape,
+                &encoding.strategy.scale_shape(rows, cols),
+            )?;
+            let codes: Vec<i8> = bytemuck::cast_slice::<u8, i8>(w.bytes()).to_vec();
+            let mut packed = Vec::new();
+            super::pack_codes_rows(&codes, rows, cols, 8, &mut packed);
+            QuantTensor::from_packed(encoding, rows, cols, &packed, scales, None)
+        }
+        Some(packed) => {
+            let shape = part(&name("_shape"))
+                .ok_or_else(|| missing("_shape"))?
+                .to_i64(&name("_shape"))
+                .map_err(|e| format!("`{}`: {e}", leaf(&name("_shape"))))?;
+            let (rows, cols) = match shape[..] {
+                [r, c] if r > 0 && c > 0 => (r as usize, c as usize),
+                _ => {
+                    return Err(format!(
+                        "`{}` holds {shape:?}, expected [out, in]",
+                        leaf(&name("_shape"))
+                    ))
+                }
+            };
+            if packed.dtype != DType::I32 {
+                return Err(format!(
+                    "`{}` is {}, expected I32",
+                    leaf(&name("_packed")),
+                    packed.dtype
+                ));
+            }
+            let [sr, sc] = encoding.strategy.scale_shape(rows, cols);
+            check_shape("_scale", &scale.shape, &[sr, sc])?;
+            check_shape(
+                "_packed",
+                &packed.shape,
+                &[rows, super::packed_words(cols, encoding.bits)],
+            )?;
+            let words: Vec<i32> = bytemuck::pod_collect_to_vec(packed.bytes());
+            let zp: Option<Vec<i32>> = match part(&name("_zero_point")) {
+                Some(z) if z.dtype == DType::I32 => {
+                    check_shape(
+                        "_zero_point",
+                        &z.shape,
+                        &[super::packed_words(sr, encoding.bits), sc],
+                    )?;
+                    Some(bytemuck::pod_collect_to_vec(z.bytes()))
+                }
+                Some(z) => {
+                    return Err(format!(
+                        "`{}` is {}, expected packed I32",
+                        leaf(&name("_zero_point")),
+                        z.dtype
+                    ))
+                }
+                None => None,
+            };
+            QuantTensor::from_packed(encoding, rows, cols, &words, scales, zp.as_deref())
+        }
+    };
+    quant.map_err(|p| {
+        format!(
+            "{p} ({context}: {} bits, {})",
+            encoding.bits,
+            encoding.strategy.describe()
+        )
+    })
+}
 
 /// One `config_groups` entry: which modules and how their weights are encoded.
 #[derive(Debug, Clone, PartialEq)]

@@ -80,7 +80,8 @@ pub struct Encoding {
     pub pow2_scales: bool,
 }
 
-mod dtype_name {
+/// Serde of a [`DType`] as its safetensors spelling (`F32`).
+pub(crate) mod dtype_name {
     use serde::{Deserialize, Deserializer, Serializer};
 
     use crate::tensor::DType;

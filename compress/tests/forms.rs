@@ -1,0 +1,127 @@
+//! A model holding one weight in every storage form (models `testing::TinyBert::write_every_form`) end to end:
+//! `inspect` shows each form and its bytes, `run` writes the forms back byte-identically (their parts and the
+//! `compressor_forms` metadata), and `export --format dense` decodes every form to the values our runtime uses.
+
+mod common;
+
+use common::{stderr, stdout, Workspace};
+use compressor_models::testing::TinyBert;
+use compressor_models::{st, Checkpoint, FormKind};
+
+#[track_caller]
+fn assert_ok(o: &std::process::Output) {
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
+}
+
+fn every_form_workspace() -> (Workspace, std::collections::BTreeMap<String, Vec<u8>>) {
+    let ws = Workspace::new();
+    let decoded = TinyBert::default()
+        .write_every_form(&ws.join("model"))
+        .expect("writes")
+        .into_iter()
+        .map(|(n, t)| (n, t.bytes().to_vec()))
+        .collect();
+    (ws, decoded)
+}
+
+#[test]
+fn inspect_shows_every_form_with_its_bytes() {
+    let (ws, _) = every_form_workspace();
+    let out = ws.run(&["inspect", "model"]);
+    assert_ok(&out);
+    let text = stdout(&out);
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("encoder.layer.0.{name}.weight ")))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        row("attention.self.query"),
+        "encoder.layer.0.attention.self.query.weight attn.q F32 low-rank r=16 F32 [16, 16] 2,048"
+    );
+    assert_eq!(
+        row("attention.self.key"),
+        "encoder.layer.0.attention.self.key.weight attn.k F32 low-rank r=4 4-bit/8-bit [16, 16] 240"
+    );
+    assert_eq!(
+        row("attention.self.value"),
+        "encoder.layer.0.attention.self.value.weight attn.v F32 sparse 33.6% F32 [16, 16] 728"
+    );
+    assert_eq!(
+        row("intermediate.dense"),
+        "encoder.layer.0.intermediate.dense.weight ffn.up BF16 2:4 BF16 [32, 16] 592"
+    );
+    assert_eq!(
+        row("output.dense"),
+        "encoder.layer.0.output.dense.weight ffn.down F32 4-bit group 8 [16, 32] 528"
+    );
+    assert_eq!(
+        row("attention.output.dense"),
+        "encoder.layer.0.attention.output.dense.weight attn.out F32 F32 [16, 16] 1,024"
+    );
+    // The total is the bytes of the tensors in the file.
+    let file = st::SafetensorsFile::open(&ws.join("model/model.safetensors")).expect("opens");
+    let on_disk: usize = file.tensors.values().map(|t| t.end - t.begin).sum();
+    let report: serde_json::Value =
+        serde_json::from_slice(&ws.run(&["inspect", "model", "--json"]).stdout).expect("json");
+    assert_eq!(report["total_bytes"], on_disk);
+}
+
+#[test]
+fn run_keeps_every_form_and_export_dense_decodes_it() {
+    let (ws, decoded) = every_form_workspace();
+    // A pass that leaves layer 0 alone: the forms go through the artifact writer unchanged.
+    ws.write(
+        "pipeline.toml",
+        "[model]\npath = \"model\"\n\n[[pass]]\nkind = \"cast\"\ndtype = \"f16\"\nselect = { layers = [1] }\n\n[output]\ndir = \"out\"\n",
+    );
+    assert_ok(&ws.run(&["run", "pipeline.toml"]));
+    let input = st::SafetensorsFile::open(&ws.join("model/model.safetensors")).expect("input");
+    let output = st::SafetensorsFile::open(&ws.join("out/model.safetensors")).expect("output");
+    assert_eq!(
+        input.metadata.get("compressor_forms"),
+        output.metadata.get("compressor_forms")
+    );
+    for (name, info) in &input.tensors {
+        if name.starts_with("encoder.layer.0.") {
+            let a = input.tensor(name).expect("in");
+            let b = output.tensor(name).expect("out");
+            assert_eq!((a.dtype, &a.shape), (b.dtype, &b.shape), "{name}");
+            assert_eq!(a.bytes(), b.bytes(), "{name}");
+        } else {
+            assert!(output.tensors.contains_key(name), "{name} ({info:?})");
+        }
+    }
+    let artifact = Checkpoint::open(&ws.join("out")).expect("artifact");
+    assert_eq!(
+        artifact
+            .store
+            .form("encoder.layer.0.attention.self.key.weight")
+            .map(|f| f.kind()),
+        Some(FormKind::LowRank)
+    );
+
+    let o = ws.run(&["export", "model", "--output", "dense"]);
+    assert_ok(&o);
+    assert_eq!(
+        stderr(&o).lines().last(),
+        Some("wrote `dense`: 5 tensor(s) decoded to dense, 24,512 tensor bytes")
+    );
+    let dense = Checkpoint::open(&ws.join("dense")).expect("dense");
+    assert!(!dense.store.metadata.contains_key("compressor_forms"));
+    let file = st::SafetensorsFile::open(&ws.join("dense/model.safetensors")).expect("dense");
+    assert!(!file.metadata.contains_key("compressor_forms"));
+    assert_eq!(file.tensors.len(), 40, "plain tensors only");
+    for (name, bytes) in &decoded {
+        assert_eq!(
+            dense.store.form(name).map(|f| f.kind()),
+            Some(FormKind::Dense)
+        );
+        assert_eq!(
+            dense.store.get(name).expect("get").bytes(),
+            &bytes[..],
+            "{name}"
+        );
+    }
+}
