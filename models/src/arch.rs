@@ -38,6 +38,9 @@ pub enum Head {
     },
 }
 
+/// The most layers, and heads per layer, a config may declare.
+pub const MAX_COUNT: usize = 65_536;
+
 /// The key of config.json under which compressor describes what a Hugging Face config cannot say (per-layer
 /// head sets and widths).
 pub const EXTENSION_KEY: &str = "compressor";
@@ -284,6 +287,20 @@ impl ModelConfig {
                     bert.num_attention_heads, bert.hidden_size
                 ),
             });
+        }
+        // Every layer gets a described shape: bound the counts before anything is allocated per layer or head (the
+        // checkpoint's tensor count bounds them more tightly once the store is open).
+        for (key, n) in [
+            ("num_hidden_layers", bert.num_hidden_layers),
+            ("num_attention_heads", bert.num_attention_heads),
+        ] {
+            if n > MAX_COUNT {
+                return Err(Error::ConfigKey {
+                    path: path.to_path_buf(),
+                    key: key.into(),
+                    problem: format!("is {n}, more than the {MAX_COUNT} that compressor supports"),
+                });
+            }
         }
         bert.layers = match raw.get(EXTENSION_KEY) {
             None | Some(Value::Null) => (0..bert.num_hidden_layers)

@@ -19,6 +19,10 @@ pub struct Linear<B: Backend> {
     pub weight_t: Tensor<B, 2>,
     /// `[out]`
     pub bias: Tensor<B, 1>,
+    /// A low-rank weight `W = U V` stored as factors runs as two products, `(x V^T) U^T`: `(V^T [in, r], U^T
+    /// [r, out])`. `weight_t` then holds the dense product for code that reads the weight; whoever replaces
+    /// `weight_t` clears `factors`.
+    pub factors: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -32,16 +36,26 @@ impl<B: Backend> Linear<B> {
     ) -> Result<Self> {
         let name = format!("{module}.weight");
         let w = store.get_f32(&name, &[out_f, in_f])?;
-        let mut wt = vec![0f32; w.len()];
-        for o in 0..out_f {
-            for i in 0..in_f {
-                wt[i * out_f + o] = w[o * in_f + i];
-            }
-        }
         let weight_t = param(
-            Tensor::from_data(TensorData::new(wt, [in_f, out_f]), device),
+            Tensor::from_data(
+                TensorData::new(transpose(&w, out_f, in_f), [in_f, out_f]),
+                device,
+            ),
             grad(&name),
         );
+        let factors = match store.stored(&name)? {
+            crate::forms::Stored::LowRank(lr) => {
+                let r = lr.rank();
+                let u = lr.u().to_f32(&name)?;
+                let v = lr.v().to_f32(&name)?;
+                let v_t =
+                    Tensor::from_data(TensorData::new(transpose(&v, r, in_f), [in_f, r]), device);
+                let u_t =
+                    Tensor::from_data(TensorData::new(transpose(&u, out_f, r), [r, out_f]), device);
+                Some((v_t, u_t))
+            }
+            _ => None,
+        };
         let bias_name = format!("{module}.bias");
         let b = store.get_f32(&bias_name, &[out_f])?;
         let bias = param(
@@ -52,6 +66,7 @@ impl<B: Backend> Linear<B> {
             name,
             weight_t,
             bias,
+            factors,
         })
     }
 
@@ -60,12 +75,27 @@ impl<B: Backend> Linear<B> {
         let in_f = dims[D - 1];
         let rows = dims[..D - 1].iter().product::<usize>();
         let [_, out_f] = self.weight_t.dims();
-        let y = x.reshape([rows, in_f]).matmul(self.weight_t.clone())
-            + self.bias.clone().unsqueeze::<2>();
+        let x = x.reshape([rows, in_f]);
+        let xw = match &self.factors {
+            Some((v_t, u_t)) => x.matmul(v_t.clone()).matmul(u_t.clone()),
+            None => x.matmul(self.weight_t.clone()),
+        };
+        let y = xw + self.bias.clone().unsqueeze::<2>();
         let mut out = dims;
         out[D - 1] = out_f;
         y.reshape(out)
     }
+}
+
+/// `[rows, cols]` row-major to `[cols, rows]` row-major.
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; w.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = w[r * cols + c];
+        }
+    }
+    t
 }
 
 /// LayerNorm over the last dimension with biased variance, as torch.

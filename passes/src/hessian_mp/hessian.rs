@@ -176,6 +176,7 @@ pub fn gradient(model: &Bert<CpuAutodiff>, name: &str, sample: &Sample) -> Resul
     let lin = linear_mut(&mut m, name)?;
     let w = lin.weight_t.clone().detach().require_grad();
     lin.weight_t = w.clone();
+    lin.factors = None;
     let grads = loss(&m, sample)?.backward();
     let g = w
         .grad(&grads)
@@ -192,6 +193,7 @@ pub fn set_weight_t<B: Backend>(model: &mut Bert<B>, name: &str, values: &[f32])
         TensorData::new(values.to_vec(), dims),
         &lin.weight_t.device(),
     );
+    lin.factors = None;
     Ok(())
 }
 
@@ -324,6 +326,7 @@ pub fn hvp(
         let inner = lin.weight_t.clone().inner().detach().require_grad();
         let outer = Tensor::<Hessian2, 2>::from_inner(inner.clone()).require_grad();
         lin.weight_t = outer.clone();
+        lin.factors = None;
         let n = dims[0] * dims[1];
         leaves.push((name, dims, offset..offset + n, inner, outer));
         offset += n;

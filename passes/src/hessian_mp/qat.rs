@@ -238,6 +238,7 @@ pub fn train(
             let mut m = base.clone();
             for (t, (w, b, q)) in trained.iter().zip(&leaves) {
                 let lin = m.linear_mut(&t.name).expect("checked above");
+                lin.factors = None;
                 lin.weight_t = match q {
                     // Straight-through: the forward value is Q(W), the gradient reaches W unchanged.
                     Some(q) => {
