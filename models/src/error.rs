@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::store::ValidationReport;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,5 +93,69 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// Everything wrong between a store and its architecture, listed at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValidationReport {
+    pub missing: Vec<String>,
+    pub unexpected: Vec<String>,
+    /// (name, expected, found)
+    pub mis_shaped: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// (name, dtype name) of parameters whose dtype is not a float type.
+    pub bad_dtype: Vec<(String, &'static str)>,
+}
+
+impl ValidationReport {
+    pub fn is_ok(&self) -> bool {
+        self.missing.is_empty()
+            && self.unexpected.is_empty()
+            && self.mis_shaped.is_empty()
+            && self.bad_dtype.is_empty()
+    }
+}
+
+/// At most this many problems are listed; the rest are counted (`... and 99,994 more`).
+pub const LISTED_PROBLEMS: usize = 20;
+
+/// `n` with thousands separators (`99,994`).
+pub(crate) fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl std::fmt::Display for ValidationReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut lines = Vec::new();
+        for (name, expected, got) in &self.mis_shaped {
+            lines.push(format!(
+                "  tensor `{name}` has shape {got:?}, the config implies {expected:?}"
+            ));
+        }
+        for name in &self.missing {
+            lines.push(format!("  tensor `{name}` is missing"));
+        }
+        for name in &self.unexpected {
+            lines.push(format!("  tensor `{name}` is not part of the architecture"));
+        }
+        for (name, dtype) in &self.bad_dtype {
+            lines.push(format!(
+                "  tensor `{name}` has dtype {dtype}, expected F32, F16 or BF16"
+            ));
+        }
+        if lines.len() > LISTED_PROBLEMS {
+            let more = lines.len() - LISTED_PROBLEMS;
+            lines.truncate(LISTED_PROBLEMS);
+            lines.push(format!("  ... and {} more", thousands(more)));
+        }
+        write!(f, "{}", lines.join("\n"))
     }
 }
