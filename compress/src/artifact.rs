@@ -20,8 +20,9 @@ use sha2::{Digest, Sha256};
 
 use crate::output::{self, OutputLock};
 
-/// Version of the manifest layout; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+// The manifest layout version and file records are defined beside the output policy, which reads manifests to
+// decide what is ours.
+pub use crate::output::{FileRecord, SCHEMA_VERSION};
 
 /// Files copied from the model folder when present (tokenizer, sentence-transformers).
 pub const SIDE_FILES: &[&str] = &[
@@ -39,14 +40,6 @@ pub const SIDE_FILES: &[&str] = &[
 
 /// sentence-transformers module folders copied when present (besides those `modules.json` names).
 pub const MODULE_DIRS: &[&str] = &["1_Pooling", "2_Normalize"];
-
-/// A file of the input or the output, by path relative to its folder (`/`-separated).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileRecord {
-    pub path: String,
-    pub bytes: u64,
-    pub sha256: String,
-}
 
 /// One tensor of the output `model.safetensors`, by its name in that file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,10 +14,20 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::artifact::{FileRecord, SCHEMA_VERSION};
 use crate::problems::{Problem, Problems};
+
+/// Version of the manifest layout; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A file of the input or the output, by path relative to its folder (`/`-separated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
 
 /// The file a staging folder holds until it is complete, marking it as ours for recovery.
 pub const STAGING_MARKER: &str = ".compressor-staging";
@@ -242,7 +252,7 @@ fn list_tree(root: &Path, rel: &Path, out: &mut Vec<String>) -> std::io::Result<
 }
 
 /// The folder `out` is created in must be writable: its deepest existing ancestor gets an empty probe folder,
-/// removed at once.
+/// removed at once (and removed by the next run when a kill comes between the two).
 fn check_writable(out: &Path) -> Result<(), Problem> {
     let parent = parent_of(out);
     let mut existing = parent.as_path();
@@ -268,7 +278,8 @@ fn check_writable(out: &Path) -> Result<(), Problem> {
             existing.display()
         )));
     }
-    let probe = existing.join(format!(".compressor-probe-{}", std::process::id()));
+    clean_probes(existing);
+    let probe = existing.join(format!("{PROBE_PREFIX}{}", std::process::id()));
     match std::fs::create_dir(&probe) {
         Ok(()) => {
             let _ = std::fs::remove_dir(&probe);
@@ -278,6 +289,30 @@ fn check_writable(out: &Path) -> Result<(), Problem> {
             "cannot create anything in `{}` ({e})",
             existing.display()
         ))),
+    }
+}
+
+/// The name of the empty folder `check_writable` creates and removes, followed by the process id.
+const PROBE_PREFIX: &str = ".compressor-probe-";
+
+/// Remove the empty probe folders in `dir` that processes killed while probing left (their pid is gone).
+/// `remove_dir` removes only empty folders, so nothing else can go.
+fn clean_probes(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PROBE_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !process_alive(pid) {
+            let _ = std::fs::remove_dir(e.path());
+        }
     }
 }
 
