@@ -534,8 +534,7 @@ impl Sparse {
     }
 }
 
-/// Looks up the part of a tensor by its full name.
-pub type PartOf<'a> = dyn Fn(&str) -> Option<HostTensor> + 'a;
+pub use crate::tensor::PartOf;
 
 /// The integer encoding of a quantized matrix (`M.weight`, or a factor `M.weight_u`) with where it came from
 /// (`config group `group_0``), or why there is none.

@@ -261,6 +261,9 @@ fn encode_floats(values: &[f32], dtype: DType) -> Result<Vec<u8>> {
     })
 }
 
+/// Looks up the part of a stored tensor by its full name (the readers of `forms` and `quant::ct` take one).
+pub type PartOf<'a> = dyn Fn(&str) -> Option<HostTensor> + 'a;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,16 @@ fn matrix(rows: usize, cols: usize, values: Vec<f32>) -> Factor {
     Factor::Dense(HostTensor::from_f32(vec![rows, cols], &values, DType::F32).expect("tensor"))
 }
 
+#[track_caller]
+fn assert_close(a: &[f32], b: &[f32]) {
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(diff <= 1e-5, "{diff}");
+}
+
 const W: &str = "encoder.layer.0.attention.self.query.weight";
 
 #[test]
@@ -48,12 +58,7 @@ fn a_full_rank_factorization_reproduces_the_dense_outputs() {
         .expect("loads");
     assert!(model.linear(W).expect("query").factors.is_some());
     let factored = embed(&ckpt);
-    let diff = dense
-        .iter()
-        .zip(&factored)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    assert!(diff <= 1e-5, "{diff}");
+    assert_close(&dense, &factored);
 }
 
 #[test]
@@ -81,10 +86,5 @@ fn a_rank_4_weight_runs_factored_as_it_runs_dense() {
     );
     ckpt.store.check(&ckpt.config).expect("still valid");
     let factored = embed(&ckpt);
-    let diff = dense
-        .iter()
-        .zip(&factored)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    assert!(diff <= 1e-5, "{diff}");
+    assert_close(&dense, &factored);
 }

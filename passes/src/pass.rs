@@ -210,8 +210,6 @@ impl ModelInfo {
 pub enum ArchChange {
     /// Every encoder layer's new shape (pruning, factorization); layers may be fewer.
     Layers(Vec<LayerShape>),
-    /// A new vocabulary size (trimming).
-    VocabSize(usize),
 }
 
 impl ArchChange {
@@ -219,7 +217,6 @@ impl ArchChange {
     pub fn apply(&self, config: &mut ModelConfig) -> compressor_models::Result<()> {
         match self {
             ArchChange::Layers(layers) => config.set_layers(layers.clone()),
-            ArchChange::VocabSize(n) => config.set("vocab_size", Some(serde_json::json!(n))),
         }
     }
 }

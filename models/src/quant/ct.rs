@@ -60,7 +60,7 @@ pub fn read_parts(
     base: &str,
     mut encoding: Encoding,
     context: &str,
-    part: &crate::forms::PartOf,
+    part: &crate::tensor::PartOf,
 ) -> Result<QuantTensor, String> {
     let name = |suffix: &str| format!("{base}{suffix}");
     let missing = |suffix: &str| format!("`{}` is missing", leaf(&name(suffix)));
