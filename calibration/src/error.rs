@@ -178,7 +178,7 @@ pub enum Error {
     TokenizerFile { path: PathBuf, problem: String },
 
     /// A statistics cache entry that cannot be written.
-    #[error("cannot write the statistics cache `{}`: {cause}", .path.display())]
+    #[error("cannot write the statistics cache `{}`: {cause}\nhint: set COMPRESSOR_CACHE to a writable folder", .path.display())]
     Cache {
         path: PathBuf,
         cause: std::io::Error,

@@ -3,8 +3,9 @@
 //!
 //! - [`count_tokens`] tokenizes every text of one or more corpus files (JSONL fields, `.txt` lines, TSV/CSV
 //!   columns; see [`crate::data`]) without special tokens, padding or truncation, on the rayon pool, and counts each id. The
-//!   counts are a cached statistic: `<cache>/vocab-counts/<key>.json`, where the key is the sha256 of the
-//!   tokenizer.json bytes, every corpus file's bytes (not its path) and its fields. A damaged entry is recomputed.
+//!   counts are a cached statistic, an entry of kind `vocab-counts` in the shared cache
+//!   (`<cache>/analyses/vocab-counts/<key>.json`, see [`crate::cache`]), keyed by the tokenizer.json bytes, every
+//!   corpus file's bytes (not its path) and its fields. A damaged entry is recomputed.
 //! - [`select_ids`] keeps the ids always kept (special tokens, keep-list, ...), then ids seen at least
 //!   `min_frequency` times, most frequent first (ties: lower id first), up to `target_size` ids in all. A token
 //!   that can only be built from other tokens (a BPE merge result) brings those along, so that the trimmed
@@ -13,12 +14,12 @@
 //! Counting sums integers, so the result does not depend on the order the threads finish in.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
+
+use crate::cache::{Cache, Hasher, Key};
 
 use crate::data::read_text_fields;
 use crate::error::{Error, Result};
@@ -52,7 +53,7 @@ pub struct TokenCounts {
     pub texts: u64,
     /// Tokens produced (the sum of `counts`).
     pub tokens: u64,
-    /// sha256 of the cache key material (tokenizer, corpus bytes, field): identifies the statistic.
+    /// The digest of the cache key (tokenizer, corpus bytes, fields): identifies the statistic.
     pub key: String,
     /// Whether the counts came from the cache.
     pub cached: bool,
@@ -82,7 +83,6 @@ impl TokenCounts {
 /// The on-disk form of [`TokenCounts`]: only nonzero counts, as `[id, count]` pairs in id order.
 #[derive(Serialize, Deserialize)]
 struct CacheEntry {
-    version: String,
     texts: u64,
     tokens: u64,
     nonzero: Vec<(u32, u64)>,
@@ -98,8 +98,11 @@ pub fn count_tokens(
     cache_dir: Option<&Path>,
 ) -> Result<TokenCounts> {
     let key = cache_key(tokenizer_json, corpus)?;
-    let entry_path = cache_dir.map(|d| d.join("vocab-counts").join(format!("{key}.json")));
-    if let Some(found) = entry_path.as_deref().and_then(|p| read_entry(p, &key)) {
+    let cache = Cache::new(cache_dir);
+    if let Some(found) = cache
+        .read_json::<CacheEntry>(&key)
+        .and_then(|e| e.counts(&key))
+    {
         return Ok(found);
     }
     let mut tokenizer =
@@ -146,82 +149,66 @@ pub fn count_tokens(
         counts,
         texts,
         tokens,
-        key,
+        key: key.digest(),
         cached: false,
     };
-    if let Some(path) = entry_path {
-        write_entry(&path, &result)?;
-    }
+    cache.write_json(&key, &CacheEntry::new(&result))?;
     Ok(result)
 }
 
-fn cache_key(tokenizer_json: &[u8], corpus: &Corpus) -> Result<String> {
-    let mut h = Sha256::new();
-    let mut part = |bytes: &[u8]| {
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    part(COUNTS_VERSION.as_bytes());
-    part(tokenizer_json);
+/// The cache key: the tokenizer.json bytes, every corpus file's bytes (not its path) and its fields.
+fn cache_key(tokenizer_json: &[u8], corpus: &Corpus) -> Result<Key> {
+    let mut model = Hasher::default();
+    model.part(tokenizer_json);
+    let mut data = Hasher::default();
     for file in &corpus.files {
         let bytes = std::fs::read(&file.path).map_err(|cause| Error::ReadFile {
             path: file.path.clone(),
             cause,
         })?;
-        part(&bytes);
-        part(file.fields.join("\0").as_bytes());
+        data.part(&bytes).part(file.fields.join("\0").as_bytes());
     }
-    Ok(format!("{:x}", h.finalize()))
-}
-
-fn read_entry(path: &Path, key: &str) -> Option<TokenCounts> {
-    let entry: CacheEntry = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    if entry.version != COUNTS_VERSION {
-        return None;
-    }
-    let len = entry.nonzero.last().map_or(0, |&(id, _)| id as usize + 1);
-    let mut counts = vec![0u64; len];
-    for (id, c) in entry.nonzero {
-        *counts.get_mut(id as usize)? = c;
-    }
-    if counts.iter().sum::<u64>() != entry.tokens {
-        return None;
-    }
-    Some(TokenCounts {
-        counts,
-        texts: entry.texts,
-        tokens: entry.tokens,
-        key: key.to_string(),
-        cached: true,
+    Ok(Key {
+        kind: "vocab-counts",
+        model: model.hex(),
+        data: data.hex(),
+        settings: COUNTS_VERSION.to_string(),
     })
 }
 
-fn write_entry(path: &Path, counts: &TokenCounts) -> Result<()> {
-    let cache_err = |cause| Error::Cache {
-        path: path.to_path_buf(),
-        cause,
-    };
-    let entry = CacheEntry {
-        version: COUNTS_VERSION.to_string(),
-        texts: counts.texts,
-        tokens: counts.tokens,
-        nonzero: counts
-            .counts
-            .iter()
-            .enumerate()
-            .filter(|(_, &c)| c > 0)
-            .map(|(id, &c)| (id as u32, c))
-            .collect(),
-    };
-    let bytes = serde_json::to_vec(&entry).map_err(|e| cache_err(std::io::Error::other(e)))?;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(cache_err)?;
+impl CacheEntry {
+    fn new(counts: &TokenCounts) -> Self {
+        Self {
+            texts: counts.texts,
+            tokens: counts.tokens,
+            nonzero: counts
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(id, &c)| (id as u32, c))
+                .collect(),
+        }
     }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(cache_err)?;
-    f.write_all(&bytes).map_err(cache_err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(cache_err)
+
+    /// The counts of a cached entry, if it is consistent.
+    fn counts(self, key: &Key) -> Option<TokenCounts> {
+        let len = self.nonzero.last().map_or(0, |&(id, _)| id as usize + 1);
+        let mut counts = vec![0u64; len];
+        for (id, c) in self.nonzero {
+            *counts.get_mut(id as usize)? = c;
+        }
+        if counts.iter().sum::<u64>() != self.tokens {
+            return None;
+        }
+        Some(TokenCounts {
+            counts,
+            texts: self.texts,
+            tokens: self.tokens,
+            key: key.digest(),
+            cached: true,
+        })
+    }
 }
 
 /// Which ids to keep and why.

@@ -267,6 +267,16 @@ impl Plan {
             for note in &p.plan.notes {
                 s.push_str(&format!("  note: {note}\n"));
             }
+            if !p.plan.statistics.is_empty() {
+                let names: Vec<&str> = p.plan.statistics.iter().map(|st| st.describe()).collect();
+                s.push_str(&format!(
+                    "  statistics: {} from [calibration], cached in {}\n",
+                    names.join(", "),
+                    compressor_calibration::default_cache_dir()
+                        .join("analyses")
+                        .display()
+                ));
+            }
         }
         let (input, output) = (self.before.total_bytes(), self.after.total_bytes());
         s.push_str(&format!(
@@ -312,6 +322,7 @@ impl Plan {
                 "bytes_after": p.plan.bytes_after(),
                 "changes": p.plan.changes,
                 "notes": p.plan.notes,
+                "statistics": p.plan.statistics,
             })).collect::<Vec<_>>(),
             "estimate": {
                 "tensors": self.after.tensors.len(),

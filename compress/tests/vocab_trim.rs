@@ -58,7 +58,7 @@ fn vocab_trim_writes_a_consistent_artifact() {
     );
     // The counts were cached.
     assert_eq!(
-        std::fs::read_dir(ws.join("cache/vocab-counts"))
+        std::fs::read_dir(ws.join("cache/analyses/vocab-counts"))
             .expect("cache")
             .count(),
         1

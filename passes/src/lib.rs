@@ -12,6 +12,7 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+pub mod analyses;
 pub mod blockwise_quant;
 pub mod calibration;
 pub mod cast;

@@ -268,6 +268,9 @@ pub struct PassPlan {
     pub arch: Vec<ArchChange>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The statistics the pass takes from the shared analyses (computed from `[calibration]`, cached).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub statistics: Vec<crate::analyses::Statistic>,
 }
 
 impl PassPlan {

@@ -188,25 +188,15 @@ fn bad_settings_fail_at_plan_time_with_what_would_fit() {
 #[test]
 fn activation_scales_are_calibrated_for_every_point_and_run() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("calib.jsonl");
-    let texts = [
-        "the cat sat on the mat",
-        "a dog",
-        "hello world and more words here",
-        "the end",
-    ];
-    let lines: String = texts
-        .iter()
-        .map(|t| format!("{{\"text\": \"{t}\"}}\n"))
-        .collect();
-    std::fs::write(&data, lines).expect("write");
-    let calibration = CalibrationSpec {
-        data,
-        field: "text".into(),
-        samples: 4,
-        max_length: 16,
-        seed: 0,
-    };
+    let calibration = common::calibration_texts(
+        tmp.path(),
+        &[
+            "the cat sat on the mat",
+            "a dog",
+            "hello world and more words here",
+            "the end",
+        ],
+    );
     for fixture_name in ["tiny-bert", "tiny-bert-cls"] {
         let dir = fixture(fixture_name);
         let (ckpt, files, _, report) = run(

@@ -46,27 +46,17 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 }
 
 fn calibration(dir: &Path) -> CalibrationSpec {
-    let data = dir.join("calib.jsonl");
-    let texts = [
-        "the cat sat on the mat",
-        "a good movie",
-        "i hate this film",
-        "the dog and the cat",
-        "a great film, very good",
-        "it was not very good",
-    ];
-    let lines: String = texts
-        .iter()
-        .map(|t| format!("{}\n", json!({ "text": t })))
-        .collect();
-    std::fs::write(&data, lines).expect("write");
-    CalibrationSpec {
-        data,
-        field: "text".into(),
-        samples: 6,
-        max_length: 16,
-        seed: 0,
-    }
+    common::calibration_texts(
+        dir,
+        &[
+            "the cat sat on the mat",
+            "a good movie",
+            "i hate this film",
+            "the dog and the cat",
+            "a great film, very good",
+            "it was not very good",
+        ],
+    )
 }
 
 /// Plan and run one `prune` pass on `config` / `store` (the checkpoint of `dir`, possibly edited).

@@ -225,6 +225,8 @@ pub struct LayerTrace<B: Backend> {
     pub input: Option<Tensor<B, 3>>,
     /// `[batch, seq, heads * vo_head_dim]`: the heads' outputs, head-major, entering `attention.output.dense`.
     pub context: Option<Tensor<B, 3>>,
+    /// `[batch, seq, hidden]`: the attention sublayer's normalised output, entering `intermediate.dense`.
+    pub ffn_input: Option<Tensor<B, 3>>,
     /// `[batch, seq, intermediate]`: the activation entering `output.dense`.
     pub activation: Option<Tensor<B, 3>>,
     pub output: Tensor<B, 3>,
@@ -661,8 +663,8 @@ impl<B: Backend> Bert<B> {
         self.layer_traced(l, x, additive, batch, false).output
     }
 
-    /// Per encoder layer, what structured pruning measures: the layer's input and output, the attention context
-    /// entering the output projection and the FFN activation entering the down projection.
+    /// Per encoder layer, what the analyses measure: the layer's input and output and the input of each Linear
+    /// (the attention context entering the output projection, the FFN input and its activation).
     pub fn trace(&self, batch: &EncodedBatch) -> Result<Vec<LayerTrace<B>>> {
         let mut x = self.embeddings(batch)?;
         let additive = self.additive_mask(batch);
@@ -720,6 +722,7 @@ impl<B: Backend> Bert<B> {
         };
         let a = self.aq(Site::AttnNormIn, l, attended);
         let a = self.aq(Site::AttnNormOut, l, layer.attn_norm.forward(a));
+        let ffn_input = if keep { Some(a.clone()) } else { None };
         let y = match &layer.ffn {
             Sublayer::Kept(ffn) => {
                 let up = self.aq(Site::GeluIn, l, ffn.up.forward(a.clone()));
@@ -739,6 +742,7 @@ impl<B: Backend> Bert<B> {
         LayerTrace {
             input,
             context,
+            ffn_input,
             activation: activation_in,
             output: self.aq(Site::FfnNormOut, l, layer.out_norm.forward(y)),
         }

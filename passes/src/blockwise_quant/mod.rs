@@ -25,6 +25,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::analyses::cache::Cache;
 use crate::error::{Error, Result};
 use crate::pass::{Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, TensorMeta};
 use crate::targets::{
@@ -170,11 +171,14 @@ fn default_true() -> bool {
 /// The `blockwise-quant` pass.
 pub struct BlockwiseQuant {
     config: Config,
+    /// Where calibrated activation ranges are cached.
+    cache: Cache,
 }
 
 impl BlockwiseQuant {
     pub fn new(config: Config) -> Self {
-        Self { config }
+        let cache = Cache::shared();
+        Self { config, cache }
     }
 
     fn encoding(&self, bits: u8, strategy: Strategy) -> Encoding {
@@ -353,6 +357,8 @@ impl Pass for BlockwiseQuant {
                 },
                 a.block_size
             ));
+            plan.statistics
+                .push(crate::analyses::Statistic::ActivationRanges);
         }
         if plan.changes.iter().any(|c| {
             ctx.info.get(&c.name).is_some_and(|t| {
@@ -518,18 +524,36 @@ impl BlockwiseQuant {
         let spec = ctx.calibration.ok_or_else(|| Error::NoCalibration {
             key: "activations".into(),
         })?;
-        let batches = spec.batches(ctx.files, ctx.config, a.batch_size)?;
-        if batches.is_empty() {
-            return Err(Error::Config {
-                key: "calibration.data".into(),
-                problem: format!("`{}` holds no text", spec.data.display()),
-            });
+        let records = spec.records(
+            ctx.files,
+            ctx.config,
+            crate::calibration::LabelRequest::None,
+        )?;
+        let pooling = Pooling::load(ctx.files.dir())?;
+        // The ranges are measured on the weight-quantized model: its fingerprint keys the cache entry.
+        let analyses =
+            crate::analyses::Analyses::new(ctx.store, ctx.config, pooling, self.cache.clone());
+        let key = analyses.key(
+            "activation-ranges",
+            records.hash(),
+            format!(
+                "bits={}; at={:?}; range={:?}; percentile={}; block-size={}; batch-size={}",
+                a.bits, a.at, a.range, a.percentile, a.block_size, a.batch_size
+            ),
+        )?;
+        if let Some(table) = analyses
+            .cache
+            .read_json::<serde_json::Value>(&key)
+            .and_then(|v| serde_json::to_vec(&v).ok())
+            .and_then(|bytes| act::ActivationQuant::from_json(&bytes).ok())
+        {
+            return Ok(table);
         }
+        let batches = records.batches(a.batch_size);
         let rule = match a.range {
             RangeMode::Max => RangeRule::Max,
             RangeMode::Percentile => RangeRule::Percentile(a.percentile),
         };
-        let pooling = Pooling::load(ctx.files.dir())?;
         let classifier = matches!(ctx.config.bert().head, Head::SequenceClassification { .. });
         let mut model = Bert::<Cpu>::load(ctx.store, ctx.config, pooling, &Default::default())?;
         let mode = Arc::new(ActMode::Observe(Mutex::new(Observer::new(
@@ -571,6 +595,12 @@ impl BlockwiseQuant {
                 .find(|s| name.ends_with(s.suffix()))
                 .is_some_and(|s| s.categories().iter().any(|c| a.at.contains(c)))
         });
+        let value: serde_json::Value =
+            serde_json::from_slice(&table.to_json()).map_err(|e| Error::Config {
+                key: "activations".into(),
+                problem: format!("the activation table does not serialize: {e}"),
+            })?;
+        analyses.cache.write_json(&key, &value)?;
         Ok(table)
     }
 }

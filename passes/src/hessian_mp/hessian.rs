@@ -19,7 +19,7 @@
 
 use compressor_models::rng::Rng;
 use compressor_models::runtime::{flat, Backend, Bert, Cpu, CpuAutodiff, Tensor, TensorData};
-use compressor_models::{EncodedBatch, ModelConfig, Pooling, TensorStore};
+use compressor_models::{ModelConfig, Pooling, TensorStore};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -28,121 +28,7 @@ use crate::error::{Error, Result};
 /// The backend of second-order autodiff: autodiff over the first-order autodiff CPU backend.
 pub type Hessian2 = burn::backend::Autodiff<CpuAutodiff>;
 
-/// What the loss compares the model's output with, for one batch.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    /// Class ids, one per row: cross-entropy of the classifier logits.
-    Labels(Vec<usize>),
-    /// The original model's pooled embeddings, `[batch, hidden]` row-major: self-distillation.
-    Embeddings(Vec<f32>),
-}
-
-/// One batch of calibration data with the target of its loss.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub batch: EncodedBatch,
-    pub target: Target,
-}
-
-impl Sample {
-    /// The rows sorted by length (stable), in consecutive parts of at most `rows` rows, each re-padded to its own
-    /// longest row, with the fraction of the batch it holds. The loss is a mean over rows, so the loss (and its
-    /// derivatives) on the whole batch is the sum of the parts' losses weighted by their fractions; short parts
-    /// skip the padding a single batch would compute.
-    pub fn split(&self, rows: usize) -> Vec<(Sample, f64)> {
-        let b = &self.batch;
-        let lengths = b.lengths();
-        let mut order: Vec<usize> = (0..b.batch_size).collect();
-        order.sort_by_key(|&r| lengths[r]);
-        order
-            .chunks(rows.max(1))
-            .map(|chunk| {
-                let target = match &self.target {
-                    Target::Labels(l) => Target::Labels(chunk.iter().map(|&r| l[r]).collect()),
-                    Target::Embeddings(e) => {
-                        let h = e.len() / b.batch_size.max(1);
-                        Target::Embeddings(
-                            chunk
-                                .iter()
-                                .flat_map(|&r| e[r * h..(r + 1) * h].iter().copied())
-                                .collect(),
-                        )
-                    }
-                };
-                let sample = Sample {
-                    batch: b.select(chunk),
-                    target,
-                };
-                (sample, chunk.len() as f64 / b.batch_size as f64)
-            })
-            .collect()
-    }
-
-    /// A self-distillation sample: the target is `model`'s own pooled embedding of `batch`.
-    pub fn self_distillation(model: &Bert<Cpu>, batch: EncodedBatch) -> Result<Self> {
-        let pooled = model.pool(model.encode(&batch)?, &batch);
-        Ok(Self {
-            target: Target::Embeddings(flat(pooled)?),
-            batch,
-        })
-    }
-}
-
-/// The scalar loss of `model` on `sample` (see the module docs).
-pub fn loss<B: Backend>(model: &Bert<B>, sample: &Sample) -> Result<Tensor<B, 1>> {
-    let hidden = model.encode(&sample.batch)?;
-    head_loss(model, hidden, sample)
-}
-
-/// The scalar loss of `model` on `sample` from its last hidden state `hidden`.
-pub fn head_loss<B: Backend>(
-    model: &Bert<B>,
-    hidden: Tensor<B, 3>,
-    sample: &Sample,
-) -> Result<Tensor<B, 1>> {
-    let batch = &sample.batch;
-    let b = batch.batch_size;
-    match &sample.target {
-        Target::Labels(labels) => {
-            let logits = model.logits(hidden)?;
-            let [rows, classes] = logits.dims();
-            if labels.len() != rows {
-                return Err(runtime(format!(
-                    "{} labels for a batch of {rows}",
-                    labels.len()
-                )));
-            }
-            let mut onehot = vec![0f32; rows * classes];
-            for (r, &y) in labels.iter().enumerate() {
-                if y >= classes {
-                    return Err(runtime(format!(
-                        "label {y} is outside the classifier's {classes} classes"
-                    )));
-                }
-                onehot[r * classes + y] = 1.0;
-            }
-            let onehot =
-                Tensor::<B, 2>::from_data(TensorData::new(onehot, [rows, classes]), model.device());
-            let logp = burn::tensor::activation::log_softmax(logits, 1);
-            Ok((logp * onehot).sum() * (-1.0 / b as f64))
-        }
-        Target::Embeddings(target) => {
-            let pooled = model.pool(hidden, batch);
-            let [rows, h] = pooled.dims();
-            if target.len() != rows * h {
-                return Err(runtime(format!(
-                    "{} target values for pooled embeddings of {rows}x{h}",
-                    target.len()
-                )));
-            }
-            let target = Tensor::<B, 2>::from_data(
-                TensorData::new(target.clone(), [rows, h]),
-                model.device(),
-            );
-            Ok((pooled - target).powi_scalar(2).sum() * (0.5 / b as f64))
-        }
-    }
-}
+pub use crate::analyses::{head_loss, loss, Sample, Target};
 
 fn linear_mut<'m, B: Backend>(
     model: &'m mut Bert<B>,
@@ -804,99 +690,47 @@ pub fn sensitivity(
 /// Version of the cached sensitivity entries; bump when the computation changes.
 const CACHE_VERSION: &str = "hessian-sensitivity v2";
 
-/// A cached sensitivity analysis: `<cache>/hessian-sensitivity/<key>.json`, where the key is the sha256 of every
-/// input of [`sensitivity`] ([`Analysis`]): all tensors of the store (decoded f32 values; integer buffers by their
-/// bytes), the model config and pooling, the blocks, the
-/// samples (token ids, type ids, masks, targets), the power-iteration settings and the seed.
+/// A cached sensitivity analysis: an entry of kind `hessian-eigen` in the shared analyses cache
+/// ([`crate::analyses::cache`]), keyed by every input of [`sensitivity`] ([`Analysis`]): the model fingerprint
+/// (all tensors' decoded values, config and pooling), the samples (token ids, type ids, masks, targets), the
+/// blocks, the power-iteration settings and the seed.
 pub struct Cache {
-    path: std::path::PathBuf,
+    cache: crate::analyses::cache::Cache,
+    key: crate::analyses::cache::Key,
 }
 
 impl Cache {
     pub fn new(dir: &std::path::Path, a: &Analysis) -> Result<Self> {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        let mut part = |bytes: &[u8]| {
-            h.update((bytes.len() as u64).to_le_bytes());
-            h.update(bytes);
-        };
-        part(CACHE_VERSION.as_bytes());
-        let mut names: Vec<&str> = a.store.names().collect();
-        names.sort_unstable();
-        for name in names {
-            let Some((dtype, shape)) = a.store.info(name) else {
-                continue;
-            };
-            part(name.as_bytes());
-            if dtype.is_float() {
-                // Decoded values, so a quantized tensor hashes by what the model computes with.
-                let values = a.store.get_f32(name, &shape)?;
-                part(
-                    &values
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect::<Vec<u8>>(),
-                );
-            } else {
-                // Integer buffers (`embeddings.position_ids`): their stored bytes.
-                part(a.store.get(name)?.bytes());
-            }
-        }
-        part(format!("{:?}{:?}", a.config.bert(), a.pooling).as_bytes());
-        part(
-            a.blocks
-                .iter()
-                .map(Block::key)
-                .collect::<Vec<_>>()
-                .join("\0")
-                .as_bytes(),
-        );
+        use crate::analyses::cache::{Hasher, Key};
+        use crate::analyses::model_fingerprint;
+        let mut h = Hasher::default();
         for s in a.samples {
-            let b = &s.batch;
-            for ints in [&b.input_ids, &b.token_type_ids, &b.attention_mask] {
-                part(
-                    &ints
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect::<Vec<u8>>(),
-                );
-            }
-            part(
-                &[b.batch_size as u64, b.seq_len as u64]
-                    .map(u64::to_le_bytes)
-                    .concat(),
-            );
-            match &s.target {
-                Target::Labels(l) => {
-                    part(b"labels");
-                    part(
-                        &l.iter()
-                            .flat_map(|&y| (y as u64).to_le_bytes())
-                            .collect::<Vec<u8>>(),
-                    );
-                }
-                Target::Embeddings(e) => {
-                    part(b"embeddings");
-                    part(&e.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
-                }
-            }
+            s.hash_into(&mut h);
         }
-        part(format!("{:?}", a.settings.method).as_bytes());
-        part(&a.settings.max_iterations.to_le_bytes());
-        part(&a.settings.tolerance.to_le_bytes());
-        part(&a.seed.to_le_bytes());
-        part(&a.part_rows.to_le_bytes());
+        let blocks: Vec<String> = a.blocks.iter().map(Block::key).collect();
+        let settings = format!(
+            "{CACHE_VERSION}; blocks={}; method={:?}; max-iterations={}; tolerance={}; seed={}; part-rows={}",
+            blocks.join(" | "),
+            a.settings.method,
+            a.settings.max_iterations,
+            a.settings.tolerance,
+            a.seed,
+            a.part_rows
+        );
         Ok(Self {
-            path: dir
-                .join("hessian-sensitivity")
-                .join(format!("{:x}.json", h.finalize())),
+            cache: crate::analyses::cache::Cache::new(Some(dir)),
+            key: Key {
+                kind: "hessian-eigen",
+                model: model_fingerprint(a.store, a.config, &a.pooling)?,
+                data: h.hex(),
+                settings,
+            },
         })
     }
 
     /// The cached analysis, if there is a readable one for exactly these blocks.
     pub fn read(&self, blocks: &[Block]) -> Option<Vec<BlockSensitivity>> {
-        let entry: Vec<BlockSensitivity> =
-            serde_json::from_slice(&std::fs::read(&self.path).ok()?).ok()?;
+        let entry: Vec<BlockSensitivity> = self.cache.read_json(&self.key)?;
         let names: Vec<&String> = entry.iter().map(|b| &b.name).collect();
         (names.len() == blocks.len() && names.iter().zip(blocks).all(|(a, b)| **a == b.name))
             .then_some(entry)
@@ -904,21 +738,7 @@ impl Cache {
 
     /// Store the analysis (written to a temporary file, then renamed into place).
     pub fn write(&self, entry: &[BlockSensitivity]) -> Result<()> {
-        let err = |e: std::io::Error| {
-            Error::File {
-            path: self.path.clone(),
-            problem: format!("cannot be written to the statistics cache: {e}\nhint: set COMPRESSOR_CACHE to a writable folder"),
-        }
-        };
-        if let Some(parent) = self.path.parent() {
-            std::fs::create_dir_all(parent).map_err(err)?;
-        }
-        let bytes = serde_json::to_vec(entry).map_err(|e| err(std::io::Error::other(e)))?;
-        let tmp = self
-            .path
-            .with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, bytes).map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)
+        Ok(self.cache.write_json(&self.key, &entry)?)
     }
 }
 

@@ -23,12 +23,10 @@ pub mod qat;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use compressor_calibration::{read_jsonl, read_texts, sample, text_field, TextInput};
 use compressor_models::rng::Rng;
 use compressor_models::runtime::{Bert, Cpu};
 use compressor_models::{
-    DType, EncodedBatch, Encoding, Head, HostTensor, Kind, Pooling, QuantTensor, Role, Selector,
-    Strategy,
+    DType, Encoding, Head, HostTensor, Kind, Pooling, QuantTensor, Role, Selector, Strategy,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -36,7 +34,8 @@ use serde_json::json;
 
 use self::bit_allocation::{Choice, Infeasible};
 use self::hessian::{PowerIteration, Sample, Target};
-use crate::calibration::CalibrationSpec;
+use crate::calibration::LabelRequest;
+use crate::calibration::Records;
 use crate::error::{Error, Result};
 use crate::pass::{
     Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, PlannedChange, TensorMeta,
@@ -565,6 +564,8 @@ impl Pass for HessianMp {
             "bits per block ({:?}) are chosen at run time from {menu:?} ({:?} allocation); the plan shows the highest width",
             self.config.block, self.config.allocation
         ));
+        plan.statistics
+            .push(crate::analyses::Statistic::HessianEigen);
         Ok(plan)
     }
 
@@ -1000,33 +1001,34 @@ fn allocation_svg(blocks: &[(&str, f64, u8)], menu: &[u8]) -> String {
 
 /// The sampled calibration records with the source of their targets.
 struct Data {
-    encoded: Vec<(Vec<i64>, Vec<i64>)>,
+    records: Records,
     source: Source,
     loss_name: &'static str,
-    pad: i64,
 }
 
 impl Data {
     /// The records `order` (in index order) as a sample with its targets.
     fn draw(&self, order: &[usize]) -> Result<Sample> {
-        let mut order = order.to_vec();
-        order.sort_unstable();
-        let rows: Vec<(Vec<i64>, Vec<i64>)> =
-            order.iter().map(|&i| self.encoded[i].clone()).collect();
-        let batch = EncodedBatch::from_rows(&rows, self.pad);
-        Ok(match &self.source {
-            Source::Labels(l) => Sample {
+        let (batch, labels) = self.records.draw(order);
+        Ok(match (&self.source, labels) {
+            (Source::Labels, Some(l)) => Sample {
                 batch,
-                target: Target::Labels(order.iter().map(|&i| l[i]).collect()),
+                target: Target::Labels(l),
             },
-            Source::Teacher(m) => Sample::self_distillation(m, batch)?,
+            (Source::Teacher(m), _) => Sample::self_distillation(m, batch)?,
+            (Source::Labels, None) => {
+                return Err(compressor_models::Error::Runtime(
+                    "labelled calibration records lost their labels".into(),
+                )
+                .into())
+            }
         })
     }
 
     /// The batch of QAT step `step`: consecutive batches of a seeded shuffle of the records, reshuffled every pass
     /// over them.
     fn qat_batch(&self, q: &qat::Settings, step: usize) -> Result<Sample> {
-        let n = self.encoded.len();
+        let n = self.records.encoded.len();
         let size = q.batch_size.min(n).max(1);
         let per_epoch = n / size;
         let (epoch, k) = (step / per_epoch, step % per_epoch);
@@ -1043,7 +1045,8 @@ impl Data {
 
 /// Where the targets of the loss come from.
 enum Source {
-    Labels(Vec<usize>),
+    /// The records' labels.
+    Labels,
     /// The model before this pass (self-distillation).
     Teacher(Box<Bert<Cpu>>),
 }
@@ -1054,40 +1057,40 @@ impl HessianMp {
         let spec = ctx.calibration.ok_or_else(|| Error::NoCalibration {
             key: "sensitivity".into(),
         })?;
-        let labels = self.labels(ctx, spec)?;
-        let texts = sample(
-            read_texts(&spec.data, &spec.field, None)?,
-            spec.samples,
-            spec.seed,
-        );
-        if texts.is_empty() {
-            return Err(Error::Config {
-                key: "calibration.data".into(),
-                problem: format!("`{}` holds no text", spec.data.display()),
-            });
-        }
-        let tokenizer = spec.tokenizer(ctx.files, ctx.config)?;
-        let encoded =
-            tokenizer.encode_all(&texts.into_iter().map(TextInput::from).collect::<Vec<_>>())?;
-        let loss_name = if labels.is_some() {
-            "cross-entropy"
-        } else {
-            "self-distillation"
+        let request = match ctx.config.bert().head {
+            Head::SequenceClassification { num_labels, .. } => match self.config.loss {
+                LossKind::SelfDistillation => LabelRequest::None,
+                LossKind::CrossEntropy => LabelRequest::Required {
+                    field: &self.config.label_field,
+                    classes: num_labels,
+                    key: "label-field",
+                    needed_by: "loss = \"cross-entropy\"",
+                },
+                LossKind::Auto => LabelRequest::IfPresent {
+                    field: &self.config.label_field,
+                    classes: num_labels,
+                },
+            },
+            Head::None => LabelRequest::None,
         };
-        let source = match labels {
-            Some(l) => Source::Labels(l),
-            None => Source::Teacher(Box::new(Bert::<Cpu>::load(
-                ctx.store,
-                ctx.config,
-                Pooling::load(ctx.files.dir())?,
-                &Default::default(),
-            )?)),
+        let records = spec.records(ctx.files, ctx.config, request)?;
+        let (source, loss_name) = if records.labels.is_some() {
+            (Source::Labels, "cross-entropy")
+        } else {
+            (
+                Source::Teacher(Box::new(Bert::<Cpu>::load(
+                    ctx.store,
+                    ctx.config,
+                    Pooling::load(ctx.files.dir())?,
+                    &Default::default(),
+                )?)),
+                "self-distillation",
+            )
         };
         Ok(Data {
-            encoded,
+            records,
             source,
             loss_name,
-            pad: tokenizer.pad_id(),
         })
     }
 
@@ -1096,7 +1099,7 @@ impl HessianMp {
         let s = &self.config.sensitivity;
         (0..s.runs)
             .map(|r| {
-                let mut order: Vec<usize> = (0..data.encoded.len()).collect();
+                let mut order: Vec<usize> = (0..data.records.encoded.len()).collect();
                 Rng::new(
                     s.seed
                         .wrapping_add(r as u64)
@@ -1107,63 +1110,6 @@ impl HessianMp {
                 data.draw(&order)
             })
             .collect()
-    }
-
-    /// The labels of the sampled calibration records when the loss is cross-entropy (checked against the head).
-    fn labels(&self, ctx: &PassContext, spec: &CalibrationSpec) -> Result<Option<Vec<usize>>> {
-        let num_labels = match ctx.config.bert().head {
-            Head::SequenceClassification { num_labels, .. } => num_labels,
-            Head::None => return Ok(None),
-        };
-        if self.config.loss == LossKind::SelfDistillation {
-            return Ok(None);
-        }
-        let field = &self.config.label_field;
-        let is_jsonl = spec
-            .data
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| {
-                matches!(e.to_ascii_lowercase().as_str(), "jsonl" | "ndjson" | "json")
-            });
-        let records = if is_jsonl {
-            read_jsonl(&spec.data)?
-        } else {
-            Vec::new()
-        };
-        let all_labelled =
-            !records.is_empty() && records.iter().all(|(_, r)| r.contains_key(field));
-        if !all_labelled {
-            return match self.config.loss {
-                LossKind::CrossEntropy => Err(Error::Config {
-                    key: "label-field".into(),
-                    problem: format!(
-                        "loss = \"cross-entropy\" needs every record of `{}` to have a `{field}` field (JSONL)\nhint: set `label-field`, or use loss = \"self-distillation\"",
-                        spec.data.display()
-                    ),
-                }),
-                _ => Ok(None),
-            };
-        }
-        let records = sample(records, spec.samples, spec.seed);
-        let mut labels = Vec::with_capacity(records.len());
-        for (line, r) in &records {
-            // The text must be there too (as the texts are read).
-            text_field(&spec.data, *line, r, &spec.field)?;
-            let y = compressor_calibration::int_field(&spec.data, *line, r, field)?;
-            if y < 0 || y as usize >= num_labels {
-                return Err(Error::Config {
-                    key: "label-field".into(),
-                    problem: format!(
-                        "`{}` line {line}: label {y} is outside the classifier's {num_labels} classes (0 to {})",
-                        spec.data.display(),
-                        num_labels - 1
-                    ),
-                });
-            }
-            labels.push(y as usize);
-        }
-        Ok(Some(labels))
     }
 }
 

@@ -22,6 +22,8 @@ use compressor_models::arch::{layer_parameters, LayerShape};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::analyses::cache::Cache;
+use crate::analyses::Statistic;
 use crate::error::{Error, Result};
 use crate::pass::{ArchChange, Pass, PassContext, PassPlan, PassReport, Phase, PlanContext};
 
@@ -116,6 +118,8 @@ pub struct Prune {
     config: Config,
     /// The decision made at plan time, used by `run`.
     decision: Mutex<Option<Decision>>,
+    /// Where activation importance is cached.
+    cache: Cache,
 }
 
 impl Prune {
@@ -123,6 +127,7 @@ impl Prune {
         Self {
             config,
             decision: Mutex::new(None),
+            cache: Cache::shared(),
         }
     }
 
@@ -176,9 +181,12 @@ impl Pass for Prune {
 
     fn plan(&self, ctx: &PlanContext) -> Result<PassPlan> {
         self.check_config()?;
-        let scores = score::scores(&self.config, ctx)?;
+        let scores = score::scores(&self.config, ctx, &self.cache)?;
         let decision = allocate::decide(&self.config, ctx, &scores)?;
-        let plan = remove::plan(ctx, &decision)?;
+        let mut plan = remove::plan(ctx, &decision)?;
+        if self.config.importance == Importance::Activation || self.config.drop_layers > 0 {
+            plan.statistics.push(Statistic::Importance);
+        }
         if let Ok(mut slot) = self.decision.lock() {
             *slot = Some(decision);
         }

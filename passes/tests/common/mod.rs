@@ -8,3 +8,22 @@ pub fn fixture(name: &str) -> PathBuf {
         .join("../models/tests/fixtures")
         .join(name)
 }
+
+/// Write `texts` as `calib.jsonl` (one `{"text": ...}` record each) in `dir`, and the calibration spec that reads
+/// all of them (16 tokens at most, seed 0).
+#[allow(dead_code)] // not every test crate that includes this module calibrates
+pub fn calibration_texts(dir: &Path, texts: &[&str]) -> compressor_passes::CalibrationSpec {
+    let data = dir.join("calib.jsonl");
+    let lines: String = texts
+        .iter()
+        .map(|t| format!("{}\n", serde_json::json!({ "text": t })))
+        .collect();
+    std::fs::write(&data, lines).expect("write calibration data");
+    compressor_passes::CalibrationSpec {
+        data,
+        field: "text".into(),
+        samples: texts.len(),
+        max_length: 16,
+        seed: 0,
+    }
+}
