@@ -38,12 +38,12 @@ max-length = 128" ;;
     for structures in ${STRUCTURES:-heads neurons heads,neurons}; do
       for allocation in ${ALLOCATIONS:-uniform per-layer}; do
         for importance in ${IMPORTANCES:-magnitude activation}; do
-          name="$model-$target-${structures/,/+}-$allocation-$importance"
+          name="$model-$target-${structures//,/+}-$allocation-$importance"
           key="$(printf '%s\t%s\t%s\t%s\t%s\t' "$model" "$target" "$structures" "$allocation" "$importance")"
           if grep -qF "$key" "$results" && ! grep -F "$key" "$results" | grep -q ERROR; then
             continue  # measured already (delete the line or results.tsv to measure again)
           fi
-          list="[\"${structures/,/\", \"}\"]"
+          list="[\"${structures//,/\", \"}\"]"
           cat > "$work/$name.toml" <<TOML
 [model]
 path = "$path"

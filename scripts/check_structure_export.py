@@ -7,7 +7,8 @@ Writes both exports of ARTIFACT into a temporary folder with `compressor export`
   1. remote-code: AutoModel.from_pretrained(export, trust_remote_code=True) with the artifact's pooling (mean, then
      L2 normalisation as modules.json says; logits for a classifier), and SentenceTransformer(export,
      trust_remote_code=True).encode for embedding models, against `compressor embed ARTIFACT`;
-  2. dense (zero-padded): stock AutoModel / SentenceTransformer, no user code, against the same.
+  2. dense (zero-padded): stock AutoModel / SentenceTransformer, no user code, against the same. A model whose
+     hidden dimensions were pruned has no exact dense form: the script checks that the export refuses it.
 Every row's cosine must be >= --min-cosine (0.9999). Exit status 0 when every check passes, 1 otherwise.
 Needs torch, transformers and sentence-transformers; prints the versions used.
 """
@@ -83,9 +84,20 @@ def main():
         failures += 0 if ok else 1
         print(f"{'ok  ' if ok else 'FAIL'} {name}: min cosine {c.min():.7f} over {len(c)} texts")
 
+    hidden_pruned = "hidden" in (config.get("compressor") or {})
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in ["remote-code", "dense"]:
             out = pathlib.Path(tmp) / fmt
+            if fmt == "dense" and hidden_pruned:
+                r = subprocess.run(
+                    [args.compressor, "export", str(art), "--format", fmt, "--output", str(out)],
+                    capture_output=True,
+                    text=True,
+                )
+                refused = r.returncode == 2 and "compressor.hidden" in r.stderr and not out.exists()
+                failures += 0 if refused else 1
+                print(f"{'ok  ' if refused else 'FAIL'} dense: refused for pruned hidden dimensions")
+                continue
             subprocess.run(
                 [args.compressor, "export", str(art), "--format", fmt, "--output", str(out)],
                 check=True,

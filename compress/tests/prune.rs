@@ -147,3 +147,52 @@ fn an_impossible_target_is_a_plan_error_with_the_range() {
         "{err}"
     );
 }
+
+#[test]
+fn hidden_pruned_artifacts_declare_their_width_and_export_only_with_remote_code() {
+    let tmp = workspace("target = 0.2\nstructures = [\"hidden\"]");
+    let dir = tmp.path();
+    ok(&compressor_in(dir, &["run", "pipeline.toml"]));
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("out/config.json")).expect("config"))
+            .expect("json");
+    let width = config["hidden_size"].as_u64().expect("hidden_size");
+    assert!(width < 32, "{width}");
+    assert_eq!(config["compressor"]["hidden"]["original_size"], 32);
+    // sentence-transformers reads the embedding width from the Pooling module's config.
+    let pooling: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("out/1_Pooling/config.json")).expect("pooling config"),
+    )
+    .expect("json");
+    assert_eq!(pooling["word_embedding_dimension"], width);
+    let pruned = embeddings(dir, "out");
+    assert!(pruned.iter().all(|e| e.len() as u64 == width));
+    // The zero-padded dense export would change LayerNorm: refused, with the export that works.
+    let out = compressor_in(dir, &["export", "out", "--output", "dense"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`compressor.hidden`") && err.contains("--format remote-code"),
+        "{err}"
+    );
+    assert!(!dir.join("dense").exists(), "nothing written");
+    ok(&compressor_in(
+        dir,
+        &[
+            "export",
+            "out",
+            "--format",
+            "remote-code",
+            "--output",
+            "remote",
+        ],
+    ));
+    let theirs = embeddings(dir, "remote");
+    let diff = pruned
+        .iter()
+        .flatten()
+        .zip(theirs.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(diff <= 1e-5, "{diff}");
+}

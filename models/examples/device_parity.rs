@@ -1,14 +1,18 @@
 //! Runs the committed tiny BERT fixtures on the CUDA backend and compares with transformers' reference outputs
-//! (models/tests/fixtures/tiny_reference.json), then times a 32 x 128 forward of the tiny classifier.
+//! (models/tests/fixtures/tiny_reference.json), then times a 32 x 128 forward of the tiny classifier. Then the
+//! structure checks: a checkpoint with a weight in every storage form (low-rank, quantized factors, sparse, 2:4,
+//! quantized) and every further model folder given (pruned artifacts: per-layer heads and widths, dropped
+//! sublayers, hidden dimensions) run on CUDA against the CPU backend, forward and under autodiff (the gradient of
+//! the squared pooled output with respect to every Linear weight of layer 0).
 //!
 //! Build here, run on a machine with an NVIDIA GPU (the CUDA libraries are loaded at run time):
 //! `cargo build --release -p compressor-models --features cuda --example device_parity`
-//! `./target/release/examples/device_parity models/tests/fixtures`
+//! `./target/release/examples/device_parity models/tests/fixtures [MODEL_DIR ...]`
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use compressor_models::runtime::{flat, Bert, Cuda};
+use compressor_models::runtime::{flat, Backend, Bert, Cpu, Cuda};
 use compressor_models::{Checkpoint, EncodedBatch};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -78,13 +82,100 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     // The CPU backend matches transformers to 1e-5. On an H200 the CUDA backend's f32 matmuls came out 3.2e-3 off
     // in the hidden states (reduced-precision, TF32-like accumulation), so the bound here is 1e-2.
-    let ok = worst_hidden <= 1e-2 && worst_pooled <= 1e-2 && worst_logits <= 1e-2;
+    let mut ok = worst_hidden <= 1e-2 && worst_pooled <= 1e-2 && worst_logits <= 1e-2;
+
+    // Structure: every storage form, and the model folders given.
+    let tmp = std::env::temp_dir().join(format!("device-parity-{}", std::process::id()));
+    compressor_models::testing::TinyBert {
+        hidden_size: 32,
+        heads: 4,
+        intermediate_size: 64,
+        seed: 3,
+        ..Default::default()
+    }
+    .write_every_form(&tmp)?;
+    let mut dirs = vec![tmp.clone()];
+    dirs.extend(std::env::args().skip(2).map(PathBuf::from));
+    // Padded rows within every model's vocabulary (64) and positions (32).
+    let short: Vec<(Vec<i64>, Vec<i64>)> = (0..4)
+        .map(|i| {
+            let ids: Vec<i64> = (0..6 + 5 * i).map(|j| 2 + (i * 11 + j * 7) % 60).collect();
+            let types = vec![0; ids.len()];
+            (ids, types)
+        })
+        .collect();
+    let batch = EncodedBatch::from_rows(&short, 0);
+    for dir in &dirs {
+        let ckpt = Checkpoint::open(dir)?;
+        let b = ckpt.config.bert();
+        let shapes: Vec<String> = b
+            .layers
+            .iter()
+            .map(|l| format!("{}h/{}n", l.heads.len(), l.intermediate_size))
+            .collect();
+        let cpu = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())?;
+        let gpu = Bert::<Cuda>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &device)?;
+        let forward = |h: Vec<f32>, g: Vec<f32>| relative(&h, &g);
+        let fwd = forward(flat(cpu.encode(&batch)?)?, flat(gpu.encode(&batch)?)?);
+        let grad = relative(
+            &gradients::<Cpu>(&ckpt, &batch)?,
+            &gradients::<Cuda>(&ckpt, &batch)?,
+        );
+        let pass = fwd <= 1e-2 && grad <= 1e-2;
+        ok &= pass;
+        println!(
+            "{}: hidden {} [{}]: cuda vs cpu relative max diff forward {fwd:e}, gradients {grad:e} {}",
+            dir.display(),
+            b.hidden_size,
+            shapes.join(" "),
+            if pass { "ok" } else { "FAIL" }
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
     println!("{}", if ok { "PASS" } else { "FAIL" });
     if ok {
         Ok(())
     } else {
         Err("cuda outputs differ from the reference".into())
     }
+}
+
+/// The gradient of `sum(pooled^2)` with respect to every Linear weight of layer 0 that has one (a low-rank
+/// Linear runs on its factors; its dense `weight_t` gets no gradient and is skipped), concatenated.
+fn gradients<B: Backend>(
+    ckpt: &Checkpoint,
+    batch: &EncodedBatch,
+) -> Result<Vec<f32>, Box<dyn std::error::Error>> {
+    type Ad<B> = burn::backend::Autodiff<B>;
+    let device = Default::default();
+    let layer0 = |name: &str| name.starts_with("encoder.layer.0.") && name.ends_with(".weight");
+    let model =
+        Bert::<Ad<B>>::load_with_grad(&ckpt.store, &ckpt.config, ckpt.pooling, &device, &layer0)?;
+    let hidden = model.encode(batch)?;
+    let loss = model.pool(hidden, batch).powi_scalar(2).sum();
+    let grads = loss.backward();
+    let mut out = Vec::new();
+    for m in [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ] {
+        if let Some(lin) = model.linear(&format!("encoder.layer.0.{m}.weight")) {
+            if let Some(g) = lin.weight_t.grad(&grads) {
+                out.extend(flat(g)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Largest `|a - b|` over the largest `|a|`.
+fn relative(a: &[f32], b: &[f32]) -> f32 {
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+    max_diff(a, b) / scale
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {

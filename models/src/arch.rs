@@ -83,6 +83,17 @@ impl LayerShape {
     }
 }
 
+/// The residual stream's kept dimensions after hidden-dimension pruning: `hidden_size` is then `kept.len()`, and
+/// attention scores keep the original head width's scale.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HiddenDims {
+    /// The hidden size of the model the dimensions were kept from.
+    pub original_size: usize,
+    /// The kept dimensions, by index in the original residual stream, ascending.
+    pub kept: Vec<usize>,
+}
+
 /// The BERT hyper-parameters we use, read from config.json.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BertConfig {
@@ -100,13 +111,18 @@ pub struct BertConfig {
     /// Every encoder layer's shape (`num_hidden_layers` entries): uniform from the plain keys, or from the
     /// `compressor` extension.
     pub layers: Vec<LayerShape>,
+    /// Hidden-dimension pruning (the extension's `hidden`); `None`: every dimension of the original is kept.
+    pub hidden: Option<HiddenDims>,
 }
 
 impl BertConfig {
     /// The original per-head width, `hidden_size / num_attention_heads`; attention scores are scaled by its
     /// inverse square root in every layer, whatever its kept head widths.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.hidden
+            .as_ref()
+            .map_or(self.hidden_size, |d| d.original_size)
+            / self.num_attention_heads
     }
 
     /// The shape every layer has in a plain config.
@@ -124,14 +140,15 @@ impl BertConfig {
     /// width): such a model loads in stock runtimes without the extension.
     pub fn is_uniform(&self) -> bool {
         let first = self.layers.first().map(|l| l.intermediate_size);
-        self.layers.iter().all(|l| {
-            l.heads.len() == self.num_attention_heads
-                && l.heads.iter().enumerate().all(|(i, h)| i == *h)
-                && l.qk_head_dim == self.head_dim()
-                && l.vo_head_dim == self.head_dim()
-                && Some(l.intermediate_size) == first
-                && l.intermediate_size > 0
-        })
+        self.hidden.is_none()
+            && self.layers.iter().all(|l| {
+                l.heads.len() == self.num_attention_heads
+                    && l.heads.iter().enumerate().all(|(i, h)| i == *h)
+                    && l.qk_head_dim == self.head_dim()
+                    && l.vo_head_dim == self.head_dim()
+                    && Some(l.intermediate_size) == first
+                    && l.intermediate_size > 0
+            })
     }
 
     /// Encoder parameters (the layers' weights and biases) of this configuration.
@@ -276,15 +293,21 @@ impl ModelConfig {
             pad_token_id: raw.get("pad_token_id").and_then(Value::as_i64),
             head,
             layers: Vec::new(),
+            hidden: None,
         };
         let mut bert = bert;
-        if !bert.hidden_size.is_multiple_of(bert.num_attention_heads) {
+        bert.hidden = parse_hidden(path, raw.get(EXTENSION_KEY), bert.hidden_size)?;
+        let original_hidden = bert
+            .hidden
+            .as_ref()
+            .map_or(bert.hidden_size, |d| d.original_size);
+        if !original_hidden.is_multiple_of(bert.num_attention_heads) {
             return Err(Error::ConfigKey {
                 path: path.to_path_buf(),
                 key: "num_attention_heads".into(),
                 problem: format!(
-                    "{} does not divide hidden_size {}",
-                    bert.num_attention_heads, bert.hidden_size
+                    "{} does not divide hidden_size {original_hidden}",
+                    bert.num_attention_heads
                 ),
             });
         }
@@ -354,9 +377,45 @@ impl ModelConfig {
             );
             raw.remove(EXTENSION_KEY);
         } else {
-            let ext = serde_json::json!({ "version": 1, "layers": layers });
-            raw.insert(EXTENSION_KEY.into(), ext);
+            raw.insert(
+                EXTENSION_KEY.into(),
+                extension(&layers, trial.hidden.as_ref()),
+            );
         }
+        self.reparse(raw)
+    }
+
+    /// Keep the hidden dimensions at positions `kept` (ascending, of the current `0..hidden_size`): `hidden_size`
+    /// becomes `kept.len()` and the extension records the kept dimensions of the original (so the attention
+    /// scale, and where each dimension came from, stay known). Stock BERT loaders cannot run such a model.
+    pub fn set_hidden(&mut self, kept: &[usize]) -> Result<()> {
+        let c = self.bert();
+        if kept.is_empty()
+            || kept.iter().any(|&d| d >= c.hidden_size)
+            || kept.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(Error::ConfigKey {
+                path: self.path.clone(),
+                key: "hidden_size".into(),
+                problem: format!(
+                    "kept dimensions must be ascending positions in 0..{} with at least one",
+                    c.hidden_size
+                ),
+            });
+        }
+        let hidden = match &c.hidden {
+            Some(d) => HiddenDims {
+                original_size: d.original_size,
+                kept: kept.iter().map(|&p| d.kept[p]).collect(),
+            },
+            None => HiddenDims {
+                original_size: c.hidden_size,
+                kept: kept.to_vec(),
+            },
+        };
+        let mut raw = self.raw.clone();
+        raw.insert("hidden_size".into(), Value::from(kept.len()));
+        raw.insert(EXTENSION_KEY.into(), extension(&c.layers, Some(&hidden)));
         self.reparse(raw)
     }
 
@@ -549,6 +608,55 @@ impl ModelConfig {
 /// The `compressor` extension: `{"version": 1, "layers": [LayerShape, ...]}`, one entry per layer, each within
 /// the plain config's bounds (head ids below `num_attention_heads`, head widths at most `hidden_size /
 /// num_attention_heads`, FFN width at most `intermediate_size`), so that a zero-padded dense export always exists.
+/// The `compressor` extension describing `layers` (and the kept hidden dimensions).
+fn extension(layers: &[LayerShape], hidden: Option<&HiddenDims>) -> Value {
+    let mut ext = serde_json::json!({ "version": 1, "layers": layers });
+    if let Some(h) = hidden {
+        ext["hidden"] = serde_json::json!(h);
+    }
+    ext
+}
+
+/// The extension's `hidden` entry, checked against the plain `hidden_size`.
+fn parse_hidden(
+    path: &Path,
+    ext: Option<&Value>,
+    hidden_size: usize,
+) -> Result<Option<HiddenDims>> {
+    let Some(v) = ext.and_then(|e| e.get("hidden")) else {
+        return Ok(None);
+    };
+    let key = format!("{EXTENSION_KEY}.hidden");
+    let err = |key: String, problem: String| Error::ConfigKey {
+        path: path.to_path_buf(),
+        key,
+        problem,
+    };
+    let d: HiddenDims =
+        serde_json::from_value(v.clone()).map_err(|e| err(key.clone(), e.to_string()))?;
+    if d.kept.len() != hidden_size {
+        return Err(err(
+            format!("{key}.kept"),
+            format!(
+                "lists {} dimensions but hidden_size is {hidden_size}",
+                d.kept.len()
+            ),
+        ));
+    }
+    if d.kept.windows(2).any(|w| w[0] >= w[1])
+        || d.kept.last().is_some_and(|&k| k >= d.original_size)
+    {
+        return Err(err(
+            format!("{key}.kept"),
+            format!(
+                "must be ascending without repeats, within 0..{} (original_size)",
+                d.original_size
+            ),
+        ));
+    }
+    Ok(Some(d))
+}
+
 fn parse_extension(path: &Path, ext: &Value, c: &BertConfig) -> Result<Vec<LayerShape>> {
     let err = |key: String, problem: String| Error::ConfigKey {
         path: path.to_path_buf(),
@@ -562,10 +670,10 @@ fn parse_extension(path: &Path, ext: &Value, c: &BertConfig) -> Result<Vec<Layer
         ));
     };
     for key in obj.keys() {
-        if key != "version" && key != "layers" {
+        if !matches!(key.as_str(), "version" | "layers" | "hidden") {
             return Err(err(
                 format!("{EXTENSION_KEY}.{key}"),
-                "is not a known key (known: version, layers)".into(),
+                "is not a known key (known: version, layers, hidden)".into(),
             ));
         }
     }

@@ -72,6 +72,17 @@ pub fn densify(config: &ModelConfig, store: &mut TensorStore) -> Result<ModelCon
     if c.is_uniform() {
         return Ok(config.clone());
     }
+    if let Some(d) = &c.hidden {
+        return Err(crate::Error::ConfigKey {
+            path: config.path.clone(),
+            key: format!("{}.hidden", crate::arch::EXTENSION_KEY),
+            problem: format!(
+                "the model keeps {} of its {} hidden dimensions; LayerNorm over the kept dimensions cannot be zero-padded back exactly\nhint: use `compressor export DIR --format remote-code` (transformers and sentence-transformers with trust_remote_code=True)",
+                d.kept.len(),
+                d.original_size
+            ),
+        });
+    }
     let (h, nh, hd, full_i) = (
         c.hidden_size,
         c.num_attention_heads,

@@ -210,6 +210,8 @@ impl ModelInfo {
 pub enum ArchChange {
     /// Every encoder layer's new shape (pruning, factorization); layers may be fewer.
     Layers(Vec<LayerShape>),
+    /// The residual stream keeps the hidden dimensions at these positions (of the current `0..hidden_size`).
+    Hidden(Vec<usize>),
 }
 
 impl ArchChange {
@@ -217,6 +219,7 @@ impl ArchChange {
     pub fn apply(&self, config: &mut ModelConfig) -> compressor_models::Result<()> {
         match self {
             ArchChange::Layers(layers) => config.set_layers(layers.clone()),
+            ArchChange::Hidden(kept) => config.set_hidden(kept),
         }
     }
 }

@@ -377,3 +377,145 @@ fn activation_importance_and_layer_dropping_use_the_calibration_data() {
     .expect("prunes again");
     assert_eq!(c2.raw, c.raw);
 }
+
+/// The fixture with hidden dimension `d` carrying nothing: zero in every tensor that reads or writes it.
+fn zero_hidden(dir: &Path, d: usize) -> (ModelConfig, TensorStore) {
+    let (config, mut store) = open(dir);
+    let names: Vec<String> = store.names().map(str::to_string).collect();
+    for name in names {
+        let reads = name.ends_with("_embeddings.weight")
+            || name.contains(".attention.self.") && name.ends_with(".weight")
+            || name.ends_with("intermediate.dense.weight")
+            || name == "pooler.dense.weight";
+        let writes = name.contains("LayerNorm")
+            || name.ends_with("output.dense.weight")
+            || name.ends_with("output.dense.bias")
+            || name.starts_with("pooler.dense.");
+        if reads {
+            zero(&mut store, &name, None, Some(d..d + 1));
+        }
+        if writes {
+            zero(&mut store, &name, Some(d..d + 1), None);
+        }
+    }
+    (config, store)
+}
+
+#[test]
+fn hidden_dimensions_go_from_every_tensor_and_are_recorded_in_the_extension() {
+    let dir = fixture("tiny-bert");
+    let (config, store) = zero_hidden(&dir, 5);
+    let (c, s, plan, report) = prune(
+        &dir,
+        config.clone(),
+        store,
+        json!({ "target": 0.1, "structures": ["hidden"] }),
+        None,
+    )
+    .expect("prunes hidden dimensions");
+    let b = c.bert();
+    let kept = b.hidden.as_ref().expect("recorded").kept.clone();
+    assert_eq!(kept.len(), b.hidden_size);
+    assert_eq!(
+        b.hidden_size, 29,
+        "3 of 32 dimensions, ~3.1% of the encoder each"
+    );
+    assert!(!kept.contains(&5), "the empty dimension scores lowest");
+    assert_eq!(report.decisions["hidden"]["removed"][0], json!(5));
+    // The attention scale stays the original head width's; stock loaders cannot run it.
+    assert_eq!(b.head_dim(), 8);
+    assert!(!b.is_uniform());
+    s.check(&c).expect("every tensor has the narrower shape");
+    assert_eq!(
+        s.info("embeddings.word_embeddings.weight").map(|i| i.1[1]),
+        Some(29)
+    );
+    assert_eq!(
+        s.info("encoder.layer.1.attention.self.query.weight")
+            .map(|i| i.1),
+        Some(vec![32, 29])
+    );
+    assert_eq!(
+        s.info("encoder.layer.1.output.dense.weight").map(|i| i.1),
+        Some(vec![29, 64])
+    );
+    let removed = 1.0 - b.encoder_parameters() as f64 / config.bert().encoder_parameters() as f64;
+    assert!((removed - 0.1).abs() < 0.02, "{removed}");
+    // The plan's bytes are the store's bytes (embeddings and pooler narrow too).
+    let mut predicted = ModelInfo::from_store(&config, &zero_hidden(&dir, 5).1);
+    predicted.apply(&plan, &c);
+    assert_eq!(predicted.total_bytes(), s.total_bytes());
+    // config.json as written reads back; the model runs at the new width.
+    let text = Value::Object(c.raw.clone()).to_string();
+    let reread = ModelConfig::parse(Path::new("config.json"), &text).expect("parses");
+    assert_eq!(reread.bert().hidden, b.hidden);
+    let out = embed(&dir, &c, &s);
+    assert!(out
+        .iter()
+        .all(|v| v.len() == 29 && v.iter().all(|x| x.is_finite())));
+    // A second pruning composes: the extension keeps naming dimensions of the original.
+    let (c2, mut s2, _, _) = prune(
+        &dir,
+        c.clone(),
+        s,
+        json!({ "target": 0.05, "structures": ["hidden"] }),
+        None,
+    )
+    .expect("prunes again");
+    let again = c2.bert().hidden.clone().expect("recorded");
+    assert_eq!(again.original_size, 32);
+    assert!(again.kept.len() < 29 && again.kept.iter().all(|d| kept.contains(d)));
+    // The zero-padded dense export cannot be exact: it refuses, naming the key and the export to use.
+    let err = compressor_models::densify::densify(&c2, &mut s2)
+        .expect_err("not exact")
+        .to_string();
+    assert!(
+        err.contains("`compressor.hidden`") && err.contains("--format remote-code"),
+        "{err}"
+    );
+    // A kept list that disagrees with hidden_size names the key.
+    let mut raw = c.raw.clone();
+    raw["hidden_size"] = json!(30);
+    let err = ModelConfig::parse(Path::new("config.json"), &Value::Object(raw).to_string())
+        .expect_err("30 vs 29")
+        .to_string();
+    assert_eq!(
+        err,
+        "`config.json`: key `compressor.hidden.kept` lists 29 dimensions but hidden_size is 30"
+    );
+}
+
+#[test]
+fn hidden_dimensions_heads_and_neurons_share_one_target() {
+    let dir = fixture("tiny-bert");
+    let (config, store) = open(&dir);
+    let (c, s, _, report) = prune(
+        &dir,
+        config.clone(),
+        store,
+        json!({ "target": 0.3, "structures": ["heads", "neurons", "hidden"], "allocation": "per-layer" }),
+        None,
+    )
+    .expect("prunes");
+    s.check(&c).expect("shapes");
+    let b = c.bert();
+    assert!(b.hidden_size < 32);
+    assert!(b.layers.iter().any(|l| l.intermediate_size < 64));
+    let removed = 1.0 - b.encoder_parameters() as f64 / config.bert().encoder_parameters() as f64;
+    assert!((removed - 0.3).abs() < 0.02, "{removed}");
+    assert_eq!(report.decisions["hidden"]["after"], json!(b.hidden_size));
+    let err = prune(
+        &dir,
+        config,
+        open(&dir).1,
+        json!({ "target": 0.99, "structures": ["hidden"] }),
+        None,
+    )
+    .expect_err("too much")
+    .to_string();
+    assert!(
+        err.contains("with min-hidden = 1")
+            && err.contains("the achievable range of `target` is 0 to 0.9"),
+        "{err}"
+    );
+}

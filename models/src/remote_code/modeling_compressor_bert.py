@@ -14,11 +14,18 @@ from transformers import BertConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
 
+def _original_hidden(config):
+    # Hidden-dimension pruning keeps `hidden.kept` of `hidden.original_size` dimensions; the attention scale stays
+    # that of the original head width.
+    hidden = (getattr(config, "compressor", None) or {}).get("hidden")
+    return hidden["original_size"] if hidden else config.hidden_size
+
+
 def _layers(config):
     ext = getattr(config, "compressor", None) or {}
     layers = ext.get("layers")
     if layers is None:
-        hd = config.hidden_size // config.num_attention_heads
+        hd = _original_hidden(config) // config.num_attention_heads
         return [
             {
                 "heads": list(range(config.num_attention_heads)),
@@ -102,7 +109,7 @@ class Attention(nn.Module):
         vo = len(shape["heads"]) * shape["vo_head_dim"]
         self.output = Projection(vo, h, config.layer_norm_eps, self.kept)
         # Scores are scaled by the original head width, whatever width a head keeps.
-        self.scale = 1.0 / math.sqrt(config.hidden_size // config.num_attention_heads)
+        self.scale = 1.0 / math.sqrt(_original_hidden(config) // config.num_attention_heads)
 
     def forward(self, x, mask):
         if not self.kept:

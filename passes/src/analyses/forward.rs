@@ -2,7 +2,8 @@
 //! tokens:
 //! - **importance**: a head's score is the mean L2 norm of what it adds to the residual stream
 //!   (`W_O[:, head] ctx_head`); a neuron's is its mean |activation| times the L2 norm of its output column; a
-//!   layer's block influence is `1 - mean cos(input, output)`.
+//!   layer's block influence is `1 - mean cos(input, output)`; a hidden dimension's is its mean |value| summed over
+//!   the residual stream's states.
 //! - **covariance**: the uncentred second moment `E[x x^T]` of the input of every Linear of the encoder, summed in
 //!   f64 over batches (each batch's product in f32). Query, key and value share their input, so one matrix serves
 //!   all three.
@@ -22,6 +23,9 @@ pub struct Importance {
     pub neurons: Vec<Vec<f64>>,
     /// Block influence `1 - mean cos(input, output)` per layer.
     pub influence: Vec<f64>,
+    /// `hidden[d]`: mean |x_d| of the residual stream's dimension `d`, summed over the states between sublayers
+    /// (the embeddings' output, and every attention and FFN sublayer's normalised output).
+    pub hidden: Vec<f64>,
 }
 
 impl Importance {
@@ -51,6 +55,7 @@ impl Importance {
                 .map(|l| get(format!("neurons.{l}")))
                 .collect::<Option<_>>()?,
             influence: get("influence".into())?,
+            hidden: get("hidden".into())?,
         })
     }
 }
@@ -176,6 +181,7 @@ pub(super) fn sweep(
         .map(|s| vec![0.0; s.intermediate_size])
         .collect();
     let mut influence = vec![0f64; layers];
+    let mut hidden = vec![0f64; h];
     let mut moments: Vec<(String, Moment)> = Vec::new();
     if want.covariance {
         for (l, s) in c.layers.iter().enumerate() {
@@ -234,6 +240,20 @@ pub(super) fn sweep(
             if !want.importance {
                 continue;
             }
+            let states = [
+                if l == 0 { tr.input.as_ref() } else { None },
+                tr.ffn_input.as_ref(),
+                Some(&tr.output),
+            ];
+            for x in states.into_iter().flatten() {
+                let summed = (x.clone().reshape([b * t, h]).abs()
+                    * mask.clone().unsqueeze_dim::<2>(1))
+                .sum_dim(0)
+                .reshape([h]);
+                for (acc, v) in hidden.iter_mut().zip(host(summed)?) {
+                    *acc += f64::from(v);
+                }
+            }
             if let (Some(ctx_t), Some(wo)) = (&tr.context, &w_o[l]) {
                 let (nh, vo) = (s.heads.len(), s.vo_head_dim);
                 // [nh, N, vo] x [nh, vo, h] -> [nh, N, h]: each head's contribution per token.
@@ -291,6 +311,7 @@ pub(super) fn sweep(
             heads,
             neurons,
             influence: influence.iter().map(|s| 1.0 - s / tokens).collect(),
+            hidden: hidden.iter().map(|s| s / tokens).collect(),
         }
     });
     let covariance = want.covariance.then(|| {

@@ -1,5 +1,6 @@
-//! How many units of each kind every layer loses: the target in parameters, whole layers first, then heads and
-//! neurons (uniformly, or lowest scores across layers first).
+//! How many units of each kind every layer loses: the target in parameters, whole layers first, then hidden
+//! dimensions (one set for the whole residual stream), then heads and neurons (uniformly, or lowest scores across
+//! layers first).
 
 use std::collections::BTreeSet;
 
@@ -29,6 +30,8 @@ pub struct Decision {
     pub dropped_layers: Vec<usize>,
     /// The kept layers, in order (they are renumbered 0..).
     pub layers: Vec<LayerKeep>,
+    /// Kept hidden dimensions, ascending, when hidden dimensions are pruned.
+    pub hidden: Option<Vec<usize>>,
 }
 
 /// Parameters of one head at position `p`'s shape, and of one neuron, at hidden width `h`.
@@ -110,10 +113,86 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
         .map(|&l| layer_parameters(h, &c.layers[l]))
         .sum();
     let kept: Vec<usize> = (0..n_layers).filter(|l| !dropped.contains(l)).collect();
-    let rest = target.saturating_sub(dropped_params);
+    let mut rest = target.saturating_sub(dropped_params);
 
     let use_heads = config.structures.contains(&Structure::Heads);
     let use_neurons = config.structures.contains(&Structure::Neurons);
+    let use_hidden = config.structures.contains(&Structure::Hidden);
+    let names: Vec<&str> = config.structures.iter().map(|s| s.name()).collect();
+    let min_hidden = config.min_hidden.clamp(1, h);
+    if use_hidden {
+        // Everything the structures allow removed, at once: the bound of the target.
+        let floor: usize = kept
+            .iter()
+            .map(|&l| {
+                let s = &c.layers[l];
+                let mut m = s.clone();
+                if use_heads {
+                    m.heads.truncate(config.min_heads.min(s.heads.len()));
+                }
+                if use_neurons {
+                    m.intermediate_size = config.min_neurons.min(s.intermediate_size);
+                }
+                layer_parameters(min_hidden, &m)
+            })
+            .sum();
+        let reachable = encoder - floor;
+        if target > reachable {
+            return Err(Error::Config {
+                key: target_key.into(),
+                problem: format!(
+                    "asks to remove {target} encoder parameters ({:.1}%), but pruning [{}] with min-hidden = {min_hidden}, min-heads = {}, min-neurons = {} and drop-layers = {} removes at most {reachable} ({:.1}%): the achievable range of `target` is 0 to {:.4}",
+                    100.0 * target as f64 / encoder as f64,
+                    names.join(", "),
+                    config.min_heads,
+                    config.min_neurons,
+                    config.drop_layers,
+                    100.0 * reachable as f64 / encoder as f64,
+                    reachable as f64 / encoder as f64
+                ),
+            });
+        }
+    }
+    // Hidden dimensions first: their share of the target is the fraction every competing kind loses (each kind's
+    // pool in parameters at the current width); heads and neurons then take what is left, exactly, at the new width.
+    let at_width = |w: usize| -> usize {
+        kept.iter()
+            .map(|&l| layer_parameters(w, &c.layers[l]))
+            .sum()
+    };
+    let mut hidden_kept = None;
+    let h = if use_hidden {
+        let per_dim = at_width(h) - at_width(h - 1);
+        let pool_hidden = per_dim * h;
+        let pool_hn: usize = kept
+            .iter()
+            .map(|&l| {
+                let s = &c.layers[l];
+                (if use_heads {
+                    s.heads.len() * head_parameters(h, s.qk_head_dim, s.vo_head_dim)
+                } else {
+                    0
+                }) + if use_neurons {
+                    s.intermediate_size * neuron_parameters(h)
+                } else {
+                    0
+                }
+            })
+            .sum();
+        let fraction = rest as f64 / (pool_hidden + pool_hn).max(1) as f64;
+        let share = if use_heads || use_neurons {
+            fraction * pool_hidden as f64
+        } else {
+            rest as f64
+        };
+        let k = ((share / per_dim.max(1) as f64).round() as usize).min(h - min_hidden);
+        let removed = lowest(&scores.hidden, k);
+        hidden_kept = Some((0..h).filter(|d| !removed.contains(d)).collect::<Vec<_>>());
+        rest = rest.saturating_sub(at_width(h) - at_width(h - k));
+        h - k
+    } else {
+        h
+    };
     let ph = |l: usize| {
         let s = &c.layers[l];
         head_parameters(h, s.qk_head_dim, s.vo_head_dim)
@@ -140,15 +219,7 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
     );
     let reachable =
         dropped_params + if use_heads { max_h } else { 0 } + if use_neurons { max_n } else { 0 };
-    if target > reachable {
-        let names: Vec<&str> = config
-            .structures
-            .iter()
-            .map(|s| match s {
-                Structure::Heads => "heads",
-                Structure::Neurons => "neurons",
-            })
-            .collect();
+    if !use_hidden && target > reachable {
         return Err(Error::Config {
             key: target_key.into(),
             problem: format!(
@@ -257,6 +328,7 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
                     .collect(),
             })
             .collect(),
+        hidden: hidden_kept,
     })
 }
 

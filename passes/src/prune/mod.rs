@@ -37,6 +37,20 @@ pub enum Structure {
     Heads,
     /// FFN neurons (intermediate rows and output columns).
     Neurons,
+    /// Dimensions of the residual stream (embedding columns, every Linear's input columns or output rows, the
+    /// LayerNorms): one set for the whole model. LayerNorm then normalises over the kept dimensions, so the
+    /// removal is not exact even for dimensions that carry nothing; stock BERT loaders cannot run the result.
+    Hidden,
+}
+
+impl Structure {
+    pub fn name(self) -> &'static str {
+        match self {
+            Structure::Heads => "heads",
+            Structure::Neurons => "neurons",
+            Structure::Hidden => "hidden",
+        }
+    }
 }
 
 /// How units are scored.
@@ -67,7 +81,7 @@ pub enum Allocation {
 /// [[pass]]
 /// kind = "prune"
 /// target = 0.25                        # fraction of encoder parameters removed (or target-bytes = 60_000_000)
-/// structures = ["heads", "neurons"]    # which units compete
+/// structures = ["heads", "neurons"]    # which units compete (also "hidden": the residual stream's width)
 /// importance = "magnitude"             # or "activation" (needs [calibration])
 /// allocation = "uniform"               # or "per-layer"
 /// drop-layers = 0                      # whole layers removed first, by block influence (needs [calibration])
@@ -96,6 +110,9 @@ pub struct Config {
     /// Neurons every layer keeps (0 lets a layer's FFN sublayer go entirely).
     #[serde(default = "one")]
     pub min_neurons: usize,
+    /// Hidden dimensions the model keeps (with `structures` including `hidden`).
+    #[serde(default = "one")]
+    pub min_hidden: usize,
     /// Calibration batch size for `importance = "activation"` and `drop-layers`.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -157,7 +174,9 @@ impl Prune {
         if c.structures.is_empty() && c.drop_layers == 0 {
             return Err(Error::Config {
                 key: "structures".into(),
-                problem: "is empty: list `heads`, `neurons` or both (or set `drop-layers`)".into(),
+                problem:
+                    "is empty: list any of `heads`, `neurons`, `hidden` (or set `drop-layers`)"
+                        .into(),
             });
         }
         if c.batch_size == 0 {
@@ -208,9 +227,13 @@ impl Pass for Prune {
         let before_layers = ctx.config.bert().layers.clone();
         let h = ctx.config.bert().hidden_size;
         let before_params = ctx.config.bert().encoder_parameters();
+        let hidden_before = ctx.config.bert().hidden.clone();
         let changed = remove::apply(ctx, &decision)?;
         for change in &ctx.plan.arch {
             change.apply(ctx.config)?;
+        }
+        if decision.hidden.is_some() {
+            remove::set_pooling_dimension(ctx.files, ctx.config.bert().hidden_size)?;
         }
         let after = ctx.config.bert();
         let after_params = after.encoder_parameters();
@@ -232,6 +255,18 @@ impl Pass for Prune {
         report
             .decisions
             .insert("dropped_layers".into(), json!(decision.dropped_layers));
+        if let Some(kept) = &decision.hidden {
+            // Original ids (of the checkpoint before any hidden pruning).
+            let original = |p: usize| hidden_before.as_ref().map_or(p, |d| d.kept[p]);
+            let removed: Vec<usize> = (0..h)
+                .filter(|p| kept.binary_search(p).is_err())
+                .map(original)
+                .collect();
+            report.decisions.insert(
+                "hidden".into(),
+                json!({ "before": h, "after": kept.len(), "removed": removed }),
+            );
+        }
         let per_layer: Vec<serde_json::Value> = decision
             .layers
             .iter()
@@ -252,7 +287,7 @@ impl Pass for Prune {
                     "neurons_before": old.intermediate_size,
                     "neurons_after": shape.intermediate_size,
                     "parameters_before": layer_parameters(h, old),
-                    "parameters_after": layer_parameters(h, shape),
+                    "parameters_after": layer_parameters(after.hidden_size, shape),
                 })
             })
             .collect();
@@ -267,9 +302,9 @@ impl Pass for Prune {
     }
 }
 
-/// The architecture change of a decision: the kept layers' new shapes.
-pub(crate) fn arch_change(layers: &[LayerShape], decision: &Decision) -> ArchChange {
-    ArchChange::Layers(
+/// The architecture changes of a decision: the kept layers' new shapes, then the kept hidden dimensions.
+pub(crate) fn arch_changes(layers: &[LayerShape], decision: &Decision) -> Vec<ArchChange> {
+    let shapes = ArchChange::Layers(
         decision
             .layers
             .iter()
@@ -282,5 +317,10 @@ pub(crate) fn arch_change(layers: &[LayerShape], decision: &Decision) -> ArchCha
                 }
             })
             .collect(),
-    )
+    );
+    let mut changes = vec![shapes];
+    if let Some(kept) = &decision.hidden {
+        changes.push(ArchChange::Hidden(kept.clone()));
+    }
+    changes
 }

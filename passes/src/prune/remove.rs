@@ -7,8 +7,9 @@ use std::ops::Range;
 use compressor_models::arch::LayerShape;
 use compressor_models::{HostTensor, TensorSpec, TensorStore};
 
-use super::{arch_change, Decision};
+use super::{arch_changes, Decision};
 use crate::error::Result;
+use crate::files::SideFiles;
 use crate::pass::{PassContext, PassPlan, PlanContext, PlannedChange};
 
 fn layer_prefix(l: usize) -> String {
@@ -17,7 +18,8 @@ fn layer_prefix(l: usize) -> String {
 
 /// Whether the decision keeps everything (then the pass changes nothing at all).
 fn keeps_everything(layers: &[LayerShape], d: &Decision) -> bool {
-    d.dropped_layers.is_empty()
+    d.hidden.is_none()
+        && d.dropped_layers.is_empty()
         && d.layers.iter().all(|k| {
             k.heads.len() == layers[k.layer].heads.len()
                 && k.neurons.len() == layers[k.layer].intermediate_size
@@ -34,9 +36,11 @@ pub fn plan(ctx: &PlanContext, decision: &Decision) -> Result<PassPlan> {
             .push("the target removes nothing: the model is unchanged".into());
         return Ok(plan);
     }
-    let change = arch_change(layers, decision);
+    let changes = arch_changes(layers, decision);
     let mut after = ctx.config.clone();
-    change.apply(&mut after)?;
+    for change in &changes {
+        change.apply(&mut after)?;
+    }
     let specs: BTreeMap<String, TensorSpec> = after
         .expected_tensors()
         .into_iter()
@@ -83,6 +87,24 @@ pub fn plan(ctx: &PlanContext, decision: &Decision) -> Result<PassPlan> {
             }
         }
     }
+    if decision.hidden.is_some() {
+        // The embeddings, pooler and classifier narrow too.
+        for t in ctx.info.tensors.iter().filter(|t| t.layer.is_none()) {
+            if let Some(spec) = specs.get(&t.name).filter(|s| s.shape != t.shape) {
+                let numel: usize = spec.shape.iter().product();
+                plan.changes.push(PlannedChange {
+                    name: t.name.clone(),
+                    dtype_before: t.dtype,
+                    dtype_after: t.dtype,
+                    shape_before: t.shape.clone(),
+                    shape_after: spec.shape.clone(),
+                    bytes_before: t.bytes(),
+                    bytes_after: numel * t.dtype.size(),
+                    encoding_after: None,
+                });
+            }
+        }
+    }
     let removed_bytes: usize = plan
         .removed
         .iter()
@@ -91,8 +113,16 @@ pub fn plan(ctx: &PlanContext, decision: &Decision) -> Result<PassPlan> {
         .sum();
     let before = ctx.config.bert().encoder_parameters();
     let after_params = after.bert().encoder_parameters();
+    let hidden = match &decision.hidden {
+        Some(kept) => format!(
+            ", hidden width {} -> {}",
+            ctx.config.bert().hidden_size,
+            kept.len()
+        ),
+        None => String::new(),
+    };
     plan.notes.push(format!(
-        "removes {:.1}% of the encoder's parameters ({before} -> {after_params}): {} layer(s) dropped, {} head(s) and {} FFN neuron(s) removed; {} tensor(s) removed ({removed_bytes} bytes)",
+        "removes {:.1}% of the encoder's parameters ({before} -> {after_params}): {} layer(s) dropped, {} head(s) and {} FFN neuron(s) removed{hidden}; {} tensor(s) removed ({removed_bytes} bytes)",
         100.0 * (1.0 - after_params as f64 / before.max(1) as f64),
         decision.dropped_layers.len(),
         decision
@@ -107,7 +137,10 @@ pub fn plan(ctx: &PlanContext, decision: &Decision) -> Result<PassPlan> {
             .sum::<usize>(),
         plan.removed.len(),
     ));
-    plan.arch.push(change);
+    if decision.hidden.is_some() {
+        plan.notes.push("hidden dimensions are pruned: LayerNorm normalises over the kept dimensions, so stock BERT loaders cannot run the artifact; use `compressor export DIR --format remote-code`".into());
+    }
+    plan.arch.extend(changes);
     Ok(plan)
 }
 
@@ -235,8 +268,81 @@ pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> 
             }
         }
     }
+    if let Some(kept) = &decision.hidden {
+        let ranges = blocks(kept, 1);
+        let names: Vec<String> = store.names().map(str::to_string).collect();
+        for name in names {
+            let (rows, cols) = hidden_axes(&name);
+            if rows {
+                keep_rows(store, &name, &ranges)?;
+            }
+            if cols {
+                keep_cols(store, &name, &ranges)?;
+            }
+            if rows || cols {
+                changed.push(name);
+            }
+        }
+        changed.dedup();
+    }
     changed.sort();
+    changed.dedup();
     Ok(changed)
+}
+
+/// Which axes of a tensor run along the residual stream: `(rows, columns)`. Readers of the stream (embedding
+/// tables, query / key / value, FFN up, pooler, classifier) have it as columns; writers (attention output, FFN
+/// down, pooler) and LayerNorms as rows.
+fn hidden_axes(name: &str) -> (bool, bool) {
+    let cols = name.ends_with("_embeddings.weight")
+        || [
+            "attention.self.query.weight",
+            "attention.self.key.weight",
+            "attention.self.value.weight",
+            "intermediate.dense.weight",
+            "pooler.dense.weight",
+        ]
+        .iter()
+        .any(|m| name.ends_with(m))
+        || name == "classifier.weight";
+    let rows = name.ends_with("LayerNorm.weight")
+        || name.ends_with("LayerNorm.bias")
+        || name.ends_with("output.dense.weight")
+        || name.ends_with("output.dense.bias")
+        || name.starts_with("pooler.dense.");
+    (rows, cols)
+}
+
+/// Give the sentence-transformers Pooling module the new embedding width (`word_embedding_dimension`).
+pub fn set_pooling_dimension(files: &mut SideFiles, width: usize) -> Result<()> {
+    let Some(modules) = files.read_json("modules.json")? else {
+        return Ok(());
+    };
+    let pooling = modules.as_array().and_then(|list| {
+        list.iter()
+            .find(|m| {
+                m.get("type")
+                    .and_then(|t| t.as_str())
+                    .is_some_and(|t| t.ends_with(".Pooling"))
+            })
+            .map(|m| {
+                m.get("path")
+                    .and_then(|p| p.as_str())
+                    .unwrap_or("1_Pooling")
+                    .to_string()
+            })
+    });
+    let Some(dir) = pooling else {
+        return Ok(());
+    };
+    let rel = format!("{dir}/config.json");
+    if let Some(mut cfg) = files.read_json(&rel)? {
+        if cfg.get("word_embedding_dimension").is_some() {
+            cfg["word_embedding_dimension"] = serde_json::json!(width);
+            files.set_json(&rel, &cfg);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

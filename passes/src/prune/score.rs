@@ -20,6 +20,8 @@ pub struct Scores {
     pub neurons: Vec<Vec<f64>>,
     /// Block influence `1 - mean cos(input, output)` per layer, when measured on data.
     pub layers: Option<Vec<f64>>,
+    /// `hidden[d]`: hidden dimension `d` of the residual stream.
+    pub hidden: Vec<f64>,
 }
 
 /// Score the model `ctx` describes as `config` asks.
@@ -149,7 +151,73 @@ fn magnitude(store: &TensorStore, ctx: &PlanContext) -> Result<Scores> {
         heads,
         neurons,
         layers: None,
+        hidden: magnitude_hidden(store, ctx)?,
     })
+}
+
+/// L2 norm of every weight entry a hidden dimension touches: its column of the embedding tables and of every
+/// Linear reading the residual stream (query, key, value, FFN up), its row of every Linear writing it (attention
+/// output, FFN down), and its LayerNorm scales.
+fn magnitude_hidden(store: &TensorStore, ctx: &PlanContext) -> Result<Vec<f64>> {
+    let c = ctx.config.bert();
+    let h = c.hidden_size;
+    let mut sq = vec![0f64; h];
+    let add_cols = |sq: &mut [f64], w: &[f32]| {
+        for row in w.chunks(h) {
+            for (acc, v) in sq.iter_mut().zip(row) {
+                *acc += f64::from(*v).powi(2);
+            }
+        }
+    };
+    for (name, rows) in [
+        ("embeddings.word_embeddings.weight", c.vocab_size),
+        (
+            "embeddings.position_embeddings.weight",
+            c.max_position_embeddings,
+        ),
+        ("embeddings.token_type_embeddings.weight", c.type_vocab_size),
+    ] {
+        add_cols(&mut sq, &store.get_f32(name, &[rows, h])?);
+    }
+    let mut norms = vec!["embeddings.LayerNorm.weight".to_string()];
+    for (l, s) in c.layers.iter().enumerate() {
+        let p = format!("encoder.layer.{l}");
+        norms.push(format!("{p}.attention.output.LayerNorm.weight"));
+        norms.push(format!("{p}.output.LayerNorm.weight"));
+        let mut reads = Vec::new();
+        if s.has_attention() {
+            for m in ["query", "key"] {
+                reads.push((format!("{p}.attention.self.{m}.weight"), s.qk_width()));
+            }
+            reads.push((format!("{p}.attention.self.value.weight"), s.vo_width()));
+        }
+        if s.has_ffn() {
+            reads.push((
+                format!("{p}.intermediate.dense.weight"),
+                s.intermediate_size,
+            ));
+        }
+        for (name, rows) in reads {
+            add_cols(&mut sq, &store.get_f32(&name, &[rows, h])?);
+        }
+        let mut writes = Vec::new();
+        if s.has_attention() {
+            writes.push((format!("{p}.attention.output.dense.weight"), s.vo_width()));
+        }
+        if s.has_ffn() {
+            writes.push((format!("{p}.output.dense.weight"), s.intermediate_size));
+        }
+        for (name, cols) in writes {
+            let w = store.get_f32(&name, &[h, cols])?;
+            for (d, acc) in sq.iter_mut().enumerate() {
+                *acc += sq_rows(&w, cols, d..d + 1);
+            }
+        }
+    }
+    for name in norms {
+        add_cols(&mut sq, &store.get_f32(&name, &[h])?);
+    }
+    Ok(sq.into_iter().map(f64::sqrt).collect())
 }
 
 /// Activation scores from the shared analyses (see [`crate::analyses::forward`]).
@@ -179,5 +247,6 @@ fn activations(
         heads: importance.heads,
         neurons: importance.neurons,
         layers: Some(importance.influence),
+        hidden: importance.hidden,
     })
 }
