@@ -9,14 +9,18 @@ use compressor_passes::{ModelInfo, Progress};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::human::{shape, size, thousands};
+use crate::human::{count, shape, size, thousands};
 
 #[derive(Debug, Serialize)]
 pub struct TensorRow {
     pub name: String,
     pub role: String,
     pub kind: String,
+    /// The dtype the tensor decodes to (what passes and the runtime see).
     pub dtype: String,
+    /// The dtype of its stored values: `dtype` for dense and sparse tensors, `int4` for 4-bit codes, `int4/int8`
+    /// for low-rank factors stored in 4 and 8 bits.
+    pub stored: String,
     pub shape: Vec<usize>,
     pub bytes: usize,
     /// How the tensor is stored: `F32`, `4-bit group 128`, `low-rank r=64 F32`, `sparse 50.0% F32` (the share of
@@ -111,6 +115,7 @@ pub fn inspect(dir: &Path, progress: &dyn Progress) -> anyhow::Result<Inspection
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default(),
                 dtype: t.dtype.as_str().to_string(),
+                stored: stored_dtype(&t.form),
                 shape: t.shape.clone(),
                 bytes: t.bytes(),
                 form: t.form.describe(&t.shape),
@@ -120,6 +125,27 @@ pub fn inspect(dir: &Path, progress: &dyn Progress) -> anyhow::Result<Inspection
         artifact,
         warnings,
     })
+}
+
+/// What the values of a tensor are stored as (the human table's `dtype` column).
+fn stored_dtype(form: &Form) -> String {
+    use compressor_models::FactorForm;
+    let factor = |f: &FactorForm| match f {
+        FactorForm::Dense { dtype } => dtype.as_str().to_string(),
+        FactorForm::Quant { encoding } => format!("int{}", encoding.bits),
+    };
+    match form {
+        Form::Dense { dtype } | Form::Sparse { dtype, .. } => dtype.as_str().to_string(),
+        Form::Quant { encoding } => format!("int{}", encoding.bits),
+        Form::LowRank { u, v, .. } => {
+            let (u, v) = (factor(u), factor(v));
+            if u == v {
+                u
+            } else {
+                format!("{u}/{v}")
+            }
+        }
+    }
 }
 
 fn summarize_manifest(text: &str) -> anyhow::Result<ArtifactSummary> {
@@ -185,10 +211,10 @@ impl Inspection {
         line(
             "size",
             format!(
-                "{} bytes ({}) in {} tensors",
+                "{} bytes ({}) in {}",
                 thousands(self.total_bytes),
                 size(self.total_bytes),
-                self.tensors.len()
+                count(self.tensors.len(), "tensor")
             ),
         );
         line(
@@ -224,8 +250,8 @@ impl Inspection {
                 .passes
                 .iter()
                 .map(|p| match &p.dtype {
-                    Some(d) => format!("{} ({} tensors to {d})", p.kind, p.changed),
-                    None => format!("{} ({} tensors)", p.kind, p.changed),
+                    Some(d) => format!("{} ({} to {d})", p.kind, count(p.changed, "tensor")),
+                    None => format!("{} ({})", p.kind, count(p.changed, "tensor")),
                 })
                 .collect();
             line(
@@ -268,6 +294,13 @@ impl Inspection {
             .unwrap_or(5)
             .max(5);
         let bw = thousands(self.total_bytes).len().max(5);
+        let dw = self
+            .tensors
+            .iter()
+            .map(|t| t.stored.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
         // A `form` column when some tensor is not plainly dense.
         let fw = if self.tensors.iter().all(|t| t.dense) {
             0
@@ -287,7 +320,7 @@ impl Inspection {
             }
         };
         s.push_str(&format!(
-            "{:<w$}  {:<rw$}  {:<5}{}  {:<sw$}  {:>bw$}\n",
+            "{:<w$}  {:<rw$}  {:<dw$}{}  {:<sw$}  {:>bw$}\n",
             "name",
             "role",
             "dtype",
@@ -297,17 +330,17 @@ impl Inspection {
         ));
         for t in &self.tensors {
             s.push_str(&format!(
-                "{:<w$}  {:<rw$}  {:<5}{}  {:<sw$}  {:>bw$}\n",
+                "{:<w$}  {:<rw$}  {:<dw$}{}  {:<sw$}  {:>bw$}\n",
                 t.name,
                 t.role,
-                t.dtype,
+                t.stored,
                 form(&t.form),
                 shape(&t.shape),
                 thousands(t.bytes)
             ));
         }
         s.push_str(&format!(
-            "{:<w$}  {:<rw$}  {:<5}{}  {:<sw$}  {:>bw$}\n",
+            "{:<w$}  {:<rw$}  {:<dw$}{}  {:<sw$}  {:>bw$}\n",
             "total",
             "",
             "",

@@ -5,11 +5,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use compressor::human::{size, thousands};
-use compressor::{errors, evaluate, inspect, pipeline, plan, progress, runner};
+use compressor::human::{self, count, thousands};
+use compressor::{errors, evaluate, inspect, oneline, pipeline, plan, progress, runner, summary};
 use compressor_eval::cache::{default_cache_dir, EmbeddingCache};
 use compressor_eval::suite;
 use compressor_eval::tasks::{TaskKind, TaskSpec};
@@ -25,6 +26,20 @@ use compressor_passes::REGISTRY;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where a one-line command writes, shared by `quantize` and `trim`.
+#[derive(clap::Args)]
+struct OneLineOutput {
+    /// The artifact folder to write (must not exist unless --force)
+    #[arg(long, value_name = "DIR")]
+    output: PathBuf,
+    /// Replace an existing artifact at --output
+    #[arg(long)]
+    force: bool,
+    /// Print the equivalent pipeline.toml on stdout and stop
+    #[arg(long)]
+    print_pipeline: bool,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +157,62 @@ enum Command {
         #[arg(long)]
         float_activations: bool,
     },
+    /// Quantize a model in one line: blockwise integer weights of every encoder Linear (and the embeddings)
+    #[command(after_help = "Example (the embedder recipe of docs/recipes.md):\n  \
+        compressor quantize .cache/models/all-MiniLM-L6-v2 --bits 4 --group-size 128 --embeddings 4 --output out/minilm-w4\n\n\
+        It runs the blockwise-quant pipeline that --print-pipeline prints, with the same bytes as `compressor run` of it.\n\
+        Recipes and what they cost: docs/recipes.md; every pipeline key: docs/pipeline.md.")]
+    Quantize {
+        /// A Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)
+        model: PathBuf,
+        /// Bits per weight, 2 to 8
+        #[arg(long, value_parser = clap::value_parser!(u8).range(2..=8))]
+        bits: u8,
+        /// Weights per scale along a row's inputs; must divide the hidden size and FFN width [default: 128]
+        #[arg(long, value_name = "N")]
+        group_size: Option<usize>,
+        /// Also store the word, position and token-type embeddings in this many bits (2 to 8)
+        #[arg(long, value_name = "BITS", value_parser = clap::value_parser!(u8).range(2..=8))]
+        embeddings: Option<u8>,
+        #[command(flatten)]
+        out: OneLineOutput,
+    },
+    /// Trim a model's vocabulary in one line to the token ids a corpus uses (vocab-trim)
+    #[command(after_help = "Example:\n  \
+        compressor trim .cache/models/all-MiniLM-L6-v2 --corpus my-texts.jsonl --output out/minilm-trim\n\n\
+        Put text of your own domain in the corpus (your evaluation's training split too): trimmed to Wikipedia text\n\
+        alone, all-MiniLM-L6-v2 lost 3.2 STS-B points; with STS-B and SST-2 train text added, 0.3 (docs/passes/vocab-trim.md).\n\
+        It runs the vocab-trim pipeline that --print-pipeline prints. Recipes: docs/recipes.md; keys: docs/pipeline.md.")]
+    Trim {
+        /// A Hugging Face checkpoint folder
+        model: PathBuf,
+        /// Corpus file (JSONL, .txt, TSV or CSV); repeat for several
+        #[arg(long = "corpus", required = true, value_name = "FILE")]
+        corpus: Vec<PathBuf>,
+        /// The JSONL field / TSV or CSV column holding the text [default: text]
+        #[arg(long)]
+        field: Option<String>,
+        /// Keep token ids seen at least this often [default: 2]
+        #[arg(long, value_name = "N")]
+        min_frequency: Option<u64>,
+        #[command(flatten)]
+        out: OneLineOutput,
+    },
+    /// Write a commented pipeline.toml for a model (the embedder or classifier recipe, other passes commented out)
+    #[command(after_help = "Example:\n  \
+        compressor init .cache/models/all-MiniLM-L6-v2 --output my-pipeline.toml\n  \
+        compressor plan my-pipeline.toml && compressor run my-pipeline.toml\n\n\
+        Recipes: docs/recipes.md; every key: docs/pipeline.md.")]
+    Init {
+        /// A Hugging Face checkpoint folder
+        model: PathBuf,
+        /// The pipeline file to write
+        #[arg(long, value_name = "FILE", default_value = "pipeline.toml")]
+        output: PathBuf,
+        /// Replace an existing file at --output
+        #[arg(long)]
+        force: bool,
+    },
     /// List the pass kinds
     Passes {
         /// Print the list as JSON on stdout
@@ -176,8 +247,105 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Run a plan, print what each pass did and the closing summary; exit code 1 when an evaluation gate failed.
+fn run_plan(
+    plan: plan::Plan,
+    force: bool,
+    bars: &progress::Bars,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
+    let outcome = runner::run(plan, force, bars, bars)?;
+    bars.on_pass_end();
+    for note in &outcome.recovered {
+        eprintln!("note: {note}");
+    }
+    for (index, report) in &outcome.reports {
+        let metric = |k: &str| report.metrics.get(k).and_then(serde_json::Value::as_u64);
+        let bytes = match (metric("bytes_before"), metric("bytes_after")) {
+            (Some(b), Some(a)) => format!(
+                ", {} -> {} bytes",
+                thousands(b as usize),
+                thousands(a as usize)
+            ),
+            _ => String::new(),
+        };
+        eprintln!(
+            "pass[{index}] {}: {} changed{bytes}",
+            report.kind,
+            count(report.changed.len(), "tensor")
+        );
+        if let Some(widths) = summary::chosen_widths(&report.decisions) {
+            eprintln!("pass[{index}] {} chose {widths}", report.kind);
+        }
+        for w in &report.warnings {
+            eprintln!("warning: pass[{index}] ({}): {w}", report.kind);
+        }
+    }
+    // What loads the artifact comes from its headers; if they cannot be read back the summary says so.
+    let loaders = match summary::Loaders::of(&outcome.output_dir) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!(
+                "warning: cannot read back `{}` to say what loads it: {e}",
+                human::path(&outcome.output_dir)
+            );
+            None
+        }
+    };
+    eprint!(
+        "{}",
+        summary::render(
+            &outcome.manifest,
+            outcome.evaluation.as_ref(),
+            &outcome.output_dir,
+            started.elapsed(),
+            loaders,
+        )
+    );
+    if let Some(report) = &outcome.evaluation {
+        if !report.gate_passed() {
+            eprintln!(
+                "error: an evaluation gate failed (a task dropped more than its `max-regression`)"
+            );
+            return Ok(ExitCode::from(1));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run (or print) the pipeline text a one-line command built.
+fn run_text(
+    command: &str,
+    text: &str,
+    force: bool,
+    print_pipeline: bool,
+    bars: &progress::Bars,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
+    if print_pipeline {
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pipeline = oneline::parse(command, text)?;
+    let plan = plan::plan(
+        pipeline,
+        &plan::PlanOptions {
+            output: None,
+            force,
+            dry_run: false,
+        },
+    )
+    .with_context(|| {
+        format!(
+            "`{command}` cannot run\nhint: `{command} ... --print-pipeline` prints the pipeline it runs (its `pass[0]` is set by the flags)"
+        )
+    })?;
+    run_plan(plan, force, bars, started)
+}
+
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
-    let bars = progress::Bars::from_env();
+    let started = Instant::now();
+    let bars = progress::Bars::from_env()?;
     match command {
         Command::Run {
             pipeline: file,
@@ -193,57 +361,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     dry_run: false,
                 },
             )?;
-            let outcome = runner::run(plan, force, &bars, &bars)?;
-            bars.on_pass_end();
-            for note in &outcome.recovered {
-                eprintln!("note: {note}");
-            }
-            for (index, report) in &outcome.reports {
-                let metric = |k: &str| report.metrics.get(k).and_then(serde_json::Value::as_u64);
-                let bytes = match (metric("bytes_before"), metric("bytes_after")) {
-                    (Some(b), Some(a)) => format!(
-                        ", {} -> {} bytes",
-                        thousands(b as usize),
-                        thousands(a as usize)
-                    ),
-                    _ => String::new(),
-                };
-                eprintln!(
-                    "pass[{index}] {}: {} tensors changed{bytes}",
-                    report.kind,
-                    report.changed.len()
-                );
-                for w in &report.warnings {
-                    eprintln!("warning: pass[{index}] ({}): {w}", report.kind);
-                }
-            }
-            let m = &outcome.manifest;
-            let file_bytes = |files: &[compressor::artifact::FileRecord]| -> usize {
-                files
-                    .iter()
-                    .filter(|f| f.path.ends_with(".safetensors"))
-                    .map(|f| f.bytes as usize)
-                    .sum()
-            };
-            eprintln!(
-                "wrote `{}`: model.safetensors {} (input {}), {} files",
-                outcome.output_dir.display(),
-                size(file_bytes(&m.output.files)),
-                size(file_bytes(&m.input.files)),
-                m.output.files.len() + 1
-            );
-            if let Some(report) = &outcome.evaluation {
-                eprint!("{}", evaluate::summary(report));
-                eprintln!(
-                    "evaluation report: `{}`",
-                    outcome.output_dir.join("report.md").display()
-                );
-                if !report.gate_passed() {
-                    eprintln!("error: an evaluation gate failed (a task dropped more than its `max-regression`)");
-                    return Ok(ExitCode::from(1));
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            run_plan(plan, force, &bars, started)
         }
         Command::Plan {
             pipeline: file,
@@ -350,9 +468,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("warning: {w}");
             }
             eprintln!(
-                "wrote `{}`: {} tensor(s) decoded to dense, {} tensor bytes",
-                output.display(),
-                outcome.decoded,
+                "wrote `{}`: {} decoded to dense, {} tensor bytes",
+                human::path(&output),
+                count(outcome.decoded, "tensor"),
                 thousands(outcome.manifest.output.tensor_bytes)
             );
             Ok(ExitCode::SUCCESS)
@@ -378,6 +496,69 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 use std::io::Write as _;
                 writeln!(out, "{line}").context("cannot write to stdout")?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quantize {
+            model,
+            bits,
+            group_size,
+            embeddings,
+            out,
+        } => {
+            let text = oneline::Quantize {
+                model,
+                bits,
+                group_size,
+                embeddings,
+                output: out.output,
+            }
+            .pipeline_text()?;
+            run_text(
+                "compressor quantize",
+                &text,
+                out.force,
+                out.print_pipeline,
+                &bars,
+                started,
+            )
+        }
+        Command::Trim {
+            model,
+            corpus,
+            field,
+            min_frequency,
+            out,
+        } => {
+            let text = oneline::Trim {
+                model,
+                corpus,
+                field,
+                min_frequency,
+                output: out.output,
+            }
+            .pipeline_text()?;
+            run_text(
+                "compressor trim",
+                &text,
+                out.force,
+                out.print_pipeline,
+                &bars,
+                started,
+            )
+        }
+        Command::Init {
+            model,
+            output,
+            force,
+        } => {
+            let text = oneline::init_text(&model, &output)?;
+            oneline::write_new_file(&output, &text, force)?;
+            let shown = human::path(&output);
+            eprintln!(
+                "wrote `{shown}` for `{}`
+next: edit it, then `compressor plan {shown}` (reads no weight) and `compressor run {shown}`",
+                human::path(&model)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Passes { json } => {

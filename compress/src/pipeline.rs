@@ -193,6 +193,8 @@ pub enum PipelineError {
         #[source]
         source: std::io::Error,
     },
+    #[error("`{}` is a folder, not a pipeline file\nhint: give the pipeline file (e.g. `{}`); to compress a model folder without one: `compressor quantize {} --bits 4 --output DIR`, or `compressor init {}` to write a pipeline", path.display(), path.join("pipeline.toml").display(), path.display(), path.display())]
+    Folder { path: PathBuf },
     #[error("failed to parse pipeline `{}`", path.display())]
     Parse {
         path: PathBuf,
@@ -203,6 +205,11 @@ pub enum PipelineError {
 
 /// Read and parse a pipeline file.
 pub fn load(file: &Path) -> Result<Pipeline, PipelineError> {
+    if file.is_dir() {
+        return Err(PipelineError::Folder {
+            path: file.to_path_buf(),
+        });
+    }
     let text = std::fs::read_to_string(file).map_err(|source| PipelineError::Read {
         path: file.to_path_buf(),
         source,

@@ -9,7 +9,7 @@ use compressor_models::Checkpoint;
 use compressor_passes::{ModelInfo, Pass, PassPlan, PassSpec, Phase, PlanContext};
 use serde_json::{json, Value};
 
-use crate::human::{size, thousands};
+use crate::human::{count, path, size, thousands};
 use crate::output;
 use crate::pipeline::Pipeline;
 use crate::problems::{Problem, Problems};
@@ -217,10 +217,10 @@ impl Plan {
         let cfg = &self.checkpoint.config;
         let b = cfg.bert();
         let mut s = String::new();
-        s.push_str(&format!("pipeline  {}\n", self.pipeline.file.display()));
+        s.push_str(&format!("pipeline  {}\n", path(&self.pipeline.file)));
         s.push_str(&format!(
             "model     {}: {} (`{}`), {} layers, hidden {}, {} heads, {} parameters\n",
-            self.model_dir.display(),
+            path(&self.model_dir),
             cfg.architecture,
             cfg.model_type,
             b.num_hidden_layers,
@@ -229,14 +229,14 @@ impl Plan {
             thousands(self.checkpoint.parameter_count())
         ));
         s.push_str(&format!(
-            "input     {} tensors, {} bytes ({})\n",
-            self.before.tensors.len(),
+            "input     {}, {} bytes ({})\n",
+            count(self.before.tensors.len(), "tensor"),
             thousands(self.before.total_bytes()),
             size(self.before.total_bytes())
         ));
         s.push_str(&format!(
             "output    {} ({})\n",
-            self.output_dir.display(),
+            path(&self.output_dir),
             self.pipeline.output.format.as_str()
         ));
         for note in &self.notes {
@@ -259,7 +259,8 @@ impl Plan {
             }
             for ((from, to), (n, before, after)) in groups {
                 s.push_str(&format!(
-                    "{head}: {n} tensors {from} -> {to}, {} -> {} bytes\n",
+                    "{head}: {} {from} -> {to}, {} -> {} bytes\n",
+                    count(n, "tensor"),
                     thousands(before),
                     thousands(after)
                 ));
@@ -280,8 +281,8 @@ impl Plan {
         }
         let (input, output) = (self.before.total_bytes(), self.after.total_bytes());
         s.push_str(&format!(
-            "\nestimated output: {} tensors, {} bytes ({}), {:.1}% of the input\n",
-            self.after.tensors.len(),
+            "\nestimated output: {}, {} bytes ({}), {:.1}% of the input\n",
+            count(self.after.tensors.len(), "tensor"),
             thousands(output),
             size(output),
             100.0 * output as f64 / input.max(1) as f64

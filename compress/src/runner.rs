@@ -80,7 +80,7 @@ pub fn run(
     for p in &passes {
         let kind = p.spec.kind();
         let _span = tracing::info_span!("pass", index = p.index, kind).entered();
-        progress.on_pass_start(kind, p.plan.changes.len());
+        progress.on_pass_start(&format!("pass[{}] {kind}", p.index), p.plan.changes.len());
         let report = p
             .pass
             .run(&mut PassContext {

@@ -92,3 +92,66 @@ fn toml_examples_in_pass_doc_comments_parse() {
     }
     assert!(found >= 1, "no TOML examples found in passes/src");
 }
+
+/// The shell block of the README's "Use" section, one command a line.
+fn readme_use_block() -> Vec<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let section = readme
+        .split("\n## Use\n")
+        .nth(1)
+        .expect("README has a `## Use` section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the Use section has a ```sh block");
+    block
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The README's Use section works verbatim, top to bottom, from the checkout's folder (issue 20): every line names
+/// the binary the main job builds, and runs with it (here the binary under test stands in for that path).
+#[test]
+fn the_readme_use_section_runs_verbatim() {
+    const BIN: &str = "./target/release/compressor ";
+    let lines = readme_use_block();
+    assert!(lines.len() >= 8, "{lines:?}");
+    for l in &lines {
+        assert!(
+            l.starts_with(BIN),
+            "a Use line that does not run the built binary: {l}"
+        );
+    }
+    let model = root().join(".cache/models/all-MiniLM-L6-v2/model.safetensors");
+    let sts = root().join("../shared/data/sts-b/test.jsonl");
+    if !model.is_file() || !sts.is_file() {
+        eprintln!("skipping: the README's Use section needs scripts/fetch-minilm.sh and ../shared");
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_compressor");
+    for l in &lines {
+        let command = format!("{bin} {}", &l[BIN.len()..]);
+        let out = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &command])
+            .current_dir(root())
+            .env("COMPRESSOR_NO_PROGRESS", "1")
+            .output()
+            .expect("bash");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "README line failed: {l}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let emb =
+        std::fs::read_to_string(root().join("out/emb.jsonl")).expect("embed wrote out/emb.jsonl");
+    assert_eq!(emb.lines().count(), 3);
+    assert!(root()
+        .join("out/minilm-w4-dense/model.safetensors")
+        .is_file());
+    assert!(root().join("out/eval/report.md").is_file());
+}

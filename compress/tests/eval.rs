@@ -4,21 +4,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{read_tree, stderr, stdout, Workspace};
+use common::{copy_dir, read_tree, stderr, stdout, Workspace};
 use serde_json::Value;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir") {
-        let e = e.expect("entry");
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).expect("copy");
-        }
-    }
-}
 
 const STS: &str = r#"{"sentence1": "the cat sat on the mat", "sentence2": "a cat sat on a mat", "score": 4.5}
 {"sentence1": "the dog is good", "sentence2": "the dog is bad", "score": 1.0}
@@ -47,7 +34,15 @@ fn pipeline_evals_write_baseline_compressed_and_delta() {
     let out = ws.run(&["run", "pipeline.toml"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("eval sts: spearman "), "{err}");
+    // The summary's row for the task: its main metric, original and compressed, and the gate in points.
+    let row = err
+        .lines()
+        .find(|l| l.starts_with("  sts spearman "))
+        .unwrap_or_default();
+    assert!(
+        row.ends_with(" (gate passed: max-regression 0.05 = 5.00 points)"),
+        "{err}"
+    );
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(ws.join("out/manifest.json")).expect("manifest"))
             .expect("json");
@@ -155,7 +150,11 @@ fn a_failed_gate_exits_with_1_and_keeps_the_artifact() {
     let out = ws.run(&["run", "pipeline.toml"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("(GATE FAILED: max drop -100.00)"), "{err}");
+    assert!(
+        err.contains("(GATE FAILED: dropped ")
+            && err.contains(" points, max-regression -1 = -100.00 points)"),
+        "{err}"
+    );
     assert!(
         err.ends_with(
             "error: an evaluation gate failed (a task dropped more than its `max-regression`)\n"

@@ -42,7 +42,7 @@ fn inspect_shows_every_form_with_its_bytes() {
     );
     assert_eq!(
         row("attention.self.key"),
-        "encoder.layer.0.attention.self.key.weight attn.k F32 low-rank r=4 4-bit/8-bit [16, 16] 240"
+        "encoder.layer.0.attention.self.key.weight attn.k int4/int8 low-rank r=4 4-bit/8-bit [16, 16] 240"
     );
     assert_eq!(
         row("attention.self.value"),
@@ -54,11 +54,25 @@ fn inspect_shows_every_form_with_its_bytes() {
     );
     assert_eq!(
         row("output.dense"),
-        "encoder.layer.0.output.dense.weight ffn.down F32 4-bit group 8 [16, 32] 528"
+        "encoder.layer.0.output.dense.weight ffn.down int4 4-bit group 8 [16, 32] 528"
     );
     assert_eq!(
         row("attention.output.dense"),
         "encoder.layer.0.attention.output.dense.weight attn.out F32 F32 [16, 16] 1,024"
+    );
+    // The JSON keeps the dtype each tensor decodes to beside what its values are stored as.
+    let report: serde_json::Value =
+        serde_json::from_slice(&ws.run(&["inspect", "model", "--json"]).stdout).expect("json");
+    let down = report["tensors"]
+        .as_array()
+        .and_then(|t| {
+            t.iter()
+                .find(|t| t["name"] == "encoder.layer.0.output.dense.weight")
+        })
+        .expect("row");
+    assert_eq!(
+        (&down["dtype"], &down["stored"]),
+        (&"F32".into(), &"int4".into())
     );
     // The total is the bytes of the tensors in the file.
     let file = st::SafetensorsFile::open(&ws.join("model/model.safetensors")).expect("opens");
@@ -106,7 +120,7 @@ fn run_keeps_every_form_and_export_dense_decodes_it() {
     assert_ok(&o);
     assert_eq!(
         stderr(&o).lines().last(),
-        Some("wrote `dense`: 5 tensor(s) decoded to dense, 24,512 tensor bytes")
+        Some("wrote `dense`: 5 tensors decoded to dense, 24,512 tensor bytes")
     );
     let dense = Checkpoint::open(&ws.join("dense")).expect("dense");
     assert!(!dense.store.metadata.contains_key("compressor_forms"));

@@ -6,21 +6,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{compressor_in, read_tree, stderr, stdout};
+use common::{compressor_in, copy_dir, read_tree, stderr, stdout};
 use serde_json::Value;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
-}
 
 fn workspace(prune: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().expect("tmp");

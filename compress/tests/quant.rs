@@ -143,7 +143,7 @@ fn export_dense_decodes_every_quantized_tensor() {
     assert_ok(&o);
     assert_eq!(
         stderr(&o).lines().last(),
-        Some("wrote `dense`: 13 tensor(s) decoded to dense, 25,536 tensor bytes"),
+        Some("wrote `dense`: 13 tensors decoded to dense, 25,536 tensor bytes"),
         "every parameter as f32 ({} parameters) plus the 256-byte position_ids buffer",
         common::TINY_PARAMETERS
     );

@@ -57,6 +57,14 @@ impl TokenStats {
 }
 
 /// One forward pass over a padded batch, producing a row per input.
+/// What a batched forward reports as it goes: the inputs of one call, queued before its first batch, then the
+/// inputs of each batch done (progress displays sum the first for their totals and the second for their counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    Queued(usize),
+    Done(usize),
+}
+
 type Forward = dyn Fn(&Bert<Cpu>, &EncodedBatch) -> compressor_models::Result<Vec<Vec<f32>>>;
 
 /// A checkpoint's runtime model and tokenizer.
@@ -161,13 +169,14 @@ impl Encoder {
     fn batched(
         &self,
         inputs: &[TextInput],
-        on_batch: &mut dyn FnMut(usize),
+        on_batch: &mut dyn FnMut(Batch),
         f: &Forward,
     ) -> Result<Vec<Vec<f32>>> {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
         let encoded = self.encode(inputs)?;
+        on_batch(Batch::Queued(inputs.len()));
         let lengths: Vec<usize> = encoded.iter().map(|(ids, _)| ids.len()).collect();
         let order = length_sorted_order(&lengths);
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); inputs.len()];
@@ -180,7 +189,7 @@ impl Encoder {
             for (&i, row) in chunk.iter().zip(result) {
                 out[i] = row;
             }
-            on_batch(chunk.len());
+            on_batch(Batch::Done(chunk.len()));
         }
         let mut t = self.throughput.get();
         t.inputs += inputs.len();
@@ -193,7 +202,7 @@ impl Encoder {
     pub fn embed(
         &self,
         inputs: &[TextInput],
-        on_batch: &mut dyn FnMut(usize),
+        on_batch: &mut dyn FnMut(Batch),
     ) -> Result<Vec<Vec<f32>>> {
         self.batched(inputs, on_batch, &|m, b| m.embed(b))
     }
@@ -202,7 +211,7 @@ impl Encoder {
     pub fn logits(
         &self,
         inputs: &[TextInput],
-        on_batch: &mut dyn FnMut(usize),
+        on_batch: &mut dyn FnMut(Batch),
     ) -> Result<Vec<Vec<f32>>> {
         if matches!(
             self.checkpoint.config.bert().head,

@@ -6,7 +6,7 @@ use std::time::Instant;
 use compressor_models::{Checkpoint, Kind};
 
 use crate::cache::EmbeddingCache;
-use crate::encoder::Encoder;
+use crate::encoder::{Batch, Encoder};
 use crate::report::{Delta, EvalReport, ModelResult, ModelSummary};
 use crate::tasks::{run_task, Result, TaskSpec};
 
@@ -39,8 +39,13 @@ pub fn summarize(label: &str, dir: &Path) -> Result<ModelSummary> {
 
 /// Events for progress displays.
 pub trait SuiteProgress {
-    /// A task starts on a model; `inputs` is unknown up front, so only names are given.
+    /// A task starts on a model; how many inputs it runs is told as they are queued ([`queued`](Self::queued)).
     fn task(&self, model: &str, task: &str);
+    /// `n` more inputs of the current task will go through the model (a task may queue several times: the total
+    /// known so far is the sum; inputs found in the embedding cache are never queued).
+    fn queued(&self, n: usize) {
+        let _ = n;
+    }
     /// `n` more inputs went through the model.
     fn inputs(&self, n: usize);
 }
@@ -79,7 +84,10 @@ pub fn evaluate(
                 }
             };
             progress.task(label, &spec.display_name());
-            let r = run_task(&encoders[idx].1, spec, cache, &mut |n| progress.inputs(n))?;
+            let r = run_task(&encoders[idx].1, spec, cache, &mut |b| match b {
+                Batch::Queued(n) => progress.queued(n),
+                Batch::Done(n) => progress.inputs(n),
+            })?;
             report.results.push(ModelResult {
                 model: label.clone(),
                 result: r.clone(),

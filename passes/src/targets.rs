@@ -71,16 +71,68 @@ pub(crate) fn selected_matrices<'i>(
     Ok(matched)
 }
 
-/// The plan of storing each `[rows, cols]` tensor in its encoding, and a line per tensor the encoding does not fit.
+/// The tensors an encoding does not fit, grouped by the problem (tensors of one width share one line), so a bad
+/// `group-size` says once per width what is wrong instead of once per tensor.
+#[derive(Debug, Default)]
+pub(crate) struct Misfits {
+    /// (problem, names of the tensors that have it), in first-seen order.
+    groups: Vec<(String, Vec<String>)>,
+}
+
+/// How many tensor names a [`Misfits`] line lists before `and N more`.
+const NAMED: usize = 3;
+
+impl Misfits {
+    fn push(&mut self, name: &str, problem: String) {
+        match self.groups.iter_mut().find(|(p, _)| *p == problem) {
+            Some((_, names)) => names.push(name.to_string()),
+            None => self.groups.push((problem, vec![name.to_string()])),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// The number of tensors that do not fit.
+    pub(crate) fn len(&self) -> usize {
+        self.groups.iter().map(|(_, n)| n.len()).sum()
+    }
+
+    /// One line per problem: `group size 24 does not divide the input dimension 32; ... (10 tensors: `a`, `b`,
+    /// `c` and 7 more)`, joined with `sep`.
+    pub(crate) fn join(&self, sep: &str) -> String {
+        self.groups
+            .iter()
+            .map(|(problem, names)| {
+                let shown: Vec<String> =
+                    names.iter().take(NAMED).map(|n| format!("`{n}`")).collect();
+                let more = match names.len().saturating_sub(NAMED) {
+                    0 => String::new(),
+                    n => format!(" and {n} more"),
+                };
+                let count = if names.len() == 1 {
+                    "1 tensor".to_string()
+                } else {
+                    format!("{} tensors", names.len())
+                };
+                format!("{problem} ({count}: {}{more})", shown.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+}
+
+/// The plan of storing each `[rows, cols]` tensor in its encoding, and the tensors the encoding does not fit.
 pub(crate) fn plan_encodings<'i>(
     targets: impl IntoIterator<Item = (&'i TensorMeta, Encoding)>,
-) -> (PassPlan, Vec<String>) {
+) -> (PassPlan, Misfits) {
     let mut plan = PassPlan::default();
-    let mut problems = Vec::new();
+    let mut problems = Misfits::default();
     for (t, e) in targets {
         let [rows, cols] = [t.shape[0], t.shape[1]];
         if let Err(p) = e.check(rows, cols) {
-            problems.push(format!("tensor `{}` {:?}: {p}", t.name, t.shape));
+            problems.push(&t.name, p);
             continue;
         }
         if t.encoding.is_some() {

@@ -549,6 +549,11 @@ fn the_plan_notes_when_transformers_cannot_decode_the_artifact() {
         mixed.iter().any(|n| n.starts_with("the artifact may hold 3 encodings (compressed-tensors config groups): transformers 5.24 decodes every module with the first group's scheme")),
         "{mixed:?}"
     );
+    // Settings in the note are spelled as in pipeline.toml (issue 20: it printed "(Layer)" and "(Optimal allocation)").
+    assert!(
+        mixed.iter().any(|n| n.starts_with("bits per block (block = \"layer\") are chosen at run time from [2, 4, 8] (allocation = \"optimal\")")),
+        "{mixed:?}"
+    );
     let single = notes(json!({ "bits": [4], "embeddings": {}, "row-groups": 8 }));
     assert!(
         !single.iter().any(|n| n.contains("config groups")),

@@ -192,3 +192,32 @@ pub fn minilm() -> Option<PathBuf> {
         None
     }
 }
+
+/// stderr with the run summary's wall time (which varies between runs) written as `<time>`.
+pub fn stderr_masked(o: &Output) -> String {
+    stderr(o)
+        .lines()
+        .map(|l| match l.strip_prefix("  wall time") {
+            Some(rest) => format!(
+                "  wall time{}<time>",
+                &rest[..rest.len() - rest.trim_start().len()]
+            ),
+            None => l.to_string(),
+        })
+        .map(|l| l + "\n")
+        .collect()
+}
+
+/// Copy the folder `from` (recursively) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}

@@ -19,8 +19,8 @@ fn metric<T, E: std::fmt::Display>(name: &str, r: std::result::Result<T, E>) -> 
     })
 }
 
-/// Reports progress in inputs embedded / scored.
-pub type OnBatch<'a> = &'a mut dyn FnMut(usize);
+/// Reports progress in inputs queued and embedded / scored.
+pub type OnBatch<'a> = &'a mut dyn FnMut(crate::encoder::Batch);
 
 /// Run one task on one model.
 pub fn run_task(

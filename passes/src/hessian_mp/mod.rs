@@ -560,9 +560,12 @@ impl Pass for HessianMp {
         if let Some(note) = crate::targets::config_groups_note(stored.chain(tables_enc)) {
             plan.notes.push(note);
         }
+        // As the pipeline spells them (`layer`, `optimal`), not as Rust does (`Layer`, `Optimal`).
+        let name = |v: serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
         plan.notes.push(format!(
-            "bits per block ({:?}) are chosen at run time from {menu:?} ({:?} allocation); the plan shows the highest width",
-            self.config.block, self.config.allocation
+            "bits per block (block = \"{}\") are chosen at run time from {menu:?} (allocation = \"{}\"); the plan shows the highest width",
+            name(json!(self.config.block)),
+            name(json!(self.config.allocation))
         ));
         plan.statistics
             .push(crate::analyses::Statistic::HessianEigen);
