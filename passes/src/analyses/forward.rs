@@ -42,6 +42,7 @@ impl Importance {
             vec![self.influence.len()],
             self.influence.clone(),
         );
+        a.insert("hidden", vec![self.hidden.len()], self.hidden.clone());
         a
     }
 
