@@ -50,6 +50,15 @@ fn embeddings(dir: &Path, model: &str) -> Vec<Vec<f64>> {
     .collect()
 }
 
+/// Largest absolute difference between two sets of embeddings.
+fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
 #[test]
 fn pruned_artifacts_match_their_plan_and_their_exports() {
     let tmp = workspace("target = 0.3\nallocation = \"per-layer\"");
@@ -108,13 +117,7 @@ fn pruned_artifacts_match_their_plan_and_their_exports() {
     assert!(dir.join("remote/modeling_compressor_bert.py").is_file());
     let pruned = embeddings(dir, "out");
     for other in ["dense", "remote"] {
-        let theirs = embeddings(dir, other);
-        let diff = pruned
-            .iter()
-            .flatten()
-            .zip(theirs.iter().flatten())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let diff = max_diff(&pruned, &embeddings(dir, other));
         assert!(diff <= 1e-5, "{other}: {diff}");
     }
 }
@@ -174,12 +177,6 @@ fn hidden_pruned_artifacts_declare_their_width_and_export_only_with_remote_code(
             "remote",
         ],
     ));
-    let theirs = embeddings(dir, "remote");
-    let diff = pruned
-        .iter()
-        .flatten()
-        .zip(theirs.iter().flatten())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let diff = max_diff(&pruned, &embeddings(dir, "remote"));
     assert!(diff <= 1e-5, "{diff}");
 }

@@ -30,9 +30,9 @@ use compressor_calibration::{
 };
 use compressor_models::{EncodedBatch, ModelConfig};
 
-use crate::analyses::cache::Hasher;
 use crate::error::{Error, Result};
 use crate::files::SideFiles;
+use compressor_calibration::cache::Hasher;
 
 /// Which labels to read with the texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use compressor_models::runtime::{flat, Bert, CpuAutodiff};
 use compressor_models::{Pooling, TensorStore};
 
 use super::cache::Arrays;
-use super::{loss, Sample};
+use super::{loss, runtime, Sample};
 use crate::error::Result;
 
 /// Mean gradient and Fisher diagonal per Linear weight.
@@ -114,8 +114,4 @@ pub(super) fn gradients(
         samples: samples.len(),
         sites,
     })
-}
-
-fn runtime(problem: String) -> crate::error::Error {
-    compressor_models::Error::Runtime(problem).into()
 }

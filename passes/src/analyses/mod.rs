@@ -369,6 +369,6 @@ impl Sample {
     }
 }
 
-fn runtime(problem: String) -> Error {
+pub(super) fn runtime(problem: String) -> Error {
     compressor_models::Error::Runtime(problem).into()
 }

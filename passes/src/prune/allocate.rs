@@ -118,7 +118,6 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
     let use_heads = config.structures.contains(&Structure::Heads);
     let use_neurons = config.structures.contains(&Structure::Neurons);
     let use_hidden = config.structures.contains(&Structure::Hidden);
-    let names: Vec<&str> = config.structures.iter().map(|s| s.name()).collect();
     let min_hidden = config.min_hidden.clamp(1, h);
     if use_hidden {
         // Everything the structures allow removed, at once: the bound of the target.
@@ -138,19 +137,14 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
             .sum();
         let reachable = encoder - floor;
         if target > reachable {
-            return Err(Error::Config {
-                key: target_key.into(),
-                problem: format!(
-                    "asks to remove {target} encoder parameters ({:.1}%), but pruning [{}] with min-hidden = {min_hidden}, min-heads = {}, min-neurons = {} and drop-layers = {} removes at most {reachable} ({:.1}%): the achievable range of `target` is 0 to {:.4}",
-                    100.0 * target as f64 / encoder as f64,
-                    names.join(", "),
-                    config.min_heads,
-                    config.min_neurons,
-                    config.drop_layers,
-                    100.0 * reachable as f64 / encoder as f64,
-                    reachable as f64 / encoder as f64
-                ),
-            });
+            return Err(unreachable(
+                config,
+                target_key,
+                target,
+                reachable,
+                encoder,
+                Some(min_hidden),
+            ));
         }
     }
     // Hidden dimensions first: their share of the target is the fraction every competing kind loses (each kind's
@@ -220,19 +214,9 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
     let reachable =
         dropped_params + if use_heads { max_h } else { 0 } + if use_neurons { max_n } else { 0 };
     if !use_hidden && target > reachable {
-        return Err(Error::Config {
-            key: target_key.into(),
-            problem: format!(
-                "asks to remove {target} encoder parameters ({:.1}%), but pruning [{}] with min-heads = {}, min-neurons = {} and drop-layers = {} removes at most {reachable} ({:.1}%): the achievable range of `target` is 0 to {:.4}",
-                100.0 * target as f64 / encoder as f64,
-                names.join(", "),
-                config.min_heads,
-                config.min_neurons,
-                config.drop_layers,
-                100.0 * reachable as f64 / encoder as f64,
-                reachable as f64 / encoder as f64
-            ),
-        });
+        return Err(unreachable(
+            config, target_key, target, reachable, encoder, None,
+        ));
     }
 
     // Heads take their share of the remaining target (all of it when neurons are not pruned).
@@ -330,6 +314,32 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
             .collect(),
         hidden: hidden_kept,
     })
+}
+
+/// The plan error of a target beyond what the settings can remove, with the achievable range.
+fn unreachable(
+    config: &Config,
+    key: &str,
+    target: usize,
+    reachable: usize,
+    encoder: usize,
+    min_hidden: Option<usize>,
+) -> Error {
+    let names: Vec<&str> = config.structures.iter().map(|s| s.name()).collect();
+    let hidden = min_hidden.map_or(String::new(), |m| format!("min-hidden = {m}, "));
+    Error::Config {
+        key: key.into(),
+        problem: format!(
+            "asks to remove {target} encoder parameters ({:.1}%), but pruning [{}] with {hidden}min-heads = {}, min-neurons = {} and drop-layers = {} removes at most {reachable} ({:.1}%): the achievable range of `target` is 0 to {:.4}",
+            100.0 * target as f64 / encoder as f64,
+            names.join(", "),
+            config.min_heads,
+            config.min_neurons,
+            config.drop_layers,
+            100.0 * reachable as f64 / encoder as f64,
+            reachable as f64 / encoder as f64
+        ),
+    }
 }
 
 /// Every unit `(score, layer, index)` of the layers `kept`, lowest score first (ties: lower layer, then index).

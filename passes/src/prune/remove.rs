@@ -10,7 +10,7 @@ use compressor_models::{HostTensor, TensorSpec, TensorStore};
 use super::{arch_changes, Decision};
 use crate::error::Result;
 use crate::files::SideFiles;
-use crate::pass::{PassContext, PassPlan, PlanContext, PlannedChange};
+use crate::pass::{PassContext, PassPlan, PlanContext, PlannedChange, TensorMeta};
 
 fn layer_prefix(l: usize) -> String {
     format!("encoder.layer.{l}.")
@@ -70,17 +70,7 @@ pub fn plan(ctx: &PlanContext, decision: &Decision) -> Result<PassPlan> {
                 continue;
             };
             if spec.shape != t.shape {
-                let numel: usize = spec.shape.iter().product();
-                plan.changes.push(PlannedChange {
-                    name: t.name.clone(),
-                    dtype_before: t.dtype,
-                    dtype_after: t.dtype,
-                    shape_before: t.shape.clone(),
-                    shape_after: spec.shape.clone(),
-                    bytes_before: t.bytes(),
-                    bytes_after: numel * t.dtype.size(),
-                    encoding_after: None,
-                });
+                plan.changes.push(reshaped(t, spec));
             }
             if i != keep.layer {
                 plan.renamed.push((t.name.clone(), new_name));
@@ -91,17 +81,7 @@ pub fn plan(ctx: &PlanContext, decision: &Decision) -> Result<PassPlan> {
         // The embeddings, pooler and classifier narrow too.
         for t in ctx.info.tensors.iter().filter(|t| t.layer.is_none()) {
             if let Some(spec) = specs.get(&t.name).filter(|s| s.shape != t.shape) {
-                let numel: usize = spec.shape.iter().product();
-                plan.changes.push(PlannedChange {
-                    name: t.name.clone(),
-                    dtype_before: t.dtype,
-                    dtype_after: t.dtype,
-                    shape_before: t.shape.clone(),
-                    shape_after: spec.shape.clone(),
-                    bytes_before: t.bytes(),
-                    bytes_after: numel * t.dtype.size(),
-                    encoding_after: None,
-                });
+                plan.changes.push(reshaped(t, spec));
             }
         }
     }
@@ -142,6 +122,21 @@ pub fn plan(ctx: &PlanContext, decision: &Decision) -> Result<PassPlan> {
     }
     plan.arch.extend(changes);
     Ok(plan)
+}
+
+/// The planned change of tensor `t` sliced to `spec`'s shape, in its own dtype.
+fn reshaped(t: &TensorMeta, spec: &TensorSpec) -> PlannedChange {
+    let numel: usize = spec.shape.iter().product();
+    PlannedChange {
+        name: t.name.clone(),
+        dtype_before: t.dtype,
+        dtype_after: t.dtype,
+        shape_before: t.shape.clone(),
+        shape_after: spec.shape.clone(),
+        bytes_before: t.bytes(),
+        bytes_after: numel * t.dtype.size(),
+        encoding_after: None,
+    }
 }
 
 /// Ranges of `width`-wide blocks at the positions `keep`.
@@ -283,7 +278,6 @@ pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> 
                 changed.push(name);
             }
         }
-        changed.dedup();
     }
     changed.sort();
     changed.dedup();
