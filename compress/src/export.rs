@@ -73,6 +73,10 @@ pub fn export(
     crate::runner::check_finite(&store, progress)
         .with_context(|| format!("cannot use the weights of `{}`", dir.display()))?;
     let decoded = store.densify_all()?;
+    // Low-rank factors are multiplied out: every Linear is one matrix now.
+    let config = config
+        .without_low_rank()
+        .with_context(|| format!("cannot describe `{}` densified", dir.display()))?;
     let per_layer = !config.bert().is_uniform();
     let mut files = SideFiles::new(dir);
     let config = match format {

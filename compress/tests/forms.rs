@@ -139,3 +139,53 @@ fn run_keeps_every_form_and_export_dense_decodes_it() {
         );
     }
 }
+
+#[test]
+fn the_architecture_lists_the_low_rank_linears_and_passes_respect_them() {
+    let (ws, _) = every_form_workspace();
+    let model = Checkpoint::open(&ws.join("model")).expect("model");
+    let ranks = model.config.low_rank_weights();
+    assert_eq!(
+        ranks.into_iter().collect::<Vec<_>>(),
+        [
+            ("encoder.layer.0.attention.self.key.weight".to_string(), 4),
+            (
+                "encoder.layer.0.attention.self.query.weight".to_string(),
+                16
+            ),
+        ]
+    );
+    // Pruning FFN neurons slices the FFN Linears only: the factored attention Linears stay factored, and the
+    // artifact's config still says so.
+    ws.write(
+        "prune.toml",
+        "[model]\npath = \"model\"\n\n[[pass]]\nkind = \"prune\"\ntarget = 0.1\nstructures = [\"neurons\"]\nallocation = \"uniform\"\n\n[output]\ndir = \"pruned\"\n",
+    );
+    assert_ok(&ws.run(&["run", "prune.toml"]));
+    let pruned = Checkpoint::open(&ws.join("pruned")).expect("pruned");
+    assert_eq!(pruned.config.low_rank_weights().len(), 2);
+    assert_eq!(
+        pruned
+            .store
+            .form("encoder.layer.0.attention.self.key.weight")
+            .map(|f| f.kind()),
+        Some(FormKind::LowRank)
+    );
+    // A quantization pass does not silently multiply factors out.
+    ws.write(
+        "quant.toml",
+        "[model]\npath = \"model\"\n\n[[pass]]\nkind = \"blockwise-quant\"\n\n[output]\ndir = \"quant\"\n",
+    );
+    let o = ws.run(&["plan", "quant.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("selects tensors that are stored low-rank (two factors): encoder.layer.0.attention.self.key.weight, encoder.layer.0.attention.self.query.weight"),
+        "{}",
+        stderr(&o)
+    );
+    // The dense export multiplies the factors out and describes a plain BERT.
+    assert_ok(&ws.run(&["export", "model", "--output", "dense"]));
+    let dense = Checkpoint::open(&ws.join("dense")).expect("dense");
+    assert!(dense.config.bert().is_uniform());
+    assert!(!dense.config.raw.contains_key("compressor"));
+}

@@ -1,9 +1,10 @@
 //! Runs the committed tiny BERT fixtures on the CUDA backend and compares with transformers' reference outputs
 //! (models/tests/fixtures/tiny_reference.json), then times a 32 x 128 forward of the tiny classifier. Then the
 //! structure checks: a checkpoint with a weight in every storage form (low-rank, quantized factors, sparse, 2:4,
-//! quantized) and every further model folder given (pruned artifacts: per-layer heads and widths, dropped
-//! sublayers, hidden dimensions) run on CUDA against the CPU backend, forward and under autodiff (the gradient of
-//! the squared pooled output with respect to every Linear weight of layer 0).
+//! quantized), the pruned fixtures (`tiny-bert-perlayer`: per-layer heads and widths, one head in layer 0;
+//! `tiny-bert-hidden`: hidden dimensions) and every further model folder given run on CUDA against the CPU backend,
+//! forward and under autodiff (the gradient of a fixed weighted sum of the encoder's output with respect to every
+//! Linear weight of layer 0; not of the pooled embedding, whose squared norm is constant when it is normalized).
 //!
 //! Build here, run on a machine with an NVIDIA GPU (the CUDA libraries are loaded at run time):
 //! `cargo build --release -p compressor-models --features cuda --example device_parity`
@@ -12,7 +13,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use compressor_models::runtime::{flat, Backend, Bert, Cpu, Cuda};
+use compressor_models::runtime::{flat, Backend, Bert, Cpu, Cuda, Tensor, TensorData};
 use compressor_models::{Checkpoint, EncodedBatch};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -94,7 +95,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     }
     .write_every_form(&tmp)?;
-    let mut dirs = vec![tmp.clone()];
+    let mut dirs = vec![
+        tmp.clone(),
+        fixtures.join("tiny-bert-perlayer"),
+        fixtures.join("tiny-bert-hidden"),
+    ];
     dirs.extend(std::env::args().skip(2).map(PathBuf::from));
     // Padded rows within every model's vocabulary (64) and positions (32).
     let short: Vec<(Vec<i64>, Vec<i64>)> = (0..4)
@@ -140,7 +145,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-/// The gradient of `sum(pooled^2)` with respect to every Linear weight of layer 0 that has one (a low-rank
+/// The gradient of `sum_k hidden[k] * (1 + (k % 7) / 4)` (the encoder's output) with respect to every Linear weight of layer 0 that has one (a low-rank
 /// Linear runs on its factors; its dense `weight_t` gets no gradient and is skipped), concatenated.
 fn gradients<B: Backend>(
     ckpt: &Checkpoint,
@@ -152,17 +157,14 @@ fn gradients<B: Backend>(
     let model =
         Bert::<Ad<B>>::load_with_grad(&ckpt.store, &ckpt.config, ckpt.pooling, &device, &layer0)?;
     let hidden = model.encode(batch)?;
-    let loss = model.pool(hidden, batch).powi_scalar(2).sum();
+    let dims = hidden.dims();
+    let n: usize = dims.iter().product();
+    let c: Vec<f32> = (0..n).map(|k| 1.0 + (k % 7) as f32 / 4.0).collect();
+    let c = Tensor::<Ad<B>, 1>::from_data(TensorData::new(c, [n]), &device).reshape(dims);
+    let loss = (hidden * c).sum();
     let grads = loss.backward();
     let mut out = Vec::new();
-    for m in [
-        "attention.self.query",
-        "attention.self.key",
-        "attention.self.value",
-        "attention.output.dense",
-        "intermediate.dense",
-        "output.dense",
-    ] {
+    for m in compressor_models::arch::LAYER_LINEARS {
         if let Some(lin) = model.linear(&format!("encoder.layer.0.{m}.weight")) {
             if let Some(g) = lin.weight_t.grad(&grads) {
                 out.extend(flat(g)?);

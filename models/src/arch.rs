@@ -1,6 +1,7 @@
 //! Architecture configs: a closed set of model families read from `config.json`, each listing every tensor it
 //! expects with shape, role and kind. BERT (`BertModel`, `BertForSequenceClassification`) is the first family.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -61,7 +62,22 @@ pub struct LayerShape {
     pub intermediate_size: usize,
     /// Index of this layer in the model it was derived from (layers may have been dropped).
     pub source: usize,
+    /// The Linears stored as a product of two factors, `W = U V` with `U [out, r]` and `V [r, in]`, by module
+    /// name under the layer (`attention.self.value`) with their rank `r`. Every other Linear is one matrix
+    /// (dense or quantized).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub low_rank: BTreeMap<String, usize>,
 }
+
+/// The Linear modules of an encoder layer, by name under `encoder.layer.N.`, in model order.
+pub const LAYER_LINEARS: [&str; 6] = [
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+];
 
 impl LayerShape {
     /// `heads * qk_head_dim`: the output width of the query and key projections.
@@ -80,6 +96,26 @@ impl LayerShape {
 
     pub fn has_ffn(&self) -> bool {
         self.intermediate_size > 0
+    }
+
+    /// `[out, in]` of the weight of Linear `module` (one of [`LAYER_LINEARS`]) at hidden width `h`; `None` when
+    /// its sublayer is dropped or `module` is not a Linear of the layer.
+    pub fn linear_shape(&self, h: usize, module: &str) -> Option<(usize, usize)> {
+        let (qk, vo, i) = (self.qk_width(), self.vo_width(), self.intermediate_size);
+        let (shape, present) = match module {
+            "attention.self.query" | "attention.self.key" => ((qk, h), self.has_attention()),
+            "attention.self.value" => ((vo, h), self.has_attention()),
+            "attention.output.dense" => ((h, vo), self.has_attention()),
+            "intermediate.dense" => ((i, h), self.has_ffn()),
+            "output.dense" => ((h, i), self.has_ffn()),
+            _ => return None,
+        };
+        present.then_some(shape)
+    }
+
+    /// The rank of Linear `module` when it is stored low-rank.
+    pub fn rank(&self, module: &str) -> Option<usize> {
+        self.low_rank.get(module).copied()
     }
 }
 
@@ -133,6 +169,7 @@ impl BertConfig {
             vo_head_dim: self.head_dim(),
             intermediate_size: self.intermediate_size,
             source,
+            low_rank: BTreeMap::new(),
         }
     }
 
@@ -148,6 +185,7 @@ impl BertConfig {
                     && l.vo_head_dim == self.head_dim()
                     && Some(l.intermediate_size) == first
                     && l.intermediate_size > 0
+                    && l.low_rank.is_empty()
             })
     }
 
@@ -160,17 +198,23 @@ impl BertConfig {
     }
 }
 
-/// Parameters (weights and biases) of one encoder layer of shape `l` at hidden width `h`.
+/// Parameters (weights and biases) of one encoder layer of shape `l` at hidden width `h`; a low-rank Linear counts
+/// its factors, `r * (out + in)`.
 pub fn layer_parameters(h: usize, l: &LayerShape) -> usize {
-    let (qk, vo, i) = (l.qk_width(), l.vo_width(), l.intermediate_size);
-    let attn = if l.has_attention() {
-        2 * (h * qk + qk) + (h * vo + vo) + vo * h
+    let weights: usize = LAYER_LINEARS
+        .iter()
+        .filter_map(|m| {
+            let (o, i) = l.linear_shape(h, m)?;
+            Some(l.rank(m).map_or(o * i, |r| r * (o + i)))
+        })
+        .sum();
+    let attn_biases = if l.has_attention() {
+        2 * l.qk_width() + l.vo_width()
     } else {
         0
     };
-    let ffn = if l.has_ffn() { h * i + i + i * h } else { 0 };
     // The output biases and both LayerNorms stay whatever is removed.
-    attn + ffn + h + h + 4 * h
+    weights + attn_biases + l.intermediate_size + h + h + 4 * h
 }
 
 /// A closed enum of supported families; new families add a variant.
@@ -419,6 +463,35 @@ impl ModelConfig {
         self.reparse(raw)
     }
 
+    /// The canonical names of the weights stored low-rank, with their ranks.
+    pub fn low_rank_weights(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for (l, shape) in self.bert().layers.iter().enumerate() {
+            for (m, r) in &shape.low_rank {
+                out.insert(format!("encoder.layer.{l}.{m}.weight"), *r);
+            }
+        }
+        out
+    }
+
+    /// This config with every Linear described as one matrix (after the factors were multiplied out).
+    pub fn without_low_rank(&self) -> Result<Self> {
+        let mut out = self.clone();
+        if out.bert().layers.iter().any(|l| !l.low_rank.is_empty()) {
+            let layers = out
+                .bert()
+                .layers
+                .iter()
+                .map(|l| LayerShape {
+                    low_rank: BTreeMap::new(),
+                    ..l.clone()
+                })
+                .collect();
+            out.set_layers(layers)?;
+        }
+        Ok(out)
+    }
+
     /// Replace the config by `raw`, parsed again (so every check runs); on error the config is left unchanged.
     fn reparse(&mut self, raw: Map<String, Value>) -> Result<()> {
         let text =
@@ -597,10 +670,14 @@ impl ModelConfig {
 
     /// Number of parameters (buffers excluded) of the architecture as configured.
     pub fn parameter_count(&self, present: impl Fn(&str) -> bool) -> usize {
+        let ranks = self.low_rank_weights();
         self.expected_tensors()
             .iter()
             .filter(|t| t.kind != Kind::Buffer && (!t.optional || present(&t.name)))
-            .map(|t| t.shape.iter().product::<usize>())
+            .map(|t| match ranks.get(&t.name) {
+                Some(r) => r * t.shape.iter().sum::<usize>(),
+                None => t.shape.iter().product::<usize>(),
+            })
             .sum()
     }
 }
@@ -743,6 +820,33 @@ fn parse_extension(path: &Path, ext: &Value, c: &BertConfig) -> Result<Vec<Layer
                     l.intermediate_size, c.intermediate_size
                 ),
             ));
+        }
+        for (m, &r) in &l.low_rank {
+            let key = format!("{key}.low_rank.{m}");
+            if !LAYER_LINEARS.contains(&m.as_str()) {
+                return Err(err(
+                    key,
+                    format!(
+                        "is not a Linear of the layer (known: {})",
+                        LAYER_LINEARS.join(", ")
+                    ),
+                ));
+            }
+            let Some((o, i)) = l.linear_shape(c.hidden_size, m) else {
+                return Err(err(
+                    key,
+                    "names a Linear of a dropped sublayer (no heads or no FFN neurons)".into(),
+                ));
+            };
+            if r == 0 || r > o.min(i) {
+                return Err(err(
+                    key,
+                    format!(
+                        "is rank {r}, expected 1..={} for a [{o}, {i}] weight",
+                        o.min(i)
+                    ),
+                ));
+            }
         }
         layers.push(l);
     }

@@ -194,6 +194,7 @@ mod tests {
             vo_head_dim: 3,
             intermediate_size: 4,
             source: 0,
+            low_rank: Default::default(),
         };
         assert_eq!(head_rows(&s, 2, 4), vec![4, 5, 12, 13]);
     }

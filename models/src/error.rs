@@ -105,6 +105,8 @@ pub struct ValidationReport {
     pub mis_shaped: Vec<(String, Vec<usize>, Vec<usize>)>,
     /// (name, dtype name) of parameters whose dtype is not a float type.
     pub bad_dtype: Vec<(String, &'static str)>,
+    /// (name, problem) of weights stored in another form than the config describes (low-rank of rank r).
+    pub mis_formed: Vec<(String, String)>,
 }
 
 impl ValidationReport {
@@ -113,6 +115,7 @@ impl ValidationReport {
             && self.unexpected.is_empty()
             && self.mis_shaped.is_empty()
             && self.bad_dtype.is_empty()
+            && self.mis_formed.is_empty()
     }
 }
 
@@ -139,6 +142,9 @@ impl std::fmt::Display for ValidationReport {
             lines.push(format!(
                 "  tensor `{name}` has shape {got:?}, the config implies {expected:?}"
             ));
+        }
+        for (name, problem) in &self.mis_formed {
+            lines.push(format!("  tensor `{name}` {problem}"));
         }
         for name in &self.missing {
             lines.push(format!("  tensor `{name}` is missing"));

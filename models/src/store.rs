@@ -551,6 +551,28 @@ impl TensorStore {
                 report.unexpected.push(self.disk_like(name));
             }
         }
+        // The architecture says which Linears are two factors, and of which rank; the store must agree.
+        let ranks = config.low_rank_weights();
+        let hint = "(`low_rank` of its layer in the `compressor` extension of config.json)";
+        for name in self.names() {
+            let stored = match self.form(name) {
+                Some(Form::LowRank { rank, .. }) => Some(rank),
+                _ => None,
+            };
+            let problem = match (ranks.get(name), stored) {
+                (Some(want), Some(got)) if *want != got => format!(
+                    "is stored low-rank with rank {got}, but the config says rank {want} {hint}"
+                ),
+                (Some(want), None) => format!(
+                    "is stored as one matrix, but the config says low-rank with rank {want} {hint}"
+                ),
+                (None, Some(got)) if known.contains(name) => format!(
+                    "is stored low-rank with rank {got}, but the config does not list it {hint}"
+                ),
+                _ => continue,
+            };
+            report.mis_formed.push((self.disk_like(name), problem));
+        }
         report
     }
 

@@ -160,6 +160,7 @@ impl TinyBert {
             .and_then(|u| Stored::low_rank(u, Factor::from_f32(&eye, cols, cols, dense)?))
             .map_err(|p| fail(&name, p))?;
         store.set_stored(&name, low);
+        let query_rank = cols;
 
         let name = l0("attention.self.key");
         let (_, rows, cols) = matrix(&store, &name)?;
@@ -204,6 +205,14 @@ impl TinyBert {
             let owned = HostTensor::from_bytes(t.dtype, t.shape.clone(), t.bytes().to_vec())?;
             decoded.insert(name.to_string(), owned);
         }
+        // The architecture lists the factored Linears with their ranks.
+        let mut config = config;
+        let mut layers = config.bert().layers.clone();
+        layers[0].low_rank = BTreeMap::from([
+            ("attention.self.query".to_string(), query_rank),
+            ("attention.self.key".to_string(), 4),
+        ]);
+        config.set_layers(layers)?;
         let mut raw = config.raw.clone();
         raw.insert(
             "quantization_config".into(),

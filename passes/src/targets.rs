@@ -68,6 +68,12 @@ pub(crate) fn selected_matrices<'i>(
         "not float matrices",
         "select weight matrices (kinds = [\"weight\"])",
     )?;
+    reject(
+        &matched,
+        |t| matches!(t.form, compressor_models::Form::LowRank { .. }),
+        "stored low-rank (two factors)",
+        "leave them out (`exclude`); the pass that factorizes them quantizes their factors",
+    )?;
     Ok(matched)
 }
 

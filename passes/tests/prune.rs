@@ -274,6 +274,7 @@ fn an_extension_that_disagrees_with_the_tensors_names_the_tensor() {
         vo_head_dim: 8,
         intermediate_size: i,
         source,
+        low_rank: Default::default(),
     };
     raw.insert(
         "compressor".into(),

@@ -379,6 +379,7 @@ mod tests {
             vo_head_dim: 4,
             intermediate_size: 3,
             source: 0,
+            low_rank: Default::default(),
         };
         let one_head = LayerShape {
             heads: vec![0],

@@ -310,9 +310,18 @@ pub(crate) fn arch_changes(layers: &[LayerShape], decision: &Decision) -> Vec<Ar
             .iter()
             .map(|d| {
                 let old = &layers[d.layer];
+                let heads_change = d.heads.len() != old.heads.len();
+                let ffn_change = d.neurons.len() != old.intermediate_size;
+                // A Linear that is sliced is written as one matrix: it stays low-rank only if untouched.
+                let mut low_rank = old.low_rank.clone();
+                low_rank.retain(|m, _| {
+                    let ffn = matches!(m.as_str(), "intermediate.dense" | "output.dense");
+                    decision.hidden.is_none() && if ffn { !ffn_change } else { !heads_change }
+                });
                 LayerShape {
                     heads: d.heads.iter().map(|&p| old.heads[p]).collect(),
                     intermediate_size: d.neurons.len(),
+                    low_rank,
                     ..old.clone()
                 }
             })
