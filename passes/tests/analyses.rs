@@ -35,9 +35,12 @@ fn analyses<'a>(ckpt: &'a Checkpoint, cache: Option<&Path>) -> Analyses<'a> {
     Analyses::new(&ckpt.store, &ckpt.config, ckpt.pooling, Cache::new(cache))
 }
 
-/// `sum_rows x x^T` in f64 of a `[rows, n]` host matrix.
+/// `sum_rows x x^T` in f64 of a `[rows, n]` host matrix, and the sum of its rows into `acc`'s last `n` entries.
 fn add_moment(acc: &mut [f64], x: &[f32], n: usize) {
     for row in x.chunks(n) {
+        for i in 0..n {
+            acc[n * n + i] += f64::from(row[i]);
+        }
         for i in 0..n {
             for j in 0..n {
                 acc[i * n + j] += f64::from(row[i]) * f64::from(row[j]);
@@ -72,10 +75,10 @@ fn covariance_is_the_second_moment_of_every_linear_input_over_real_tokens() {
     let mut refs: Vec<[Vec<f64>; 4]> = (0..c.layers.len())
         .map(|_| {
             [
-                vec![0.0; h * h],
-                vec![0.0; h * h],
-                vec![0.0; h * h],
-                vec![0.0; i * i],
+                vec![0.0; h * h + h],
+                vec![0.0; h * h + h],
+                vec![0.0; h * h + h],
+                vec![0.0; i * i + i],
             ]
         })
         .collect();
@@ -108,7 +111,11 @@ fn covariance_is_the_second_moment_of_every_linear_input_over_real_tokens() {
             let (n, got) = cov
                 .of_linear(&format!("{p}.{weight}"))
                 .expect("a moment per Linear");
-            assert_eq!(n * n, r[k].len(), "{p}.{weight}");
+            assert_eq!(n * n + n, r[k].len(), "{p}.{weight}");
+            let mean = cov
+                .mean_of_linear(&format!("{p}.{weight}"))
+                .expect("a mean per Linear");
+            let got: Vec<f64> = got.iter().chain(mean).copied().collect();
             let scale = r[k].iter().fold(0f64, |m, v| m.max(v.abs())) / tokens as f64;
             for (g, e) in got.iter().zip(&r[k]) {
                 let e = e / tokens as f64;

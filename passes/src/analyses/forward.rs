@@ -4,9 +4,9 @@
 //!   (`W_O[:, head] ctx_head`); a neuron's is its mean |activation| times the L2 norm of its output column; a
 //!   layer's block influence is `1 - mean cos(input, output)`; a hidden dimension's is its mean |value| summed over
 //!   the residual stream's states.
-//! - **covariance**: the uncentred second moment `E[x x^T]` of the input of every Linear of the encoder, summed in
-//!   f64 over batches (each batch's product in f32). Query, key and value share their input, so one matrix serves
-//!   all three.
+//! - **covariance**: the uncentred second moment `E[x x^T]` and the mean `E[x]` of the input of every Linear of
+//!   the encoder, summed in f64 over batches (each batch's product in f32). Query, key and value share their input,
+//!   so one matrix serves all three.
 
 use compressor_models::runtime::{Bert, Cpu, Tensor, TensorData};
 use compressor_models::EncodedBatch;
@@ -77,7 +77,8 @@ pub fn covariance_site(weight: &str) -> Option<String> {
     Some(format!("encoder.layer.{l}.{site}"))
 }
 
-/// `E[x x^T]` of every Linear's input, `[n, n]` row-major in f64, by site name (see [`covariance_site`]).
+/// `E[x x^T]` of every Linear's input, `[n, n]` row-major in f64, by site name (see [`covariance_site`]), and
+/// `E[x]` as `<site>.mean`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Covariance {
     /// Real tokens the moments average over.
@@ -91,6 +92,12 @@ impl Covariance {
         let site = covariance_site(weight)?;
         let shape = self.sites.shape(&site)?;
         Some((shape[0], self.sites.get(&site)?))
+    }
+
+    /// The input mean `E[x]` of the Linear whose HF weight is `weight`.
+    pub fn mean_of_linear(&self, weight: &str) -> Option<&[f64]> {
+        self.sites
+            .get(&format!("{}.mean", covariance_site(weight)?))
     }
 
     pub(super) fn to_arrays(&self) -> Arrays {
@@ -112,18 +119,32 @@ pub struct Want {
     pub covariance: bool,
 }
 
-/// Accumulates `X^T X` for one site in f64.
+/// Accumulates `X^T X` and the sum of the rows of `X` for one site in f64.
 struct Moment {
     n: usize,
     sum: Vec<f64>,
+    rows: Vec<f64>,
 }
 
 impl Moment {
+    fn new(n: usize) -> Self {
+        Self {
+            n,
+            sum: vec![0.0; n * n],
+            rows: vec![0.0; n],
+        }
+    }
+
     fn add(&mut self, x: Tensor<Cpu, 2>, mask: &Tensor<Cpu, 1>) -> Result<()> {
         // Padding rows are zeroed, so they add nothing.
         let x = x * mask.clone().unsqueeze_dim::<2>(1);
+        let [_, n] = x.dims();
+        let rows = x.clone().sum_dim(0).reshape([n]);
         let xtx = x.clone().transpose().matmul(x);
         for (acc, v) in self.sum.iter_mut().zip(host(xtx)?) {
+            *acc += f64::from(v);
+        }
+        for (acc, v) in self.rows.iter_mut().zip(host(rows)?) {
             *acc += f64::from(v);
         }
         Ok(())
@@ -187,15 +208,8 @@ pub(super) fn sweep(
     if want.covariance {
         for (l, s) in c.layers.iter().enumerate() {
             let p = format!("encoder.layer.{l}");
-            let mut site = |name: &str, n: usize| {
-                moments.push((
-                    format!("{p}.{name}"),
-                    Moment {
-                        n,
-                        sum: vec![0.0; n * n],
-                    },
-                ))
-            };
+            let mut site =
+                |name: &str, n: usize| moments.push((format!("{p}.{name}"), Moment::new(n)));
             if s.has_attention() {
                 site("attention.input", h);
                 site("attention.context", s.vo_width());
@@ -318,6 +332,11 @@ pub(super) fn sweep(
     let covariance = want.covariance.then(|| {
         let mut sites = Arrays::default();
         for (name, m) in moments {
+            sites.insert(
+                format!("{name}.mean"),
+                vec![m.n],
+                m.rows.into_iter().map(|v| v / tokens).collect(),
+            );
             sites.insert(
                 name,
                 vec![m.n, m.n],

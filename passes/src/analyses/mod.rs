@@ -4,7 +4,7 @@
 //! | statistic | computed by | used by |
 //! | --- | --- | --- |
 //! | per-head / per-neuron importance, block influence | one forward sweep ([`forward`]) | `prune` |
-//! | input covariance `E[x x^T]` per Linear (f64) | the same sweep | (qa-svd) |
+//! | input covariance `E[x x^T]` and mean `E[x]` per Linear (f64) | the same sweep | `qa-svd` |
 //! | gradients, Fisher diagonal `E[g * g]` per Linear | first-order autodiff ([`fisher`]) | (fisher-prune) |
 //! | Hessian top eigenvalues per block | double backward (`hessian_mp::hessian`) | `hessian-mp` |
 //! | activation ranges per quantization point | the runtime's observer | `blockwise-quant` |
@@ -158,7 +158,8 @@ impl<'a> Analyses<'a> {
         let settings = format!("batch-size={batch_size}");
         let layers = self.config.bert().layers.len();
         let imp_key = self.key("importance", data.clone(), settings.clone())?;
-        let cov_key = self.key("covariance", data, settings)?;
+        // Entries written before the means were kept hold second moments only.
+        let cov_key = self.key("covariance", data, format!("{settings};moments=2"))?;
         let mut importance = if want.importance {
             self.cache
                 .read_arrays(&imp_key)
