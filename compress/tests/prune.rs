@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{compressor_in, copy_dir, read_tree, stderr, stdout};
+use common::{compressor_in, copy_dir, embeddings, max_diff, ok, read_tree, stderr};
 use serde_json::Value;
 
 fn workspace(prune: &str) -> tempfile::TempDir {
@@ -26,56 +26,11 @@ fn workspace(prune: &str) -> tempfile::TempDir {
     tmp
 }
 
-#[track_caller]
-fn ok(o: &std::process::Output) -> String {
-    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
-    stdout(o)
-}
-
-fn embeddings(dir: &Path, model: &str) -> Vec<Vec<f64>> {
-    ok(&compressor_in(
-        dir,
-        &["embed", model, "--data", "texts.jsonl"],
-    ))
-    .lines()
-    .map(|l| {
-        let v: Value = serde_json::from_str(l).expect("json line");
-        v["embedding"]
-            .as_array()
-            .expect("embedding")
-            .iter()
-            .map(|x| x.as_f64().expect("number"))
-            .collect()
-    })
-    .collect()
-}
-
-/// Largest absolute difference between two sets of embeddings.
-fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
-
 #[test]
 fn pruned_artifacts_match_their_plan_and_their_exports() {
     let tmp = workspace("target = 0.3\nallocation = \"per-layer\"");
     let dir = tmp.path();
-    let plan: Value = serde_json::from_str(&ok(&compressor_in(
-        dir,
-        &["plan", "pipeline.toml", "--json"],
-    )))
-    .expect("plan json");
-    ok(&compressor_in(dir, &["run", "pipeline.toml"]));
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("out/manifest.json")).expect("manifest"))
-            .expect("json");
-    assert_eq!(
-        plan["estimate"]["bytes"],
-        manifest["output"]["tensor_bytes"]
-    );
+    common::run_matching_the_plan(dir);
     let config: Value =
         serde_json::from_slice(&std::fs::read(dir.join("out/config.json")).expect("config"))
             .expect("json");

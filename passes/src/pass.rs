@@ -238,6 +238,30 @@ pub struct PlanContext<'a> {
     pub calibration: Option<&'a CalibrationSpec>,
 }
 
+impl PlanContext<'_> {
+    /// A pass that reads the encoder weights at plan time (`kind`) needs the checkpoint's own: no earlier pass may
+    /// have changed a layer's tensors. `hint` says what to do instead.
+    pub fn require_checkpoint_weights(&self, kind: &str, hint: &str) -> Result<()> {
+        for spec in self.config.expected_tensors() {
+            if spec.layer.is_none() {
+                continue;
+            }
+            let planned = self.info.get(&spec.name).map(|t| t.shape.clone());
+            let stored = self.store.info(&spec.name).map(|(_, s)| s);
+            if planned.is_none() || planned != stored {
+                return Err(crate::error::Error::Config {
+                    key: "kind".into(),
+                    problem: format!(
+                        "an earlier pass changes `{}`; `{kind}` reads the checkpoint's own encoder weights\nhint: {hint}",
+                        spec.name
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One tensor a pass will change, as the plan predicts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedChange {
@@ -253,6 +277,23 @@ pub struct PlannedChange {
     /// The integer encoding the tensor will be stored in, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding_after: Option<Encoding>,
+}
+
+impl PlannedChange {
+    /// The planned change of tensor `t` to `shape` (sliced or rewritten), in its own dtype.
+    pub fn reshaped(t: &TensorMeta, shape: &[usize]) -> Self {
+        let numel: usize = shape.iter().product();
+        Self {
+            name: t.name.clone(),
+            dtype_before: t.dtype,
+            dtype_after: t.dtype,
+            shape_before: t.shape.clone(),
+            shape_after: shape.to_vec(),
+            bytes_before: t.bytes(),
+            bytes_after: numel * t.dtype.size(),
+            encoding_after: None,
+        }
+    }
 }
 
 /// A pass's plan: the tensors it will change, remove and rename, the architecture change, and notes for the dry
@@ -319,6 +360,63 @@ pub struct PassReport {
     /// and listed with their hashes in the manifest's `output.files`.
     #[serde(skip)]
     pub plots: Vec<(String, String)>,
+}
+
+impl PassReport {
+    /// A structural pass's report with the encoder's parameter counts before and after (and the fraction removed).
+    pub fn structural(kind: &str, changed: Vec<String>, before: usize, after: usize) -> Self {
+        let mut report = Self {
+            kind: kind.into(),
+            changed,
+            ..Self::default()
+        };
+        report.metrics.insert(
+            "encoder_parameters_before".into(),
+            serde_json::json!(before),
+        );
+        report
+            .metrics
+            .insert("encoder_parameters_after".into(), serde_json::json!(after));
+        report.metrics.insert(
+            "encoder_fraction_removed".into(),
+            serde_json::json!(1.0 - after as f64 / before.max(1) as f64),
+        );
+        report
+    }
+}
+
+/// What a pass decided at plan time (from the weights and the calibration data), kept for `run`.
+pub struct PlanDecision<T>(std::sync::Mutex<Option<T>>);
+
+impl<T: Clone> PlanDecision<T> {
+    pub fn new() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+
+    pub fn set(&self, decision: T) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(decision);
+        }
+    }
+
+    /// The decision of the last plan; an error (key `kind`) when `run` comes before `plan`.
+    pub fn get(&self, kind: &str) -> Result<T> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|d| d.clone())
+            .ok_or_else(|| crate::error::Error::Config {
+                key: kind.into(),
+                problem: "run before plan: the decision is made when the pipeline is planned"
+                    .into(),
+            })
+    }
+}
+
+impl<T: Clone> Default for PlanDecision<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// One compression method. `plan` reads metadata only and must find every problem that metadata can reveal; `run`

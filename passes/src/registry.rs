@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::pass::{Pass, Phase};
-use crate::{blockwise_quant, cast, hessian_mp, prune, suggest, vocab_trim};
+use crate::{blockwise_quant, cast, hessian_mp, prune, qa_svd, suggest, vocab_trim};
 
 /// One registered pass kind, as `compressor passes` lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -92,6 +92,7 @@ impl PassConfig for cast::Config {}
 impl PassConfig for blockwise_quant::Config {}
 impl PassConfig for hessian_mp::Config {}
 impl PassConfig for prune::Config {}
+impl PassConfig for qa_svd::Config {}
 impl PassConfig for vocab_trim::Config {
     fn with_base(&self, base: &Path) -> Self {
         vocab_trim::Config::with_base(self, base)
@@ -111,6 +112,9 @@ passes! {
     Prune(prune::Prune) = "prune", Structure,
         summary: "structured pruning of heads, FFN neurons and whole layers by weight magnitude or activation importance, physically removed",
         cost: "reads the encoder weights at plan time; activation importance and drop-layers: one forward pass over the calibration data";
+    QaSvd(qa_svd::QaSvd) = "qa-svd", Structure,
+        summary: "UniQL: FFN neurons sorted by ridge leverage, query/key dims by output moments, value/output by quantization-aware SVD, cut per layer by block influence",
+        cost: "one forward pass over the calibration data (input moments of every Linear, cached); eigendecompositions and per-head SVDs in f64";
     VocabTrim(vocab_trim::VocabTrim) = "vocab-trim", Structure,
         summary: "keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer",
         cost: "tokenizes the corpus once, counts cached; copies the kept embedding rows";

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 use compressor_models::testing::TinyBert;
 use compressor_models::{st, HostTensor, ModelConfig};
+use serde_json::Value;
 
 pub const CONFIG: &str = r#"{
   "architectures": ["BertModel"],
@@ -220,4 +221,55 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), target).expect("copy");
         }
     }
+}
+
+#[track_caller]
+pub fn ok(o: &std::process::Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
+    stdout(o)
+}
+
+/// `compressor embed MODEL --data texts.jsonl` in `dir`: one embedding per line.
+pub fn embeddings(dir: &Path, model: &str) -> Vec<Vec<f64>> {
+    ok(&compressor_in(
+        dir,
+        &["embed", model, "--data", "texts.jsonl"],
+    ))
+    .lines()
+    .map(|l| {
+        let v: Value = serde_json::from_str(l).expect("json line");
+        v["embedding"]
+            .as_array()
+            .expect("embedding")
+            .iter()
+            .map(|x| x.as_f64().expect("number"))
+            .collect()
+    })
+    .collect()
+}
+
+/// Largest absolute difference between two sets of embeddings.
+pub fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// `plan --json` then `run` of `pipeline.toml` in `dir` (output `out`): the plan's byte estimate is the artifact's.
+pub fn run_matching_the_plan(dir: &Path) {
+    let plan: Value = serde_json::from_str(&ok(&compressor_in(
+        dir,
+        &["plan", "pipeline.toml", "--json"],
+    )))
+    .expect("plan json");
+    ok(&compressor_in(dir, &["run", "pipeline.toml"]));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("out/manifest.json")).expect("manifest"))
+            .expect("json");
+    assert_eq!(
+        plan["estimate"]["bytes"],
+        manifest["output"]["tensor_bytes"]
+    );
 }

@@ -29,6 +29,26 @@ pub use self::forward::{covariance_site, Covariance, Importance, Want};
 use crate::calibration::Records;
 use crate::error::{Error, Result};
 
+/// The forward statistics `want` asks for, on the pipeline's `[calibration]` records, for a pass planning on
+/// `ctx` (the checkpoint's own weights, unlabelled records).
+pub fn on_calibration(
+    ctx: &crate::pass::PlanContext,
+    spec: &crate::CalibrationSpec,
+    batch_size: usize,
+    want: Want,
+    cache: &Cache,
+) -> Result<Forward> {
+    let files = crate::files::SideFiles::new(ctx.model_dir);
+    let records = spec.records(&files, ctx.config, crate::calibration::LabelRequest::None)?;
+    let analyses = Analyses::new(
+        ctx.store,
+        ctx.config,
+        Pooling::load(ctx.model_dir)?,
+        cache.clone(),
+    );
+    analyses.forward(&records, batch_size, want, &|_, _| {})
+}
+
 /// What identifies a model for the cache: every tensor's name and decoded values (a quantized tensor hashes by
 /// what the model computes with), the architecture and the pooling.
 pub fn model_fingerprint(

@@ -16,8 +16,6 @@ mod allocate;
 mod remove;
 mod score;
 
-use std::sync::Mutex;
-
 use compressor_models::arch::{layer_parameters, LayerShape};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -25,7 +23,9 @@ use serde_json::json;
 use crate::analyses::cache::Cache;
 use crate::analyses::Statistic;
 use crate::error::{Error, Result};
-use crate::pass::{ArchChange, Pass, PassContext, PassPlan, PassReport, Phase, PlanContext};
+use crate::pass::{
+    ArchChange, Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, PlanDecision,
+};
 
 pub use allocate::Decision;
 
@@ -134,7 +134,7 @@ fn default_batch_size() -> usize {
 pub struct Prune {
     config: Config,
     /// The decision made at plan time, used by `run`.
-    decision: Mutex<Option<Decision>>,
+    decision: PlanDecision<Decision>,
     /// Where activation importance is cached.
     cache: Cache,
 }
@@ -143,7 +143,7 @@ impl Prune {
     pub fn new(config: Config) -> Self {
         Self {
             config,
-            decision: Mutex::new(None),
+            decision: PlanDecision::new(),
             cache: Cache::shared(),
         }
     }
@@ -206,24 +206,12 @@ impl Pass for Prune {
         if self.config.importance == Importance::Activation || self.config.drop_layers > 0 {
             plan.statistics.push(Statistic::Importance);
         }
-        if let Ok(mut slot) = self.decision.lock() {
-            *slot = Some(decision);
-        }
+        self.decision.set(decision);
         Ok(plan)
     }
 
     fn run(&self, ctx: &mut PassContext) -> Result<PassReport> {
-        let decision = self
-            .decision
-            .lock()
-            .ok()
-            .and_then(|d| d.clone())
-            .ok_or_else(|| Error::Config {
-                key: "prune".into(),
-                problem:
-                    "run before plan: the pruning decision is made when the pipeline is planned"
-                        .into(),
-            })?;
+        let decision = self.decision.get("prune")?;
         let before_layers = ctx.config.bert().layers.clone();
         let h = ctx.config.bert().hidden_size;
         let before_params = ctx.config.bert().encoder_parameters();
@@ -237,21 +225,7 @@ impl Pass for Prune {
         }
         let after = ctx.config.bert();
         let after_params = after.encoder_parameters();
-        let mut report = PassReport {
-            kind: "prune".into(),
-            changed,
-            ..PassReport::default()
-        };
-        report
-            .metrics
-            .insert("encoder_parameters_before".into(), json!(before_params));
-        report
-            .metrics
-            .insert("encoder_parameters_after".into(), json!(after_params));
-        report.metrics.insert(
-            "encoder_fraction_removed".into(),
-            json!(1.0 - after_params as f64 / before_params.max(1) as f64),
-        );
+        let mut report = PassReport::structural("prune", changed, before_params, after_params);
         report
             .decisions
             .insert("dropped_layers".into(), json!(decision.dropped_layers));

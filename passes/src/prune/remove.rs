@@ -10,7 +10,7 @@ use compressor_models::{HostTensor, TensorSpec, TensorStore};
 use super::{arch_changes, Decision};
 use crate::error::Result;
 use crate::files::SideFiles;
-use crate::pass::{PassContext, PassPlan, PlanContext, PlannedChange, TensorMeta};
+use crate::pass::{PassContext, PassPlan, PlanContext, PlannedChange};
 
 fn layer_prefix(l: usize) -> String {
     format!("encoder.layer.{l}.")
@@ -70,7 +70,7 @@ pub fn plan(ctx: &PlanContext, decision: &Decision) -> Result<PassPlan> {
                 continue;
             };
             if spec.shape != t.shape {
-                plan.changes.push(reshaped(t, spec));
+                plan.changes.push(PlannedChange::reshaped(t, &spec.shape));
             }
             if i != keep.layer {
                 plan.renamed.push((t.name.clone(), new_name));
@@ -81,7 +81,7 @@ pub fn plan(ctx: &PlanContext, decision: &Decision) -> Result<PassPlan> {
         // The embeddings, pooler and classifier narrow too.
         for t in ctx.info.tensors.iter().filter(|t| t.layer.is_none()) {
             if let Some(spec) = specs.get(&t.name).filter(|s| s.shape != t.shape) {
-                plan.changes.push(reshaped(t, spec));
+                plan.changes.push(PlannedChange::reshaped(t, &spec.shape));
             }
         }
     }
@@ -122,21 +122,6 @@ pub fn plan(ctx: &PlanContext, decision: &Decision) -> Result<PassPlan> {
     }
     plan.arch.extend(changes);
     Ok(plan)
-}
-
-/// The planned change of tensor `t` sliced to `spec`'s shape, in its own dtype.
-fn reshaped(t: &TensorMeta, spec: &TensorSpec) -> PlannedChange {
-    let numel: usize = spec.shape.iter().product();
-    PlannedChange {
-        name: t.name.clone(),
-        dtype_before: t.dtype,
-        dtype_after: t.dtype,
-        shape_before: t.shape.clone(),
-        shape_after: spec.shape.clone(),
-        bytes_before: t.bytes(),
-        bytes_after: numel * t.dtype.size(),
-        encoding_after: None,
-    }
 }
 
 /// Ranges of `width`-wide blocks at the positions `keep`.

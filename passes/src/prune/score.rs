@@ -1,14 +1,12 @@
 //! Importance of every prunable unit: per layer, one score per head (by position in the layer's kept heads), one
 //! per FFN neuron, and (with data) one per layer. Activation scores come from the shared analyses (cached).
 
-use compressor_models::{Pooling, TensorStore};
+use compressor_models::TensorStore;
 
 use super::{Config, Importance};
 use crate::analyses::cache::Cache;
-use crate::analyses::{Analyses, Want};
-use crate::calibration::LabelRequest;
+use crate::analyses::Want;
 use crate::error::{Error, Result};
-use crate::files::SideFiles;
 use crate::pass::PlanContext;
 
 /// Scores of a model's units; higher is more important.
@@ -26,7 +24,10 @@ pub struct Scores {
 
 /// Score the model `ctx` describes as `config` asks.
 pub fn scores(config: &Config, ctx: &PlanContext, cache: &Cache) -> Result<Scores> {
-    check_unchanged(ctx)?;
+    ctx.require_checkpoint_weights(
+        "prune",
+        "put `prune` first, or merge two `prune` passes into one with the combined target",
+    )?;
     let needs_data = config.importance == Importance::Activation || config.drop_layers > 0;
     if !needs_data {
         return magnitude(ctx.store, ctx);
@@ -49,28 +50,6 @@ pub fn scores(config: &Config, ctx: &PlanContext, cache: &Cache) -> Result<Score
             ..magnitude(ctx.store, ctx)?
         })
     }
-}
-
-/// Pruning reads the weights at plan time, so the tensors it scores must be the checkpoint's own: no earlier pass
-/// may have changed a layer's shape.
-fn check_unchanged(ctx: &PlanContext) -> Result<()> {
-    for spec in ctx.config.expected_tensors() {
-        if spec.layer.is_none() {
-            continue;
-        }
-        let planned = ctx.info.get(&spec.name).map(|t| t.shape.clone());
-        let stored = ctx.store.info(&spec.name).map(|(_, s)| s);
-        if planned.is_none() || planned != stored {
-            return Err(Error::Config {
-                key: "kind".into(),
-                problem: format!(
-                    "an earlier pass changes `{}`; `prune` scores the checkpoint's own encoder weights\nhint: put `prune` first, or merge two `prune` passes into one with the combined target",
-                    spec.name
-                ),
-            });
-        }
-    }
-    Ok(())
 }
 
 fn weight(store: &TensorStore, name: &str, shape: [usize; 2]) -> Result<Vec<f32>> {
@@ -227,19 +206,11 @@ fn activations(
     batch_size: usize,
     cache: &Cache,
 ) -> Result<Scores> {
-    let files = SideFiles::new(ctx.model_dir);
-    let records = spec.records(&files, ctx.config, LabelRequest::None)?;
-    let analyses = Analyses::new(
-        ctx.store,
-        ctx.config,
-        Pooling::load(ctx.model_dir)?,
-        cache.clone(),
-    );
     let want = Want {
         importance: true,
         covariance: false,
     };
-    let forward = analyses.forward(&records, batch_size, want, &|_, _| {})?;
+    let forward = crate::analyses::on_calibration(ctx, spec, batch_size, want, cache)?;
     let importance = forward.importance.ok_or_else(|| {
         compressor_models::Error::Runtime("the analyses returned no importance".into())
     })?;
