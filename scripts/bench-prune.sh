@@ -15,25 +15,12 @@ work="$root/out/bench-prune"
 mkdir -p "$work"
 shared="$(cd "$root/../shared" && pwd)"
 results="$work/results.tsv"
+# shellcheck source=scripts/bench-models.sh
+. "$root/scripts/bench-models.sh"
 [ -f "$results" ] || printf 'model\ttarget\tstructures\tallocation\timportance\tremoved\tbaseline\tscore\tdelta\tbytes\n' > "$results"
 
 for model in ${MODELS:-minilm sst2}; do
-  case $model in
-    minilm)
-      path="$root/.cache/models/all-MiniLM-L6-v2"
-      calib="data = \"$shared/data/calibration-wiki/en.jsonl\""
-      evals="[[eval]]
-task = \"sts\"
-data = \"$shared/data/sts-b/test.jsonl\"" ;;
-    sst2)
-      path="$shared/models/minilm-l6-sst2"
-      calib="data = \"$shared/data/sst2/train.jsonl\"
-field = \"sentence\""
-      evals="[[eval]]
-task = \"glue\"
-data = \"$shared/data/sst2/dev.jsonl\"
-max-length = 128" ;;
-  esac
+  bench_model "$model"
   for target in ${TARGETS:-0.1 0.25 0.4}; do
     for structures in ${STRUCTURES:-heads neurons heads,neurons}; do
       for allocation in ${ALLOCATIONS:-uniform per-layer}; do

@@ -50,6 +50,7 @@ pub fn export(
     dir: &Path,
     out: &Path,
     format: ExportFormat,
+    rate: Option<f64>,
     force: bool,
     progress: &dyn Progress,
 ) -> anyhow::Result<ExportOutcome> {
@@ -73,6 +74,12 @@ pub fn export(
     crate::runner::check_finite(&store, progress)
         .with_context(|| format!("cannot use the weights of `{}`", dir.display()))?;
     let decoded = store.densify_all()?;
+    // An elastic model is cut first: its leading channels at the rate asked for.
+    let config = match rate {
+        Some(r) => compressor_models::elastic::cut(&config, &mut store, r)
+            .with_context(|| format!("cannot cut `{}` at rate {r}", dir.display()))?,
+        None => config,
+    };
     // Low-rank factors are multiplied out: every Linear is one matrix now.
     let config = config
         .without_low_rank()
@@ -114,7 +121,7 @@ pub fn export(
             store: &store,
             files: &files,
             input,
-            pipeline: json!({ "export": { "format": format.as_str() } }),
+            pipeline: json!({ "export": { "format": format.as_str(), "rate": rate } }),
             passes: Vec::new(),
             parameters,
             evaluate: None,

@@ -128,6 +128,9 @@ enum Command {
         /// The folder to write (must not exist unless --force)
         #[arg(long, value_name = "DIR")]
         output: PathBuf,
+        /// First cut an elastic `qa-svd` artifact at this rate (one of its `elastic-rates`)
+        #[arg(long, value_name = "R")]
+        rate: Option<f64>,
         /// Replace an existing folder at --output
         #[arg(long)]
         force: bool,
@@ -457,9 +460,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             dir,
             format,
             output,
+            rate,
             force,
         } => {
-            let outcome = compressor::export::export(&dir, &output, format, force, &bars)?;
+            let outcome = compressor::export::export(&dir, &output, format, rate, force, &bars)?;
             bars.on_pass_end();
             for note in &outcome.recovered {
                 eprintln!("note: {note}");

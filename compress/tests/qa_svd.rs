@@ -52,7 +52,10 @@ fn tensor(dir: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
 
 #[test]
 fn rate_zero_reproduces_the_model_and_a_cut_keeps_the_first_sorted_channels() {
-    let full = workspace("rate = 0.0", true);
+    let full = workspace(
+        "rate = 0.0\nelastic-rates = [0.4]\nhead-multiple = 2\nffn-multiple = 8",
+        true,
+    );
     ok(&compressor_in(full.path(), &["run", "pipeline.toml"]));
     let original = embeddings(full.path(), "model");
     let sorted = embeddings(full.path(), "out");
@@ -115,6 +118,52 @@ fn rate_zero_reproduces_the_model_and_a_cut_keeps_the_first_sorted_channels() {
             "attention.output.dense.bias",
         );
     }
+
+    // The elastic artifact cut at 0.4 (no recomputation) is the model qa-svd makes at 0.4.
+    ok(&compressor_in(
+        full.path(),
+        &[
+            "export",
+            "out",
+            "--rate",
+            "0.4",
+            "--format",
+            "remote-code",
+            "--output",
+            "cut",
+        ],
+    ));
+    let exported = Checkpoint::open(&full.path().join("cut")).expect("cut");
+    let direct = Checkpoint::open(&b).expect("direct");
+    assert_eq!(exported.config.bert().layers, direct.config.bert().layers);
+    for name in direct.store.names() {
+        let (x, y) = (tensor(&full.path().join("cut"), name), tensor(&b, name));
+        assert_eq!(x.0, y.0, "{name}");
+        let d =
+            x.1.iter()
+                .zip(&y.1)
+                .map(|(u, v)| (u - v).abs())
+                .fold(0.0, f32::max);
+        assert!(d <= 1e-6, "{name}: {d}");
+    }
+    let o = compressor_in(
+        full.path(),
+        &["export", "out", "--rate", "0.3", "--output", "x"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        common::stderr(&o)
+            .contains("key `compressor.elastic` has no rate 0.3: the model can be cut at 0.4"),
+        "{}",
+        common::stderr(&o)
+    );
+    let o = compressor_in(dir, &["export", "out", "--rate", "0.4", "--output", "x"]);
+    assert!(
+        common::stderr(&o)
+            .contains("key `compressor.elastic` is missing: the model holds no elastic rates"),
+        "{}",
+        common::stderr(&o)
+    );
 
     // The dense export (zero-padded widths) computes what the artifact computes.
     ok(&compressor_in(

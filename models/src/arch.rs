@@ -130,6 +130,27 @@ pub struct HiddenDims {
     pub kept: Vec<usize>,
 }
 
+/// The widths one encoder layer keeps at an elastic rate.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticWidths {
+    pub intermediate_size: usize,
+    pub qk_head_dim: usize,
+    pub vo_head_dim: usize,
+}
+
+/// One rate of an elastic model (the extension's `elastic`): the layers are stored sorted (best channels first),
+/// so keeping each layer's first `widths` channels is the model at this rate.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticRate {
+    pub rate: f64,
+    pub layers: Vec<ElasticWidths>,
+}
+
+// Rates are checked finite (in [0, 1)) wherever a table is read, so equality is total.
+impl Eq for ElasticRate {}
+
 /// The BERT hyper-parameters we use, read from config.json.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BertConfig {
@@ -149,6 +170,8 @@ pub struct BertConfig {
     pub layers: Vec<LayerShape>,
     /// Hidden-dimension pruning (the extension's `hidden`); `None`: every dimension of the original is kept.
     pub hidden: Option<HiddenDims>,
+    /// The rates this sorted model can be cut at (the extension's `elastic`), ascending.
+    pub elastic: Vec<ElasticRate>,
 }
 
 impl BertConfig {
@@ -338,6 +361,7 @@ impl ModelConfig {
             head,
             layers: Vec::new(),
             hidden: None,
+            elastic: Vec::new(),
         };
         let mut bert = bert;
         bert.hidden = parse_hidden(path, raw.get(EXTENSION_KEY), bert.hidden_size)?;
@@ -375,6 +399,7 @@ impl ModelConfig {
                 .collect(),
             Some(ext) => parse_extension(path, ext, &bert)?,
         };
+        bert.elastic = parse_elastic(path, raw.get(EXTENSION_KEY), &bert)?;
         Ok(Self {
             path: path.to_path_buf(),
             raw,
@@ -421,9 +446,10 @@ impl ModelConfig {
             );
             raw.remove(EXTENSION_KEY);
         } else {
+            // New shapes void an elastic table (its widths were of the old ones).
             raw.insert(
                 EXTENSION_KEY.into(),
-                extension(&layers, trial.hidden.as_ref()),
+                extension(&layers, trial.hidden.as_ref(), &[]),
             );
         }
         self.reparse(raw)
@@ -459,7 +485,25 @@ impl ModelConfig {
         };
         let mut raw = self.raw.clone();
         raw.insert("hidden_size".into(), Value::from(kept.len()));
-        raw.insert(EXTENSION_KEY.into(), extension(&c.layers, Some(&hidden)));
+        raw.insert(
+            EXTENSION_KEY.into(),
+            extension(&c.layers, Some(&hidden), &[]),
+        );
+        self.reparse(raw)
+    }
+
+    /// Record the rates this sorted model can be cut at (the extension's `elastic`; empty removes it).
+    pub fn set_elastic(&mut self, table: Vec<ElasticRate>) -> Result<()> {
+        let c = self.bert();
+        let mut raw = self.raw.clone();
+        if table.is_empty() && c.is_uniform() {
+            raw.remove(EXTENSION_KEY);
+        } else {
+            raw.insert(
+                EXTENSION_KEY.into(),
+                extension(&c.layers, c.hidden.as_ref(), &table),
+            );
+        }
         self.reparse(raw)
     }
 
@@ -686,12 +730,69 @@ impl ModelConfig {
 /// the plain config's bounds (head ids below `num_attention_heads`, head widths at most `hidden_size /
 /// num_attention_heads`, FFN width at most `intermediate_size`), so that a zero-padded dense export always exists.
 /// The `compressor` extension describing `layers` (and the kept hidden dimensions).
-fn extension(layers: &[LayerShape], hidden: Option<&HiddenDims>) -> Value {
+fn extension(layers: &[LayerShape], hidden: Option<&HiddenDims>, elastic: &[ElasticRate]) -> Value {
     let mut ext = serde_json::json!({ "version": 1, "layers": layers });
     if let Some(h) = hidden {
         ext["hidden"] = serde_json::json!(h);
     }
+    if !elastic.is_empty() {
+        ext["elastic"] = serde_json::json!(elastic);
+    }
     ext
+}
+
+/// The extension's `elastic` table, checked against the layers: one entry per layer, each width at most the
+/// layer's own.
+fn parse_elastic(path: &Path, ext: Option<&Value>, c: &BertConfig) -> Result<Vec<ElasticRate>> {
+    let Some(v) = ext.and_then(|e| e.get("elastic")) else {
+        return Ok(Vec::new());
+    };
+    let key = format!("{EXTENSION_KEY}.elastic");
+    let err = |key: String, problem: String| Error::ConfigKey {
+        path: path.to_path_buf(),
+        key,
+        problem,
+    };
+    let table: Vec<ElasticRate> =
+        serde_json::from_value(v.clone()).map_err(|e| err(key.clone(), e.to_string()))?;
+    for (i, e) in table.iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        if !(0.0..1.0).contains(&e.rate) || table[..i].iter().any(|p| p.rate >= e.rate) {
+            return Err(err(
+                format!("{key}.rate"),
+                format!("is {}, expected ascending rates in [0, 1)", e.rate),
+            ));
+        }
+        if e.layers.len() != c.layers.len() {
+            return Err(err(
+                format!("{key}.layers"),
+                format!(
+                    "describes {} layers but the model has {}",
+                    e.layers.len(),
+                    c.layers.len()
+                ),
+            ));
+        }
+        for (l, (w, s)) in e.layers.iter().zip(&c.layers).enumerate() {
+            for (name, got, max) in [
+                (
+                    "intermediate_size",
+                    w.intermediate_size,
+                    s.intermediate_size,
+                ),
+                ("qk_head_dim", w.qk_head_dim, s.qk_head_dim),
+                ("vo_head_dim", w.vo_head_dim, s.vo_head_dim),
+            ] {
+                if got > max || (got == 0 && max > 0) {
+                    return Err(err(
+                        format!("{key}.layers[{l}].{name}"),
+                        format!("is {got}, expected 1..={max} (the layer's own width)"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(table)
 }
 
 /// The extension's `hidden` entry, checked against the plain `hidden_size`.
@@ -747,10 +848,10 @@ fn parse_extension(path: &Path, ext: &Value, c: &BertConfig) -> Result<Vec<Layer
         ));
     };
     for key in obj.keys() {
-        if !matches!(key.as_str(), "version" | "layers" | "hidden") {
+        if !matches!(key.as_str(), "version" | "layers" | "hidden" | "elastic") {
             return Err(err(
                 format!("{EXTENSION_KEY}.{key}"),
-                "is not a known key (known: version, layers, hidden)".into(),
+                "is not a known key (known: version, layers, hidden, elastic)".into(),
             ));
         }
     }

@@ -12,6 +12,7 @@ pub mod arch;
 pub mod batch;
 pub mod checkpoint;
 pub mod densify;
+pub mod elastic;
 pub mod error;
 pub mod forms;
 pub mod names;

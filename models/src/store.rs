@@ -441,6 +441,51 @@ impl TensorStore {
         self.set_stored(name, Stored::Dense(tensor));
     }
 
+    /// Keep the rows in `ranges` (in order) of tensor `name` (a matrix or a vector), as dense values in its dtype.
+    pub fn keep_row_ranges(&mut self, name: &str, ranges: &[std::ops::Range<usize>]) -> Result<()> {
+        let t = self.get(name)?;
+        let cols: usize = t.shape.iter().skip(1).product();
+        let v = t.to_f32(name)?;
+        let mut out = Vec::new();
+        for r in ranges {
+            let rows = v.get(r.start * cols..r.end * cols).ok_or_else(|| {
+                Error::Runtime(format!(
+                    "cannot keep rows {r:?} of tensor `{name}` of shape {:?}",
+                    t.shape
+                ))
+            })?;
+            out.extend_from_slice(rows);
+        }
+        let mut shape = t.shape.clone();
+        shape[0] = ranges.iter().map(|r| r.len()).sum();
+        let dtype = t.dtype;
+        self.set(name, HostTensor::from_f32(shape, &out, dtype)?);
+        Ok(())
+    }
+
+    /// Keep the columns in `ranges` (in order) of the matrix `name`, as dense values in its dtype.
+    pub fn keep_col_ranges(&mut self, name: &str, ranges: &[std::ops::Range<usize>]) -> Result<()> {
+        let t = self.get(name)?;
+        let cols = t.shape.get(1).copied().unwrap_or(1);
+        if ranges.iter().any(|r| r.end > cols) {
+            return Err(Error::Runtime(format!(
+                "cannot keep columns {ranges:?} of tensor `{name}` of shape {:?}",
+                t.shape
+            )));
+        }
+        let v = t.to_f32(name)?;
+        let mut out = Vec::new();
+        for row in v.chunks(cols.max(1)) {
+            for r in ranges {
+                out.extend_from_slice(&row[r.clone()]);
+            }
+        }
+        let kept: usize = ranges.iter().map(|r| r.len()).sum();
+        let (rows, dtype) = (t.shape[0], t.dtype);
+        self.set(name, HostTensor::from_f32(vec![rows, kept], &out, dtype)?);
+        Ok(())
+    }
+
     /// Keep only rows `rows` (in the order given) of tensor `name` along its first dimension, in its stored
     /// encoding (e.g. vocabulary trimming of an embedding). An index past the end is an error naming the tensor.
     pub fn select_rows(&mut self, name: &str, rows: &[usize]) -> Result<()> {

@@ -212,6 +212,8 @@ pub enum ArchChange {
     Layers(Vec<LayerShape>),
     /// The residual stream keeps the hidden dimensions at these positions (of the current `0..hidden_size`).
     Hidden(Vec<usize>),
+    /// The rates the (sorted) model can later be cut at, with every layer's widths at each.
+    Elastic(Vec<compressor_models::arch::ElasticRate>),
 }
 
 impl ArchChange {
@@ -220,6 +222,7 @@ impl ArchChange {
         match self {
             ArchChange::Layers(layers) => config.set_layers(layers.clone()),
             ArchChange::Hidden(kept) => config.set_hidden(kept),
+            ArchChange::Elastic(table) => config.set_elastic(table.clone()),
         }
     }
 }

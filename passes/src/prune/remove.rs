@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use compressor_models::arch::LayerShape;
-use compressor_models::{HostTensor, TensorSpec, TensorStore};
+use compressor_models::TensorSpec;
 
 use super::{arch_changes, Decision};
 use crate::error::Result;
@@ -129,40 +129,6 @@ fn blocks(keep: &[usize], width: usize) -> Vec<Range<usize>> {
     keep.iter().map(|&p| p * width..(p + 1) * width).collect()
 }
 
-/// Keep rows `ranges` of `name` (`[rows, cols]`, or a vector), in its dtype.
-fn keep_rows(store: &mut TensorStore, name: &str, ranges: &[Range<usize>]) -> Result<()> {
-    let t = store.get(name)?;
-    let cols: usize = t.shape.iter().skip(1).product();
-    let v = t.to_f32(name)?;
-    let mut out = Vec::new();
-    for r in ranges {
-        out.extend_from_slice(&v[r.start * cols..r.end * cols]);
-    }
-    let mut shape = t.shape.clone();
-    shape[0] = ranges.iter().map(|r| r.len()).sum();
-    store.set(name, HostTensor::from_f32(shape, &out, t.dtype)?);
-    Ok(())
-}
-
-/// Keep columns `ranges` of the matrix `name`, in its dtype.
-fn keep_cols(store: &mut TensorStore, name: &str, ranges: &[Range<usize>]) -> Result<()> {
-    let t = store.get(name)?;
-    let cols = t.shape.get(1).copied().unwrap_or(1);
-    let v = t.to_f32(name)?;
-    let mut out = Vec::new();
-    for row in v.chunks(cols.max(1)) {
-        for r in ranges {
-            out.extend_from_slice(&row[r.clone()]);
-        }
-    }
-    let kept: usize = ranges.iter().map(|r| r.len()).sum();
-    store.set(
-        name,
-        HostTensor::from_f32(vec![t.shape[0], kept], &out, t.dtype)?,
-    );
-    Ok(())
-}
-
 /// Apply `decision` to the store: slice what shrinks, remove what goes, renumber kept layers. Returns the changed
 /// and renamed tensors' names after the pass, sorted.
 pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> {
@@ -205,12 +171,12 @@ pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> 
                 let qk = blocks(&keep.heads, s.qk_head_dim);
                 let vo = blocks(&keep.heads, s.vo_head_dim);
                 for m in &attn[..4] {
-                    keep_rows(store, &name(m), &qk)?;
+                    store.keep_row_ranges(&name(m), &qk)?;
                 }
                 for m in &attn[4..6] {
-                    keep_rows(store, &name(m), &vo)?;
+                    store.keep_row_ranges(&name(m), &vo)?;
                 }
-                keep_cols(store, &name(attn[6]), &vo)?;
+                store.keep_col_ranges(&name(attn[6]), &vo)?;
                 touched.extend(attn.iter().map(|m| m.to_string()));
             }
         }
@@ -226,9 +192,9 @@ pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> 
                 }
             } else {
                 let rows = blocks(&keep.neurons, 1);
-                keep_rows(store, &name(ffn[0]), &rows)?;
-                keep_rows(store, &name(ffn[1]), &rows)?;
-                keep_cols(store, &name(ffn[2]), &rows)?;
+                store.keep_row_ranges(&name(ffn[0]), &rows)?;
+                store.keep_row_ranges(&name(ffn[1]), &rows)?;
+                store.keep_col_ranges(&name(ffn[2]), &rows)?;
                 touched.extend(ffn.iter().map(|m| m.to_string()));
             }
         }
@@ -254,10 +220,10 @@ pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> 
         for name in names {
             let (rows, cols) = hidden_axes(&name);
             if rows {
-                keep_rows(store, &name, &ranges)?;
+                store.keep_row_ranges(&name, &ranges)?;
             }
             if cols {
-                keep_cols(store, &name, &ranges)?;
+                store.keep_col_ranges(&name, &ranges)?;
             }
             if rows || cols {
                 changed.push(name);

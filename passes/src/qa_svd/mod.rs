@@ -14,7 +14,7 @@
 mod allocate;
 mod decompose;
 
-use compressor_models::arch::LayerShape;
+use compressor_models::arch::{ElasticRate, ElasticWidths, LayerShape};
 use compressor_models::HostTensor;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -60,6 +60,10 @@ pub struct Config {
     /// Calibration batch size of the statistics sweep.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Further rates (each at least `rate`) the artifact can be cut at later, without recomputing anything:
+    /// `compressor export DIR --rate R`. The artifact then holds the sorted model at `rate`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elastic_rates: Vec<f64>,
 }
 
 fn default_temperature() -> f64 {
@@ -140,6 +144,19 @@ impl QaSvd {
         if c.damping.is_nan() || c.damping < 0.0 {
             return bad("damping", format!("is {}, expected >= 0", c.damping));
         }
+        for (i, &r) in c.elastic_rates.iter().enumerate() {
+            if !(c.rate..=MAX_LAYER_RATE).contains(&r)
+                || c.elastic_rates[..i].iter().any(|&p| p >= r)
+            {
+                return bad(
+                    "elastic-rates",
+                    format!(
+                        "has {r}: expected ascending rates from `rate` ({}) to {MAX_LAYER_RATE}",
+                        c.rate
+                    ),
+                );
+            }
+        }
         for (key, v) in [
             ("head-multiple", c.head_multiple),
             ("ffn-multiple", c.ffn_multiple),
@@ -180,8 +197,46 @@ impl QaSvd {
         Ok((covariance, influence))
     }
 
-    fn decide(&self, ctx: &PlanContext) -> Result<Vec<LayerCut>> {
+    /// Every layer's widths at each elastic rate (from the original widths, like the cut itself).
+    fn elastic(&self, ctx: &PlanContext, influence: &[f64]) -> Vec<ElasticRate> {
+        let c = ctx.config.bert();
+        self.config
+            .elastic_rates
+            .iter()
+            .map(|&rate| {
+                let rates = allocate::layer_rates(influence, rate, self.config.temperature);
+                ElasticRate {
+                    rate,
+                    layers: c
+                        .layers
+                        .iter()
+                        .zip(rates)
+                        .map(|(s, phi)| ElasticWidths {
+                            intermediate_size: if s.has_ffn() {
+                                allocate::kept(s.intermediate_size, phi, self.config.ffn_multiple)
+                            } else {
+                                0
+                            },
+                            qk_head_dim: allocate::kept(
+                                s.qk_head_dim,
+                                phi,
+                                self.config.head_multiple,
+                            ),
+                            vo_head_dim: allocate::kept(
+                                s.vo_head_dim,
+                                phi,
+                                self.config.head_multiple,
+                            ),
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn decide(&self, ctx: &PlanContext) -> Result<(Vec<LayerCut>, Vec<ElasticRate>)> {
         let (cov, influence) = self.statistics(ctx)?;
+        let elastic = self.elastic(ctx, &influence);
         let c = ctx.config.bert();
         let h = c.hidden_size;
         let rates = allocate::layer_rates(&influence, self.config.rate, self.config.temperature);
@@ -242,7 +297,7 @@ impl QaSvd {
             }
             cuts.push(cut);
         }
-        Ok(cuts)
+        Ok((cuts, elastic))
     }
 }
 
@@ -306,12 +361,17 @@ impl Pass for QaSvd {
             "qa-svd",
             "put `qa-svd` before the passes that change encoder weights",
         )?;
-        let cuts = self.decide(ctx)?;
+        let (cuts, elastic) = self.decide(ctx)?;
         let before = ctx.config.bert();
         let layers = shapes(&before.layers, &cuts);
-        let change = ArchChange::Layers(layers);
+        let mut changes = vec![ArchChange::Layers(layers)];
+        if !elastic.is_empty() {
+            changes.push(ArchChange::Elastic(elastic));
+        }
         let mut after = ctx.config.clone();
-        change.apply(&mut after)?;
+        for change in &changes {
+            change.apply(&mut after)?;
+        }
         let specs: std::collections::BTreeMap<String, compressor_models::TensorSpec> = after
             .expected_tensors()
             .into_iter()
@@ -337,7 +397,13 @@ impl Pass for QaSvd {
                 .collect::<Vec<_>>()
                 .join("; ")
         ));
-        plan.arch.push(change);
+        if !self.config.elastic_rates.is_empty() {
+            plan.notes.push(format!(
+                "elastic: the artifact can be cut at rates {:?} with `compressor export DIR --rate R`",
+                self.config.elastic_rates
+            ));
+        }
+        plan.arch.extend(changes);
         plan.statistics
             .extend([Statistic::Covariance, Statistic::Importance]);
         self.cuts.set(cuts);

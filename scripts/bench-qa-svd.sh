@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The qa-svd figures of docs/passes/qa-svd.md: all-MiniLM-L6-v2 (STS-B test Spearman) and the SST-2 classifier
+# fine-tuned from it (GLUE dev accuracy) at pruning rates 0 / 0.15 / 0.25 / 0.35, in float and with 4-bit weights
+# (blockwise-quant after qa-svd, group 32: it divides every cut width), and next to them the `prune` baseline
+# (heads + neurons, per-layer, magnitude and activation) at the fraction of encoder parameters qa-svd removed.
+# Calibration: 256 Wikipedia paragraphs (MiniLM) or 256 SST-2 training sentences (classifier), 128 tokens.
+# One TSV line per run goes to out/bench-qa-svd/results.tsv; settings already there are skipped (resumable).
+#   MODELS="minilm sst2" RATES="0 0.15 0.25 0.35" QUANT="float w4" BASELINES=1 ./scripts/bench-qa-svd.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
+work="$root/out/bench-qa-svd"
+mkdir -p "$work"
+shared="$(cd "$root/../shared" && pwd)"
+results="$work/results.tsv"
+[ -f "$results" ] || printf 'model\tmethod\trate\tquant\tremoved\tbaseline\tscore\tdelta\tbytes\tseconds\n' > "$results"
+
+# run NAME PASSES: writes the pipeline, runs it, appends the result line.
+run() {
+  local name="$1" passes="$2" method="$3" rate="$4" quant="$5"
+  local key
+  key="$(printf '%s\t%s\t%s\t%s\t' "$model" "$method" "$rate" "$quant")"
+  if grep -qF "$key" "$results"; then return; fi
+  cat > "$work/$name.toml" <<TOML
+[model]
+path = "$path"
+
+[calibration]
+$calib
+samples = 256
+max-length = 128
+
+$passes
+
+[output]
+dir = "$work/$name"
+
+$evals
+TOML
+  local start end
+  start=$(date +%s.%N)
+  if ! "$bin" run "$work/$name.toml" --force > "$work/$name.log" 2>&1; then
+    printf '%sERROR\n' "$key" >> "$results"; return
+  fi
+  end=$(date +%s.%N)
+  python3 - "$work/$name" "$key" "$start" "$end" >> "$results" <<'PY'
+import json, sys
+out, key, start, end = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+m = json.load(open(f"{out}/manifest.json"))
+removed = next((p["metrics"].get("encoder_fraction_removed") for p in m["passes"] if "encoder_fraction_removed" in p.get("metrics", {})), 0.0)
+res = m["evaluation"]["results"]
+def score_of(label):
+    r = next(r for r in res if r["model"] == label)
+    return 100 * r["metrics"][r["main_metric"]]
+base, score = score_of("original"), score_of("compressed")
+print(f"{key}{removed:.4f}\t{base:.2f}\t{score:.2f}\t{score - base:+.2f}\t{m['output']['tensor_bytes']}\t{end - start:.1f}")
+PY
+  rm -rf "${work:?}/$name"
+}
+
+for model in ${MODELS:-minilm sst2}; do
+  case $model in
+    minilm)
+      path="$root/.cache/models/all-MiniLM-L6-v2"
+      calib="data = \"$shared/data/calibration-wiki/en.jsonl\""
+      evals="[[eval]]
+task = \"sts\"
+data = \"$shared/data/sts-b/test.jsonl\"" ;;
+    sst2)
+      path="$shared/models/minilm-l6-sst2"
+      calib="data = \"$shared/data/sst2/train.jsonl\"
+field = \"sentence\""
+      evals="[[eval]]
+task = \"glue\"
+data = \"$shared/data/sst2/dev.jsonl\"
+max-length = 128" ;;
+  esac
+  for rate in ${RATES:-0 0.15 0.25 0.35}; do
+    for quant in ${QUANT:-float w4}; do
+      q=""
+      if [ "$quant" = w4 ]; then
+        q='[[pass]]
+kind = "blockwise-quant"
+bits = 4
+group-size = 32'
+      fi
+      run "$model-qa-svd-$rate-$quant" "[[pass]]
+kind = \"qa-svd\"
+rate = $rate
+
+$q" qa-svd "$rate" "$quant"
+    done
+    # The prune baseline at the fraction qa-svd removed (float).
+    if [ "${BASELINES:-1}" = 1 ] && [ "$rate" != 0 ]; then
+      removed="$(grep -F "$(printf '%s\tqa-svd\t%s\tfloat\t' "$model" "$rate")" "$results" | cut -f5 | head -1)"
+      [ -n "$removed" ] && [ "$removed" != ERROR ] || continue
+      for importance in magnitude activation; do
+        run "$model-prune-$rate-$importance" "[[pass]]
+kind = \"prune\"
+target = $removed
+structures = [\"heads\", \"neurons\"]
+allocation = \"per-layer\"
+importance = \"$importance\"" "prune-$importance" "$rate" float
+      done
+    fi
+  done
+done
+column -t -s $'\t' "$results"
