@@ -6,6 +6,8 @@
 # Calibration: 256 Wikipedia paragraphs (MiniLM) or 256 SST-2 training sentences (classifier), 128 tokens.
 # One TSV line per run goes to out/bench-qa-svd/results.tsv; settings already there are skipped (resumable).
 #   MODELS="minilm sst2" RATES="0 0.15 0.25 0.35" QUANT="float w4" BASELINES=1 ./scripts/bench-qa-svd.sh
+# QA_SVD="head-multiple = 4" adds keys to the qa-svd pass (and TAG=... names the variant in results.tsv);
+# KEEP=1 keeps the artifacts.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
@@ -13,6 +15,8 @@ work="$root/out/bench-qa-svd"
 mkdir -p "$work"
 shared="$(cd "$root/../shared" && pwd)"
 results="$work/results.tsv"
+# shellcheck source=scripts/bench-models.sh
+. "$root/scripts/bench-models.sh"
 [ -f "$results" ] || printf 'model\tmethod\trate\tquant\tremoved\tbaseline\tscore\tdelta\tbytes\tseconds\n' > "$results"
 
 # run NAME PASSES: writes the pipeline, runs it, appends the result line.
@@ -55,26 +59,11 @@ def score_of(label):
 base, score = score_of("original"), score_of("compressed")
 print(f"{key}{removed:.4f}\t{base:.2f}\t{score:.2f}\t{score - base:+.2f}\t{m['output']['tensor_bytes']}\t{end - start:.1f}")
 PY
-  rm -rf "${work:?}/$name"
+  [ -n "${KEEP:-}" ] || rm -rf "${work:?}/$name"
 }
 
 for model in ${MODELS:-minilm sst2}; do
-  case $model in
-    minilm)
-      path="$root/.cache/models/all-MiniLM-L6-v2"
-      calib="data = \"$shared/data/calibration-wiki/en.jsonl\""
-      evals="[[eval]]
-task = \"sts\"
-data = \"$shared/data/sts-b/test.jsonl\"" ;;
-    sst2)
-      path="$shared/models/minilm-l6-sst2"
-      calib="data = \"$shared/data/sst2/train.jsonl\"
-field = \"sentence\""
-      evals="[[eval]]
-task = \"glue\"
-data = \"$shared/data/sst2/dev.jsonl\"
-max-length = 128" ;;
-  esac
+  bench_model "$model"
   for rate in ${RATES:-0 0.15 0.25 0.35}; do
     for quant in ${QUANT:-float w4}; do
       q=""
@@ -84,15 +73,16 @@ kind = "blockwise-quant"
 bits = 4
 group-size = 32'
       fi
-      run "$model-qa-svd-$rate-$quant" "[[pass]]
+      run "$model-qa-svd${TAG:+-$TAG}-$rate-$quant" "[[pass]]
 kind = \"qa-svd\"
 rate = $rate
+${QA_SVD:-}
 
-$q" qa-svd "$rate" "$quant"
+$q" "qa-svd${TAG:+-$TAG}" "$rate" "$quant"
     done
     # The prune baseline at the fraction qa-svd removed (float).
     if [ "${BASELINES:-1}" = 1 ] && [ "$rate" != 0 ]; then
-      removed="$(grep -F "$(printf '%s\tqa-svd\t%s\tfloat\t' "$model" "$rate")" "$results" | cut -f5 | head -1)"
+      removed="$(grep -F "$(printf '%s\tqa-svd%s\t%s\tfloat\t' "$model" "${TAG:+-$TAG}" "$rate")" "$results" | cut -f5 | head -1)"
       [ -n "$removed" ] && [ "$removed" != ERROR ] || continue
       for importance in magnitude activation; do
         run "$model-prune-$rate-$importance" "[[pass]]
