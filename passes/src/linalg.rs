@@ -94,6 +94,21 @@ pub fn thin_svd(m: usize, n: usize, a: &[f64]) -> Result<Svd> {
     })
 }
 
+/// The Cholesky factor `L` (lower, `a = L L^T`) of a symmetric positive definite `[n, n]` matrix; `None` when `a`
+/// is not positive definite.
+pub fn cholesky_lower(n: usize, a: &[f64]) -> Option<Vec<f64>> {
+    let llt = mat(n, n, a).llt(Side::Lower).ok()?;
+    Some(row_major(llt.L()))
+}
+
+/// `a^-1` of a symmetric positive definite `[n, n]` matrix (through its Cholesky factor); `None` when `a` is not
+/// positive definite.
+pub fn spd_inverse(n: usize, a: &[f64]) -> Option<Vec<f64>> {
+    use faer::linalg::solvers::DenseSolveCore as _;
+    let llt = mat(n, n, a).llt(Side::Lower).ok()?;
+    Some(row_major(llt.inverse().as_ref()))
+}
+
 /// `a b` for row-major `a` `[m, k]` and `b` `[k, n]`.
 pub fn matmul(m: usize, k: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
     row_major((mat(m, k, a) * mat(k, n, b)).as_ref())

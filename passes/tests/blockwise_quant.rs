@@ -247,3 +247,56 @@ fn activation_scales_are_calibrated_for_every_point_and_run() {
         assert_eq!(table.points.len(), 4, "gelu in and out of 2 layers");
     }
 }
+
+#[test]
+fn gptq_rounding_lowers_every_linears_error_under_its_input_covariance() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let calibration = common::calibration_texts(
+        tmp.path(),
+        &[
+            "the cat sat on the mat",
+            "a dog and a cat and a very good film",
+            "hello world and more words here",
+            "the end of the movie was the best part",
+            "i hate this film",
+            "good good good",
+        ],
+    );
+    let dir = fixture("tiny-bert");
+    let config = serde_json::json!({ "bits": 3, "group-size": 16, "rounding": "gptq", "gptq": { "damping": 0.01 } });
+    let (ckpt, _, plan, report) = run(&dir, config.clone(), Some(&calibration));
+    let per_tensor = report.metrics["per_tensor"]
+        .as_object()
+        .expect("per tensor");
+    let mut compared = 0;
+    for name in &report.changed {
+        let e = &per_tensor[name];
+        let (g, n) = (
+            e["gptq_layer_error"].as_f64().expect("gptq error"),
+            e["nearest_layer_error"].as_f64().expect("nearest error"),
+        );
+        assert!(g <= n, "{name}: gptq {g} > nearest {n}");
+        compared += 1;
+    }
+    assert_eq!(compared, 12, "every encoder Linear");
+    // The same compressed-tensors layout as round-to-nearest: same encodings, same bytes.
+    let (_, _, nearest_plan, _) = run(
+        &dir,
+        serde_json::json!({ "bits": 3, "group-size": 16 }),
+        Some(&calibration),
+    );
+    assert_eq!(plan.changes, nearest_plan.changes);
+    assert!(ckpt
+        .store
+        .get_quant("encoder.layer.0.output.dense.weight")
+        .is_some());
+    // Without calibration data it is a plan error naming the key.
+    let err = plan_error(&dir, config);
+    assert!(err.contains("rounding = \"gptq\""), "{err}");
+}
+
+fn plan_error(dir: &Path, config: serde_json::Value) -> String {
+    plan(dir, config, None)
+        .expect_err("needs calibration")
+        .to_string()
+}

@@ -172,6 +172,33 @@ impl Encoding {
 
     /// Round a scale to what is stored: power of two (rounded up) if asked, then up to the scale dtype. A zero
     /// scale (an all-zero block) becomes the dtype's epsilon, as compressed-tensors does.
+    /// The scale (as stored) and, when asymmetric, the zero point of a block whose values span `[lo, hi]` (with
+    /// `lo <= 0 <= hi`), in f32 as compressed-tensors computes them.
+    pub fn params(&self, lo: f32, hi: f32) -> (f32, Option<i8>) {
+        let (qmin, qmax) = (self.qmin(), self.qmax());
+        let levels = ((1u32 << self.bits) - 1) as f32;
+        if self.symmetric {
+            let absmax = lo.abs().max(hi.abs());
+            (self.stored_scale(absmax / (levels / 2.0)), None)
+        } else {
+            let range = hi - lo;
+            let s = self.stored_scale(range / levels);
+            // An all-zero block has no range: compressed-tensors' zero point is then 0 (its NaN cast to int).
+            let zp = if range == 0.0 {
+                0.0
+            } else {
+                (qmin as f32 - lo / s).round_ties_even()
+            };
+            (s, Some(zp.clamp(qmin as f32, qmax as f32) as i8))
+        }
+    }
+
+    /// The code of `v` at `scale` and zero point `zp` (0 when symmetric): round to nearest, ties to even, clamped.
+    pub fn code(&self, v: f32, scale: f32, zp: i8) -> i8 {
+        let q = (v / scale + f32::from(zp)).round_ties_even();
+        q.clamp(self.qmin() as f32, self.qmax() as f32) as i8
+    }
+
     fn stored_scale(&self, s: f32) -> f32 {
         let eps = match self.scale_dtype {
             DType::F16 => f16::EPSILON.to_f32(),
@@ -329,35 +356,21 @@ impl QuantTensor {
                 hi[k] = hi[k].max(v);
             }
         }
-        let (qmin, qmax) = (encoding.qmin(), encoding.qmax());
-        // In f32, as compressed-tensors computes them.
-        let levels = ((1u32 << encoding.bits) - 1) as f32;
         let mut scales = Vec::with_capacity(sr * sc);
         let mut zero_points = Vec::new();
         for k in 0..sr * sc {
-            if encoding.symmetric {
-                let absmax = lo[k].abs().max(hi[k].abs());
-                scales.push(encoding.stored_scale(absmax / (levels / 2.0)));
-            } else {
-                let range = hi[k] - lo[k];
-                let s = encoding.stored_scale(range / levels);
-                // An all-zero block has no range: compressed-tensors' zero point is then 0 (its NaN cast to int).
-                let zp = if range == 0.0 {
-                    0.0
-                } else {
-                    (qmin as f32 - lo[k] / s).round_ties_even()
-                };
-                scales.push(s);
-                zero_points.push(zp.clamp(qmin as f32, qmax as f32) as i8);
+            let (s, zp) = encoding.params(lo[k], hi[k]);
+            scales.push(s);
+            if let Some(zp) = zp {
+                zero_points.push(zp);
             }
         }
         let mut codes = Vec::with_capacity(values.len());
         for r in 0..rows {
             for c in 0..cols {
                 let k = scale_index(encoding.strategy, cols, r, c);
-                let zp = zero_points.get(k).map_or(0.0, |&z| f32::from(z));
-                let q = (values[r * cols + c] / scales[k] + zp).round_ties_even();
-                codes.push(q.clamp(qmin as f32, qmax as f32) as i8);
+                let zp = zero_points.get(k).copied().unwrap_or(0);
+                codes.push(encoding.code(values[r * cols + c], scales[k], zp));
             }
         }
         Ok(Self {

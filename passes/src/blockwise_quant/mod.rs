@@ -11,6 +11,9 @@
 //!   `activation_quantization.json`; our runtime fake-quantizes at those points, so evaluation measures what a
 //!   blockwise integer runtime computes.
 //!
+//! - **Rounding**: round-to-nearest (default) or GPTQ (`rounding = "gptq"`, `crate::gptq`) from the input
+//!   covariance of every selected Linear, measured on the model as earlier passes left it (shared analyses).
+//!
 //! The paper's method section is not public; docs/passes/blockwise-quant.md says where we follow its abstract and
 //! where we chose.
 
@@ -27,6 +30,7 @@ use serde_json::json;
 
 use crate::analyses::cache::Cache;
 use crate::error::{Error, Result};
+use crate::gptq::{self, Rounding};
 use crate::pass::{Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, TensorMeta};
 use crate::targets::{
     check_bits, default_select, embedding_targets, plan_encodings, selected_matrices, EmbeddingBits,
@@ -156,6 +160,12 @@ pub struct Config {
     pub embeddings: Option<EmbeddingBits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activations: Option<Activations>,
+    /// How weights are rounded: `nearest` or `gptq` (needs `[calibration]`).
+    #[serde(default)]
+    pub rounding: Rounding,
+    /// GPTQ's settings (with `rounding = "gptq"`).
+    #[serde(default)]
+    pub gptq: gptq::Settings,
 }
 
 fn default_bits() -> u8 {
@@ -345,6 +355,32 @@ impl Pass for BlockwiseQuant {
                 ),
             });
         }
+        if self.config.rounding == Rounding::Gptq {
+            if ctx.calibration.is_none() {
+                return Err(Error::NoCalibration {
+                    key: "rounding = \"gptq\"".into(),
+                });
+            }
+            if let Some((key, problem)) = self.config.gptq.check() {
+                return Err(Error::Config {
+                    key: format!("gptq.{key}"),
+                    problem,
+                });
+            }
+            if self.config.granularity == Granularity::Block {
+                return Err(Error::Config {
+                    key: "rounding".into(),
+                    problem: "GPTQ rounds column by column: use granularity \"group\", \"channel\" or \"tensor\" with it".into(),
+                });
+            }
+            plan.notes.push(format!(
+                "GPTQ rounding (damping {}, blocks of {} columns{}) from the input covariance of every Linear; other tensors round to nearest",
+                self.config.gptq.damping,
+                self.config.gptq.block_size,
+                if self.config.gptq.act_order { ", activation order" } else { "" }
+            ));
+            plan.statistics.push(crate::analyses::Statistic::Covariance);
+        }
         if let Some(a) = &self.config.activations {
             self.check_activations(ctx, a)?;
             plan.notes.push(format!(
@@ -404,18 +440,43 @@ impl Pass for BlockwiseQuant {
                 ))
             })
             .collect::<Result<_>>()?;
+        let covariance = match self.config.rounding {
+            Rounding::Gptq => Some(self.covariance(ctx)?),
+            Rounding::Nearest => None,
+        };
         let progress = ctx.progress;
         let done = Mutex::new(());
+        let gptq_settings = self.config.gptq;
+        // GPTQ's layer error next to round-to-nearest's, per Linear: tr((W - Q) H (W - Q)^T).
+        let layer_errors: Mutex<BTreeMap<String, (f64, f64)>> = Mutex::new(BTreeMap::new());
         let results: Vec<Result<(String, QuantTensor, compressor_models::quant::QuantError)>> =
             inputs
                 .par_iter()
                 .map(|(name, values, e, [rows, cols])| {
-                    let q = QuantTensor::quantize(values, *rows, *cols, *e).map_err(|problem| {
-                        Error::Config {
-                            key: "bits".into(),
-                            problem: format!("cannot quantize `{name}`: {problem}"),
+                    let fail = |problem: String| Error::Config {
+                        key: "bits".into(),
+                        problem: format!("cannot quantize `{name}`: {problem}"),
+                    };
+                    let nearest = QuantTensor::quantize(values, *rows, *cols, *e).map_err(fail)?;
+                    let h = covariance
+                        .as_ref()
+                        .and_then(|c| c.of_linear(name))
+                        .filter(|(n, _)| n == cols);
+                    let q = match h {
+                        Some((_, h)) => {
+                            let q = gptq::quantize(values, *rows, *cols, *e, h, &gptq_settings)
+                                .map_err(fail)?;
+                            let errors = (
+                                gptq::layer_error(values, &q, h),
+                                gptq::layer_error(values, &nearest, h),
+                            );
+                            if let Ok(mut m) = layer_errors.lock() {
+                                m.insert(name.clone(), errors);
+                            }
+                            q
                         }
-                    })?;
+                        None => nearest,
+                    };
                     let err = q.error(values);
                     if let Ok(_g) = done.lock() {
                         progress.on_unit(name);
@@ -445,6 +506,12 @@ impl Pass for BlockwiseQuant {
                     "bytes": q.stored_bytes(),
                 }),
             );
+            if let Some((g, n)) = layer_errors.lock().ok().and_then(|m| m.get(&name).copied()) {
+                if let Some(entry) = per_tensor.get_mut(&name) {
+                    entry["gptq_layer_error"] = json!(g);
+                    entry["nearest_layer_error"] = json!(n);
+                }
+            }
             ctx.store.set_quant(&name, q);
             changed.push(name);
         }
@@ -518,21 +585,45 @@ impl Pass for BlockwiseQuant {
 }
 
 impl BlockwiseQuant {
-    /// Run the calibration texts through the (weight-quantized) model, observing every point, and keep the points
-    /// of the selected categories.
-    fn calibrate(&self, ctx: &mut PassContext, a: &Activations) -> Result<act::ActivationQuant> {
-        let spec = ctx.calibration.ok_or_else(|| Error::NoCalibration {
-            key: "activations".into(),
-        })?;
+    /// The calibration records (unlabelled) and the collector on the model as earlier passes left it; `key` names
+    /// the setting that needs them.
+    fn analyses<'a>(
+        &self,
+        ctx: &'a PassContext,
+        key: &str,
+    ) -> Result<(crate::calibration::Records, crate::analyses::Analyses<'a>)> {
+        let spec = ctx
+            .calibration
+            .ok_or_else(|| Error::NoCalibration { key: key.into() })?;
         let records = spec.records(
             ctx.files,
             ctx.config,
             crate::calibration::LabelRequest::None,
         )?;
         let pooling = Pooling::load(ctx.files.dir())?;
-        // The ranges are measured on the weight-quantized model: its fingerprint keys the cache entry.
         let analyses =
             crate::analyses::Analyses::new(ctx.store, ctx.config, pooling, self.cache.clone());
+        Ok((records, analyses))
+    }
+
+    /// The input second moment of every Linear, on the model as earlier passes left it (for GPTQ).
+    fn covariance(&self, ctx: &PassContext) -> Result<crate::analyses::Covariance> {
+        let (records, analyses) = self.analyses(ctx, "rounding = \"gptq\"")?;
+        let want = crate::analyses::Want {
+            importance: false,
+            covariance: true,
+        };
+        let forward = analyses.forward(&records, 32, want, &|_, _| {})?;
+        forward.covariance.ok_or_else(|| {
+            compressor_models::Error::Runtime("the analyses returned no covariance".into()).into()
+        })
+    }
+
+    /// Run the calibration texts through the (weight-quantized) model, observing every point, and keep the points
+    /// of the selected categories.
+    fn calibrate(&self, ctx: &mut PassContext, a: &Activations) -> Result<act::ActivationQuant> {
+        // The ranges are measured on the weight-quantized model: its fingerprint keys the cache entry.
+        let (records, analyses) = self.analyses(ctx, "activations")?;
         let key = analyses.key(
             "activation-ranges",
             records.hash(),
@@ -555,7 +646,8 @@ impl BlockwiseQuant {
             RangeMode::Percentile => RangeRule::Percentile(a.percentile),
         };
         let classifier = matches!(ctx.config.bert().head, Head::SequenceClassification { .. });
-        let mut model = Bert::<Cpu>::load(ctx.store, ctx.config, pooling, &Default::default())?;
+        let mut model =
+            Bert::<Cpu>::load(ctx.store, ctx.config, analyses.pooling, &Default::default())?;
         let mode = Arc::new(ActMode::Observe(Mutex::new(Observer::new(
             rule,
             a.block_size,
