@@ -37,8 +37,9 @@ pub struct Settings {
     /// Columns whose updates are applied together.
     #[serde(default = "default_block")]
     pub block_size: usize,
-    /// Quantize columns by descending `H[i, i]` (static groups).
-    #[serde(default)]
+    /// Quantize columns by descending `H[i, i]` (static groups). On by default: without it GPTQ lost to
+    /// round-to-nearest at 3 bits on both MiniLM models (docs/passes/blockwise-quant.md).
+    #[serde(default = "default_true")]
     pub act_order: bool,
 }
 
@@ -50,12 +51,16 @@ fn default_block() -> usize {
     128
 }
 
+fn default_true() -> bool {
+    true
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
             damping: default_damping(),
             block_size: default_block(),
-            act_order: false,
+            act_order: true,
         }
     }
 }
