@@ -78,6 +78,42 @@ impl Settings {
     }
 }
 
+/// The plan-time checks of a quantization pass's `rounding` and `gptq` keys, and the plan's note when GPTQ is on.
+/// `blocks`: the pass stores tile scales (which GPTQ cannot fit column by column).
+pub fn plan_note(
+    rounding: Rounding,
+    settings: &Settings,
+    ctx: &crate::pass::PlanContext,
+    blocks: bool,
+) -> crate::Result<Option<String>> {
+    if rounding == Rounding::Nearest {
+        return Ok(None);
+    }
+    if ctx.calibration.is_none() {
+        return Err(crate::Error::NoCalibration {
+            key: "rounding = \"gptq\"".into(),
+        });
+    }
+    if let Some((key, problem)) = settings.check() {
+        return Err(crate::Error::Config {
+            key: format!("gptq.{key}"),
+            problem,
+        });
+    }
+    if blocks {
+        return Err(crate::Error::Config {
+            key: "rounding".into(),
+            problem: "GPTQ rounds column by column and fits scales per row or group, not per tile of rows".into(),
+        });
+    }
+    Ok(Some(format!(
+        "GPTQ rounding (damping {}, blocks of {} columns{}) from the input covariance of every Linear; other tensors round to nearest",
+        settings.damping,
+        settings.block_size,
+        if settings.act_order { ", activation order" } else { "" }
+    )))
+}
+
 /// The scale parameters of one matrix being quantized: one (scale, zero point) per row and group.
 struct Params {
     strategy: Strategy,

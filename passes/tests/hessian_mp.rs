@@ -560,3 +560,69 @@ fn the_plan_notes_when_transformers_cannot_decode_the_artifact() {
         "{single:?}"
     );
 }
+
+#[test]
+fn gptq_rounding_lowers_the_layer_error_of_every_block_at_its_width() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let calib = calibration(tmp.path(), 0);
+    let cls = fixture("tiny-bert-cls");
+    let err = plan_error(
+        &cls,
+        json!({ "rounding": "gptq", "row-groups": 2 }),
+        Some(&calib),
+    );
+    assert!(
+        err.starts_with("`rounding`: GPTQ rounds column by column"),
+        "{err}"
+    );
+    let (gptq, _) = run_with(&cls, config(json!({ "rounding": "gptq" })), &calib).expect("gptq");
+    let (nearest, _) = run_with(&cls, config(json!({})), &calib).expect("nearest");
+    // The input moments GPTQ rounds against, on the model before the pass.
+    let before = Checkpoint::open(&cls).expect("opens");
+    let records = calib
+        .records(
+            &SideFiles::new(&cls),
+            &before.config,
+            compressor_passes::calibration::LabelRequest::None,
+        )
+        .expect("records");
+    let want = compressor_passes::analyses::Want {
+        importance: false,
+        covariance: true,
+    };
+    let cov = compressor_passes::analyses::Analyses::new(
+        &before.store,
+        &before.config,
+        before.pooling,
+        compressor_passes::analyses::cache::Cache::off(),
+    )
+    .forward(&records, 32, want, &|_, _| {})
+    .expect("forward")
+    .covariance
+    .expect("covariance");
+    let mut compared = 0;
+    let names: Vec<String> = gptq.store.names().map(str::to_string).collect();
+    for name in names {
+        let (Some(g), Some(n), Some((cols, h))) = (
+            gptq.store.get_quant(&name),
+            nearest.store.get_quant(&name),
+            cov.of_linear(&name),
+        ) else {
+            continue;
+        };
+        if g.encoding != n.encoding {
+            continue;
+        }
+        let w = before
+            .store
+            .get_f32(&name, &[g.rows, cols])
+            .expect("weights");
+        let (eg, en) = (
+            compressor_passes::gptq::layer_error(&w, &g, h),
+            compressor_passes::gptq::layer_error(&w, &n, h),
+        );
+        assert!(eg <= en, "{name}: gptq {eg} > nearest {en}");
+        compared += 1;
+    }
+    assert!(compared >= 6, "{compared} blocks compared");
+}

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use compressor_models::quant::act::{self, Category, Observer, RangeRule};
 use compressor_models::quant::nearest_divisors;
 use compressor_models::runtime::{ActMode, Bert, Cpu};
-use compressor_models::{DType, Encoding, Head, Pooling, QuantTensor, Role, Selector, Strategy};
+use compressor_models::{DType, Encoding, Head, QuantTensor, Role, Selector, Strategy};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -355,30 +355,13 @@ impl Pass for BlockwiseQuant {
                 ),
             });
         }
-        if self.config.rounding == Rounding::Gptq {
-            if ctx.calibration.is_none() {
-                return Err(Error::NoCalibration {
-                    key: "rounding = \"gptq\"".into(),
-                });
-            }
-            if let Some((key, problem)) = self.config.gptq.check() {
-                return Err(Error::Config {
-                    key: format!("gptq.{key}"),
-                    problem,
-                });
-            }
-            if self.config.granularity == Granularity::Block {
-                return Err(Error::Config {
-                    key: "rounding".into(),
-                    problem: "GPTQ rounds column by column: use granularity \"group\", \"channel\" or \"tensor\" with it".into(),
-                });
-            }
-            plan.notes.push(format!(
-                "GPTQ rounding (damping {}, blocks of {} columns{}) from the input covariance of every Linear; other tensors round to nearest",
-                self.config.gptq.damping,
-                self.config.gptq.block_size,
-                if self.config.gptq.act_order { ", activation order" } else { "" }
-            ));
+        if let Some(note) = gptq::plan_note(
+            self.config.rounding,
+            &self.config.gptq,
+            ctx,
+            self.config.granularity == Granularity::Block,
+        )? {
+            plan.notes.push(note);
             plan.statistics.push(crate::analyses::Statistic::Covariance);
         }
         if let Some(a) = &self.config.activations {
@@ -441,7 +424,11 @@ impl Pass for BlockwiseQuant {
             })
             .collect::<Result<_>>()?;
         let covariance = match self.config.rounding {
-            Rounding::Gptq => Some(self.covariance(ctx)?),
+            Rounding::Gptq => Some(crate::analyses::covariance_at_run(
+                ctx,
+                "rounding = \"gptq\"",
+                &self.cache,
+            )?),
             Rounding::Nearest => None,
         };
         let progress = ctx.progress;
@@ -585,45 +572,11 @@ impl Pass for BlockwiseQuant {
 }
 
 impl BlockwiseQuant {
-    /// The calibration records (unlabelled) and the collector on the model as earlier passes left it; `key` names
-    /// the setting that needs them.
-    fn analyses<'a>(
-        &self,
-        ctx: &'a PassContext,
-        key: &str,
-    ) -> Result<(crate::calibration::Records, crate::analyses::Analyses<'a>)> {
-        let spec = ctx
-            .calibration
-            .ok_or_else(|| Error::NoCalibration { key: key.into() })?;
-        let records = spec.records(
-            ctx.files,
-            ctx.config,
-            crate::calibration::LabelRequest::None,
-        )?;
-        let pooling = Pooling::load(ctx.files.dir())?;
-        let analyses =
-            crate::analyses::Analyses::new(ctx.store, ctx.config, pooling, self.cache.clone());
-        Ok((records, analyses))
-    }
-
-    /// The input second moment of every Linear, on the model as earlier passes left it (for GPTQ).
-    fn covariance(&self, ctx: &PassContext) -> Result<crate::analyses::Covariance> {
-        let (records, analyses) = self.analyses(ctx, "rounding = \"gptq\"")?;
-        let want = crate::analyses::Want {
-            importance: false,
-            covariance: true,
-        };
-        let forward = analyses.forward(&records, 32, want, &|_, _| {})?;
-        forward.covariance.ok_or_else(|| {
-            compressor_models::Error::Runtime("the analyses returned no covariance".into()).into()
-        })
-    }
-
     /// Run the calibration texts through the (weight-quantized) model, observing every point, and keep the points
     /// of the selected categories.
     fn calibrate(&self, ctx: &mut PassContext, a: &Activations) -> Result<act::ActivationQuant> {
         // The ranges are measured on the weight-quantized model: its fingerprint keys the cache entry.
-        let (records, analyses) = self.analyses(ctx, "activations")?;
+        let (records, analyses) = crate::analyses::at_run(ctx, "activations", &self.cache)?;
         let key = analyses.key(
             "activation-ranges",
             records.hash(),

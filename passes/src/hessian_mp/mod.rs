@@ -186,6 +186,12 @@ pub struct Config {
     /// Quantization-aware fine-tuning after the allocation (off when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qat: Option<qat::Settings>,
+    /// How weights are rounded: `nearest` or `gptq` (from each Linear's input covariance on `[calibration]`).
+    #[serde(default)]
+    pub rounding: crate::gptq::Rounding,
+    /// GPTQ's settings (with `rounding = "gptq"`).
+    #[serde(default)]
+    pub gptq: crate::gptq::Settings,
 }
 
 fn default_menu() -> Vec<u8> {
@@ -298,14 +304,29 @@ impl HessianMp {
         }
     }
 
-    /// Block matrix `name` with values `w` of `[out, in]` `shape` quantized at `bits`, in its stored encoding.
-    fn quantize(&self, name: &str, w: &[f32], shape: [usize; 2], bits: u8) -> Result<QuantTensor> {
+    /// Block matrix `name` with values `w` of `[out, in]` `shape` quantized at `bits`, in its stored encoding
+    /// (GPTQ-rounded when `covariance` holds the matrix's input moments).
+    fn quantize(
+        &self,
+        name: &str,
+        w: &[f32],
+        shape: [usize; 2],
+        bits: u8,
+        covariance: Option<&crate::analyses::Covariance>,
+    ) -> Result<QuantTensor> {
         let err = |problem: String| Error::Config {
             key: "bits".into(),
             problem: format!("cannot quantize `{name}`: {problem}"),
         };
-        let q = QuantTensor::quantize(w, shape[0], shape[1], self.quant_encoding(bits, shape))
-            .map_err(err)?;
+        let e = self.quant_encoding(bits, shape);
+        let q = match covariance
+            .and_then(|c| c.of_linear(name))
+            .filter(|(n, _)| *n == shape[1])
+        {
+            Some((_, h)) => crate::gptq::quantize(w, shape[0], shape[1], e, h, &self.config.gptq),
+            None => QuantTensor::quantize(w, shape[0], shape[1], e),
+        }
+        .map_err(err)?;
         match self.config.row_groups {
             Some(_) => q.row_blocks_as_channels().map_err(err),
             None => Ok(q),
@@ -483,6 +504,12 @@ impl Pass for HessianMp {
     fn plan(&self, ctx: &PlanContext) -> Result<PassPlan> {
         let menu = self.menu()?;
         self.check_sensitivity(ctx)?;
+        let gptq_note = crate::gptq::plan_note(
+            self.config.rounding,
+            &self.config.gptq,
+            ctx,
+            self.config.row_groups.is_some(),
+        )?;
         let (blocks, tables) = self.targets(ctx)?;
         let budget = self.budget(&blocks)?;
         let high = menu[menu.len() - 1];
@@ -569,6 +596,10 @@ impl Pass for HessianMp {
         ));
         plan.statistics
             .push(crate::analyses::Statistic::HessianEigen);
+        if let Some(note) = gptq_note {
+            plan.notes.push(note);
+            plan.statistics.push(crate::analyses::Statistic::Covariance);
+        }
         Ok(plan)
     }
 
@@ -648,7 +679,16 @@ impl Pass for HessianMp {
             }
         }
 
-        // 2. Quantization error of every block at every width, then the allocation.
+        // 2. Quantization error of every block at every width, then the allocation. GPTQ rounds from the input
+        // covariance of the model as it is before this pass.
+        let covariance = match self.config.rounding {
+            crate::gptq::Rounding::Gptq => Some(crate::analyses::covariance_at_run(
+                ctx,
+                "rounding = \"gptq\"",
+                &crate::analyses::cache::Cache::new(self.cache_dir.as_deref()),
+            )?),
+            crate::gptq::Rounding::Nearest => None,
+        };
         let values: Vec<Vec<f32>> = block_metas
             .iter()
             .map(|t| ctx.store.get_f32(&t.name, &t.shape))
@@ -659,7 +699,13 @@ impl Pass for HessianMp {
             .map(|(t, w)| {
                 menu.iter()
                     .map(|&bits| {
-                        let q = self.quantize(&t.name, w, [t.shape[0], t.shape[1]], bits)?;
+                        let q = self.quantize(
+                            &t.name,
+                            w,
+                            [t.shape[0], t.shape[1]],
+                            bits,
+                            covariance.as_ref(),
+                        )?;
                         let se = q.error(w).squared_error;
                         Ok((q, se))
                     })
@@ -746,7 +792,13 @@ impl Pass for HessianMp {
                 let Some(w) = trained.remove(&t.name) else {
                     continue;
                 };
-                let qt = self.quantize(&t.name, &w, [t.shape[0], t.shape[1]], blocks[i].1.bits)?;
+                let qt = self.quantize(
+                    &t.name,
+                    &w,
+                    [t.shape[0], t.shape[1]],
+                    blocks[i].1.bits,
+                    covariance.as_ref(),
+                )?;
                 let se = qt.error(&w).squared_error;
                 quantized[i][picks[i]] = (qt, se);
                 values[i] = w;
