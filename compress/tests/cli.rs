@@ -457,9 +457,10 @@ fn passes_lists_every_kind() {
     assert_eq!(
         stdout(&out),
         "cast             quantize   store selected float tensors as f16, bf16 or f32 (one read of each selected tensor; no calibration data)\n\
-         blockwise-quant  quantize   BCT: blockwise integer weights and embeddings (compressed-tensors), optional static int activations (one read of each selected tensor; activations: one forward pass over the calibration data)\n\
+         blockwise-quant  quantize   BCT: blockwise integer weights and embeddings (compressed-tensors), optional static int activations and GPTQ rounding (one read of each selected tensor; activations or GPTQ: one forward pass over the calibration data)\n\
          hessian-mp       quantize   Q-BERT: Hessian sensitivity per block, bits per block within a budget, group-wise integer weights, optional QAT (blocks x runs x iterations Hessian-vector products (each about 4 forward passes from the block's layer on), cached; optional QAT: steps x a forward and backward pass)\n\
          prune            structure  structured pruning of heads, FFN neurons and whole layers by weight magnitude or activation importance, physically removed (reads the encoder weights at plan time; activation importance and drop-layers: one forward pass over the calibration data)\n\
+         qa-svd           structure  UniQL: FFN neurons sorted by ridge leverage, query/key dims by output moments, value/output by quantization-aware SVD, cut per layer by block influence (one forward pass over the calibration data (input moments of every Linear, cached); eigendecompositions and per-head SVDs in f64)\n\
          vocab-trim       structure  keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer (tokenizes the corpus once, counts cached; copies the kept embedding rows)\n"
     );
     let list = json(&common::compressor_in(Path::new("."), &["passes", "--json"]).stdout);

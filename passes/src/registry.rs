@@ -104,8 +104,8 @@ passes! {
         summary: "store selected float tensors as f16, bf16 or f32",
         cost: "one read of each selected tensor; no calibration data";
     BlockwiseQuant(blockwise_quant::BlockwiseQuant) = "blockwise-quant", Quantize,
-        summary: "BCT: blockwise integer weights and embeddings (compressed-tensors), optional static int activations",
-        cost: "one read of each selected tensor; activations: one forward pass over the calibration data";
+        summary: "BCT: blockwise integer weights and embeddings (compressed-tensors), optional static int activations and GPTQ rounding",
+        cost: "one read of each selected tensor; activations or GPTQ: one forward pass over the calibration data";
     HessianMp(hessian_mp::HessianMp) = "hessian-mp", Quantize,
         summary: "Q-BERT: Hessian sensitivity per block, bits per block within a budget, group-wise integer weights, optional QAT",
         cost: "blocks x runs x iterations Hessian-vector products (each about 4 forward passes from the block's layer on), cached; optional QAT: steps x a forward and backward pass";
