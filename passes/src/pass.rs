@@ -242,6 +242,25 @@ pub struct PlanContext<'a> {
 }
 
 impl PlanContext<'_> {
+    /// The forward statistics `want` asks for, on `spec`'s records (unlabelled), of the checkpoint's own weights.
+    pub fn forward_statistics(
+        &self,
+        spec: &CalibrationSpec,
+        batch_size: usize,
+        want: crate::analyses::Want,
+        cache: &crate::analyses::cache::Cache,
+    ) -> Result<crate::analyses::Forward> {
+        let files = SideFiles::new(self.model_dir);
+        let records = spec.records(&files, self.config, crate::calibration::LabelRequest::None)?;
+        let analyses = crate::analyses::Analyses::new(
+            self.store,
+            self.config,
+            compressor_models::Pooling::load(self.model_dir)?,
+            cache.clone(),
+        );
+        analyses.forward(&records, batch_size, want, &|_, _| {})
+    }
+
     /// A pass that reads the encoder weights at plan time (`kind`) needs the checkpoint's own: no earlier pass may
     /// have changed a layer's tensors. `hint` says what to do instead.
     pub fn require_checkpoint_weights(&self, kind: &str, hint: &str) -> Result<()> {
@@ -346,6 +365,51 @@ pub struct PassContext<'a> {
     pub progress: &'a dyn Progress,
     /// The pipeline seed, for passes that sample.
     pub seed: u64,
+}
+
+impl<'a> PassContext<'a> {
+    /// The pipeline's `[calibration]` records (unlabelled) and the collector on the model as earlier passes left
+    /// it; `key` names the setting that needs them.
+    pub fn analyses(
+        &self,
+        key: &str,
+        cache: &crate::analyses::cache::Cache,
+    ) -> Result<(crate::calibration::Records, crate::analyses::Analyses<'_>)> {
+        let spec = self
+            .calibration
+            .ok_or_else(|| crate::error::Error::NoCalibration { key: key.into() })?;
+        let records = spec.records(
+            self.files,
+            self.config,
+            crate::calibration::LabelRequest::None,
+        )?;
+        let pooling = compressor_models::Pooling::load(self.files.dir())?;
+        Ok((
+            records,
+            crate::analyses::Analyses::new(self.store, self.config, pooling, cache.clone()),
+        ))
+    }
+
+    /// The input second moment (and mean) of every Linear on the `[calibration]` records, on the model as earlier
+    /// passes left it.
+    pub fn covariance(
+        &self,
+        key: &str,
+        cache: &crate::analyses::cache::Cache,
+    ) -> Result<crate::analyses::Covariance> {
+        let (records, analyses) = self.analyses(key, cache)?;
+        let want = crate::analyses::Want {
+            importance: false,
+            covariance: true,
+        };
+        analyses
+            .forward(&records, 32, want, &|_, _| {})?
+            .covariance
+            .ok_or_else(|| {
+                compressor_models::Error::Runtime("the analyses returned no covariance".into())
+                    .into()
+            })
+    }
 }
 
 /// What a pass did, as data: written to the manifest. Maps are sorted so the JSON is deterministic.

@@ -29,66 +29,6 @@ pub use self::forward::{covariance_site, Covariance, Importance, Want};
 use crate::calibration::Records;
 use crate::error::{Error, Result};
 
-/// The forward statistics `want` asks for, on the pipeline's `[calibration]` records, for a pass planning on
-/// `ctx` (the checkpoint's own weights, unlabelled records).
-pub fn on_calibration(
-    ctx: &crate::pass::PlanContext,
-    spec: &crate::CalibrationSpec,
-    batch_size: usize,
-    want: Want,
-    cache: &Cache,
-) -> Result<Forward> {
-    let files = crate::files::SideFiles::new(ctx.model_dir);
-    let records = spec.records(&files, ctx.config, crate::calibration::LabelRequest::None)?;
-    let analyses = Analyses::new(
-        ctx.store,
-        ctx.config,
-        Pooling::load(ctx.model_dir)?,
-        cache.clone(),
-    );
-    analyses.forward(&records, batch_size, want, &|_, _| {})
-}
-
-/// The pipeline's `[calibration]` records (unlabelled) and the collector on the model as earlier passes left it,
-/// for a pass running on `ctx`; `key` names the setting that needs them.
-pub fn at_run<'a>(
-    ctx: &'a crate::pass::PassContext,
-    key: &str,
-    cache: &Cache,
-) -> Result<(Records, Analyses<'a>)> {
-    let spec = ctx
-        .calibration
-        .ok_or_else(|| Error::NoCalibration { key: key.into() })?;
-    let records = spec.records(
-        ctx.files,
-        ctx.config,
-        crate::calibration::LabelRequest::None,
-    )?;
-    let pooling = Pooling::load(ctx.files.dir())?;
-    Ok((
-        records,
-        Analyses::new(ctx.store, ctx.config, pooling, cache.clone()),
-    ))
-}
-
-/// The input second moment (and mean) of every Linear on the `[calibration]` records, on the model as earlier
-/// passes left it (see [`at_run`]).
-pub fn covariance_at_run(
-    ctx: &crate::pass::PassContext,
-    key: &str,
-    cache: &Cache,
-) -> Result<Covariance> {
-    let (records, analyses) = at_run(ctx, key, cache)?;
-    let want = Want {
-        importance: false,
-        covariance: true,
-    };
-    analyses
-        .forward(&records, 32, want, &|_, _| {})?
-        .covariance
-        .ok_or_else(|| runtime("the analyses returned no covariance".into()))
-}
-
 /// What identifies a model for the cache: every tensor's name and decoded values (a quantized tensor hashes by
 /// what the model computes with), the architecture and the pooling.
 pub fn model_fingerprint(

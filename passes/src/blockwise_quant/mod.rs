@@ -424,11 +424,7 @@ impl Pass for BlockwiseQuant {
             })
             .collect::<Result<_>>()?;
         let covariance = match self.config.rounding {
-            Rounding::Gptq => Some(crate::analyses::covariance_at_run(
-                ctx,
-                "rounding = \"gptq\"",
-                &self.cache,
-            )?),
+            Rounding::Gptq => Some(ctx.covariance("rounding = \"gptq\"", &self.cache)?),
             Rounding::Nearest => None,
         };
         let progress = ctx.progress;
@@ -576,7 +572,7 @@ impl BlockwiseQuant {
     /// of the selected categories.
     fn calibrate(&self, ctx: &mut PassContext, a: &Activations) -> Result<act::ActivationQuant> {
         // The ranges are measured on the weight-quantized model: its fingerprint keys the cache entry.
-        let (records, analyses) = crate::analyses::at_run(ctx, "activations", &self.cache)?;
+        let (records, analyses) = ctx.analyses("activations", &self.cache)?;
         let key = analyses.key(
             "activation-ranges",
             records.hash(),

@@ -682,8 +682,7 @@ impl Pass for HessianMp {
         // 2. Quantization error of every block at every width, then the allocation. GPTQ rounds from the input
         // covariance of the model as it is before this pass.
         let covariance = match self.config.rounding {
-            crate::gptq::Rounding::Gptq => Some(crate::analyses::covariance_at_run(
-                ctx,
+            crate::gptq::Rounding::Gptq => Some(ctx.covariance(
                 "rounding = \"gptq\"",
                 &crate::analyses::cache::Cache::new(self.cache_dir.as_deref()),
             )?),

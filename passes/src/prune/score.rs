@@ -210,7 +210,7 @@ fn activations(
         importance: true,
         covariance: false,
     };
-    let forward = crate::analyses::on_calibration(ctx, spec, batch_size, want, cache)?;
+    let forward = ctx.forward_statistics(spec, batch_size, want, cache)?;
     let importance = forward.importance.ok_or_else(|| {
         compressor_models::Error::Runtime("the analyses returned no importance".into())
     })?;

@@ -178,8 +178,7 @@ impl QaSvd {
             importance: true,
             covariance: true,
         };
-        let forward =
-            crate::analyses::on_calibration(ctx, spec, self.config.batch_size, want, &self.cache)?;
+        let forward = ctx.forward_statistics(spec, self.config.batch_size, want, &self.cache)?;
         let missing =
             || compressor_models::Error::Runtime("the analyses returned no statistics".into());
         let covariance = forward.covariance.ok_or_else(missing)?;
