@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::pass::{Pass, Phase};
-use crate::{blockwise_quant, cast, hessian_mp, prune, suggest, vocab_trim};
+use crate::{blockwise_quant, cast, fisher_prune, hessian_mp, prune, suggest, vocab_trim};
 
 /// One registered pass kind, as `compressor passes` lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -92,6 +92,11 @@ impl PassConfig for cast::Config {}
 impl PassConfig for blockwise_quant::Config {}
 impl PassConfig for hessian_mp::Config {}
 impl PassConfig for prune::Config {}
+impl PassConfig for fisher_prune::Config {
+    fn with_base(&self, base: &Path) -> Self {
+        fisher_prune::Config::with_base(self, base)
+    }
+}
 impl PassConfig for vocab_trim::Config {
     fn with_base(&self, base: &Path) -> Self {
         vocab_trim::Config::with_base(self, base)
@@ -111,6 +116,9 @@ passes! {
     Prune(prune::Prune) = "prune", Structure,
         summary: "structured pruning of heads, FFN neurons and whole layers by weight magnitude or activation importance, physically removed",
         cost: "reads the encoder weights at plan time; activation importance and drop-layers: one forward pass over the calibration data";
+    FisherPrune(fisher_prune::FisherPrune) = "fisher-prune", Structure,
+        summary: "GAPrune: unstructured or 2:4 pruning of FFN weights by domain alignment importance (general and domain Fisher, gradient alignment), stored sparse",
+        cost: "one backward pass per micro-batch of triplets of each of two triplet sets (general, domain), cached; no data for score = \"magnitude\"";
     VocabTrim(vocab_trim::VocabTrim) = "vocab-trim", Structure,
         summary: "keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer",
         cost: "tokenizes the corpus once, counts cached; copies the kept embedding rows";

@@ -136,6 +136,7 @@ fn reshaped(t: &TensorMeta, spec: &TensorSpec) -> PlannedChange {
         bytes_before: t.bytes(),
         bytes_after: numel * t.dtype.size(),
         encoding_after: None,
+        form_after: None,
     }
 }
 
