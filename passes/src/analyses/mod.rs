@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | per-head / per-neuron importance, block influence | one forward sweep ([`forward`]) | `prune` |
 //! | input covariance `E[x x^T]` per Linear (f64) | the same sweep | (qa-svd) |
-//! | gradients, Fisher diagonal `E[g * g]` per Linear | first-order autodiff ([`fisher`]) | (fisher-prune) |
+//! | gradients, Fisher diagonal `E[g * g]` per Linear | first-order autodiff ([`fisher`]) | `fisher-prune` (contrastive triplets) |
 //! | Hessian top eigenvalues per block | double backward (`hessian_mp::hessian`) | `hessian-mp` |
 //! | activation ranges per quantization point | the runtime's observer | `blockwise-quant` |
 //!
