@@ -34,6 +34,9 @@ pub enum Format {
 /// One triplet set: where its records are and how they make triplets.
 ///
 /// ```toml
+/// [[pass]]
+/// kind = "fisher-prune"
+/// target = 0.5
 /// [pass.domain]
 /// data = "../../shared/data/bbc-news/all.jsonl"
 /// format = "pairs"            # paragraphs | pairs | triplets
