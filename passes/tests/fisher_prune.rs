@@ -534,3 +534,57 @@ fn bad_settings_and_data_name_the_key_file_and_line() {
         .to_string()
         .contains("unknown field `alfa`"));
 }
+
+#[test]
+fn kmeans_sampling_keeps_one_candidate_per_cluster_of_queries() {
+    use compressor_passes::fisher_prune::{representative, Triplet};
+    let dir = fixture("tiny-bert");
+    let ckpt = Checkpoint::open(&dir).expect("opens");
+    let analyses = Analyses::new(&ckpt.store, &ckpt.config, ckpt.pooling, Cache::new(None));
+    let tokenizer =
+        compressor_calibration::TextTokenizer::from_model_dir(&dir, Some(16)).expect("tokenizer");
+    // Four distinct queries, three candidates each (different positives): four clusters of identical points.
+    let queries = [
+        "the cat sat",
+        "a good movie",
+        "i hate this film",
+        "the dog and the mat",
+    ];
+    let candidates: Vec<Triplet> = (0..12)
+        .map(|i| {
+            [
+                queries[i % 4].to_string(),
+                format!("positive {i}"),
+                format!("negative {i}"),
+            ]
+        })
+        .collect();
+    let picked = representative(&analyses, &tokenizer, candidates.clone(), 4, 0).expect("picks");
+    assert_eq!(picked.len(), 4);
+    let mut seen: Vec<&str> = picked.iter().map(|t| t[0].as_str()).collect();
+    seen.sort_unstable();
+    let mut want = queries.to_vec();
+    want.sort_unstable();
+    assert_eq!(seen, want, "one candidate of every query");
+    // The first candidate of each cluster (ties by position), in candidate order.
+    assert_eq!(picked, candidates[..4].to_vec());
+    // Through the pass: the same gradients twice (deterministic), other than uniform sampling's.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = tmp.path().join("cache");
+    let decide = |extra: Value| {
+        let p = pass(settings(tmp.path(), extra), Some(&cache));
+        plan(&dir, &p).expect("plans");
+        p.decision().expect("decided")
+    };
+    let k1 = decide(json!({ "sampling": "kmeans" }));
+    assert_eq!(k1.cached, Some((false, false)));
+    let k2 = decide(json!({ "sampling": "kmeans" }));
+    assert_eq!(k2.cached, Some((true, true)), "the same triplets again");
+    assert_eq!(k1.tensors, k2.tensors);
+    let uniform = decide(json!({}));
+    assert_eq!(
+        uniform.cached,
+        Some((false, false)),
+        "other triplets, other gradients"
+    );
+}

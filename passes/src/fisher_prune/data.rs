@@ -148,10 +148,15 @@ impl Source {
         })
     }
 
-    /// `n` triplets sampled with `seed`. `key` names this source in errors (`general`, `domain`). A record
-    /// without a field is an error naming the file and line; fewer candidate triplets than `n` is an error naming
-    /// the file, the count and `key`.
+    /// `n` triplets sampled uniformly with `seed` (see [`Source::candidates`]).
     pub fn triplets(&self, key: &str, n: usize, seed: u64) -> Result<Vec<Triplet>> {
+        Ok(sample(self.candidates(key, n, seed)?, n, seed))
+    }
+
+    /// Every triplet the file gives (negatives drawn with `seed`), at least `n`. `key` names this source in errors
+    /// (`general`, `domain`). A record without a field is an error naming the file and line; fewer candidate
+    /// triplets than `n` is an error naming the file, the count and `key`.
+    pub fn candidates(&self, key: &str, n: usize, seed: u64) -> Result<Vec<Triplet>> {
         let fields = self.fields(key)?;
         let path = &self.data;
         let records: Vec<_> = read_jsonl(path)?.into_iter().skip(self.skip).collect();
@@ -224,6 +229,6 @@ impl Source {
                 ),
             });
         }
-        Ok(sample(candidates, n, seed))
+        Ok(candidates)
     }
 }

@@ -43,6 +43,19 @@ pub enum Pattern {
     TwoFour,
 }
 
+/// How the triplets of a set are chosen from the candidates its file gives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// Uniformly with the seed.
+    #[default]
+    Uniform,
+    /// Representative (GAPrune's `sample.py`): the queries of at most `8 x triplets` candidates (a seeded
+    /// subsample) are embedded by the model itself, clustered by k-means into `triplets` clusters (k-means++
+    /// seeding, at most 20 Lloyd iterations), and the candidate nearest each centre is kept.
+    Kmeans,
+}
+
 /// How the unstructured target is spread over the selected tensors.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -68,6 +81,7 @@ pub enum Allocation {
 /// gamma = 0.5
 /// allocation = "global"        # or "per-tensor"
 /// triplets = 64                # per set
+/// sampling = "uniform"         # or "kmeans" (representative: the candidate nearest each k-means centre)
 /// micro-batch = 8              # triplets per gradient
 /// max-length = 128
 /// [pass.general]
@@ -102,6 +116,8 @@ pub struct Config {
     /// Triplets per set.
     #[serde(default = "default_triplets")]
     pub triplets: usize,
+    #[serde(default)]
+    pub sampling: Sampling,
     /// Triplets per micro-batch (one gradient each).
     #[serde(default = "default_micro_batch")]
     pub micro_batch: usize,
@@ -312,6 +328,78 @@ pub fn samples(
         .collect())
 }
 
+/// The `n` candidates nearest the centres of a k-means clustering (k = `n`) of their queries' embeddings by the
+/// analysed model (its own pooling), in candidate order. A centre without points takes the nearest candidate not
+/// yet taken.
+pub fn representative(
+    analyses: &Analyses,
+    tokenizer: &TextTokenizer,
+    candidates: Vec<Triplet>,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<Triplet>> {
+    if candidates.len() <= n {
+        return Ok(candidates);
+    }
+    let model = compressor_models::runtime::Bert::<compressor_models::runtime::Cpu>::load(
+        analyses.store,
+        analyses.config,
+        analyses.pooling,
+        &Default::default(),
+    )?;
+    let encoded = tokenizer.encode_all(
+        &candidates
+            .iter()
+            .map(|t| TextInput::from(t[0].as_str()))
+            .collect::<Vec<_>>(),
+    )?;
+    let lengths: Vec<usize> = encoded.iter().map(|(ids, _)| ids.len()).collect();
+    let mut points: Vec<Vec<f32>> = vec![Vec::new(); candidates.len()];
+    for chunk in compressor_calibration::length_sorted_order(&lengths).chunks(32) {
+        let rows: Vec<(Vec<i64>, Vec<i64>)> = chunk.iter().map(|&i| encoded[i].clone()).collect();
+        let batch = compressor_models::EncodedBatch::from_rows(&rows, tokenizer.pad_id());
+        for (&i, e) in chunk.iter().zip(model.embed(&batch)?) {
+            points[i] = e;
+        }
+    }
+    let options = compressor_eval::kmeans::KMeansOptions {
+        max_iter: 20,
+        seed,
+        ..compressor_eval::kmeans::KMeansOptions::new(n)
+    };
+    let clustering =
+        compressor_eval::kmeans::kmeans(&points, &options).map_err(|e| Error::Config {
+            key: "sampling".into(),
+            problem: format!("k-means of the queries failed: {e}"),
+        })?;
+    let distance = |p: &[f32], c: &[f64]| -> f64 {
+        p.iter()
+            .zip(c)
+            .map(|(x, y)| (f64::from(*x) - y).powi(2))
+            .sum()
+    };
+    let mut taken = vec![false; points.len()];
+    for (k, centre) in clustering.centers.iter().enumerate() {
+        let nearest = |own: bool, taken: &[bool]| {
+            (0..points.len())
+                .filter(|&i| !taken[i] && (!own || clustering.labels[i] == k))
+                .min_by(|&a, &b| {
+                    distance(&points[a], centre)
+                        .total_cmp(&distance(&points[b], centre))
+                        .then(a.cmp(&b))
+                })
+        };
+        if let Some(i) = nearest(true, &taken).or_else(|| nearest(false, &taken)) {
+            taken[i] = true;
+        }
+    }
+    Ok(candidates
+        .into_iter()
+        .zip(taken)
+        .filter_map(|(t, keep)| keep.then_some(t))
+        .collect())
+}
+
 impl FisherPrune {
     /// Mean gradients and Fisher diagonals of `weights` on one triplet set.
     fn gradients(
@@ -324,7 +412,17 @@ impl FisherPrune {
         weights: &[String],
     ) -> Result<(Gradients, bool)> {
         let c = &self.config;
-        let triplets = source.triplets(key, c.triplets, seed)?;
+        let triplets = match c.sampling {
+            Sampling::Uniform => source.triplets(key, c.triplets, seed)?,
+            Sampling::Kmeans => {
+                let pool = compressor_calibration::sample(
+                    source.candidates(key, c.triplets, seed)?,
+                    8 * c.triplets,
+                    seed,
+                );
+                representative(analyses, tokenizer, pool, c.triplets, seed)?
+            }
+        };
         let samples = samples(tokenizer, &triplets, c.micro_batch, c.scale)?;
         analyses.gradients(&samples, weights, &|_, _| {})
     }
