@@ -460,6 +460,7 @@ fn passes_lists_every_kind() {
          blockwise-quant  quantize   BCT: blockwise integer weights and embeddings (compressed-tensors), optional static int activations (one read of each selected tensor; activations: one forward pass over the calibration data)\n\
          hessian-mp       quantize   Q-BERT: Hessian sensitivity per block, bits per block within a budget, group-wise integer weights, optional QAT (blocks x runs x iterations Hessian-vector products (each about 4 forward passes from the block's layer on), cached; optional QAT: steps x a forward and backward pass)\n\
          prune            structure  structured pruning of heads, FFN neurons and whole layers by weight magnitude or activation importance, physically removed (reads the encoder weights at plan time; activation importance and drop-layers: one forward pass over the calibration data)\n\
+         fisher-prune     structure  GAPrune: unstructured or 2:4 pruning of FFN weights by domain alignment importance (general and domain Fisher, gradient alignment), stored sparse (reads the selected weights at plan time; one backward pass per micro-batch of triplets of the general and the domain set, cached; score = \"magnitude\" needs no data)\n\
          vocab-trim       structure  keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer (tokenizes the corpus once, counts cached; copies the kept embedding rows)\n"
     );
     let list = json(&common::compressor_in(Path::new("."), &["passes", "--json"]).stdout);

@@ -118,7 +118,7 @@ passes! {
         cost: "reads the encoder weights at plan time; activation importance and drop-layers: one forward pass over the calibration data";
     FisherPrune(fisher_prune::FisherPrune) = "fisher-prune", Structure,
         summary: "GAPrune: unstructured or 2:4 pruning of FFN weights by domain alignment importance (general and domain Fisher, gradient alignment), stored sparse",
-        cost: "one backward pass per micro-batch of triplets of each of two triplet sets (general, domain), cached; no data for score = \"magnitude\"";
+        cost: "reads the selected weights at plan time; one backward pass per micro-batch of triplets of the general and the domain set, cached; score = \"magnitude\" needs no data";
     VocabTrim(vocab_trim::VocabTrim) = "vocab-trim", Structure,
         summary: "keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer",
         cost: "tokenizes the corpus once, counts cached; copies the kept embedding rows";
