@@ -574,7 +574,7 @@ mod tests {
              missing key `pass[1].kind` (line 6)\n\
              missing table `[output]`\n\
              hint: did you mean `pass[0].dtype`?\n\
-             hint: every `[[pass]]` needs a `kind`: one of cast, blockwise-quant, hessian-mp, prune, qa-svd, vocab-trim\n\
+             hint: every `[[pass]]` needs a `kind`: one of cast, blockwise-quant, hessian-mp, prune, qa-svd, fisher-prune, vocab-trim\n\
              hint: add `[output]` with `dir = \"<artifact folder>\"`"
         );
         assert_eq!(

@@ -271,7 +271,7 @@ impl Plan {
             if !p.plan.statistics.is_empty() {
                 let names: Vec<&str> = p.plan.statistics.iter().map(|st| st.describe()).collect();
                 s.push_str(&format!(
-                    "  statistics: {} from [calibration], cached in {}\n",
+                    "  statistics: {} from calibration data ([calibration] or the pass's own), cached in {}\n",
                     names.join(", "),
                     compressor_calibration::default_cache_dir()
                         .join("analyses")

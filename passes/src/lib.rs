@@ -18,6 +18,7 @@ pub mod calibration;
 pub mod cast;
 pub mod error;
 pub mod files;
+pub mod fisher_prune;
 pub mod gptq;
 pub mod hessian_mp;
 pub mod linalg;

@@ -161,10 +161,10 @@ impl ModelInfo {
                 self.tensors[i].dtype = change.dtype_after;
                 self.tensors[i].shape = change.shape_after.clone();
                 self.tensors[i].encoding = change.encoding_after;
-                // A planned change is to dense or quantized values (no pass plans other forms yet).
-                self.tensors[i].form = match change.encoding_after {
-                    Some(encoding) => Form::Quant { encoding },
-                    None => Form::Dense {
+                self.tensors[i].form = match (change.form_after, change.encoding_after) {
+                    (Some(form), _) => form,
+                    (None, Some(encoding)) => Form::Quant { encoding },
+                    (None, None) => Form::Dense {
                         dtype: change.dtype_after,
                     },
                 };
@@ -299,6 +299,10 @@ pub struct PlannedChange {
     /// The integer encoding the tensor will be stored in, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding_after: Option<Encoding>,
+    /// The storage form after the pass when it is neither dense nor quantized (sparse: `fisher-prune`); `None`:
+    /// dense in `dtype_after`, or quantized in `encoding_after`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub form_after: Option<Form>,
 }
 
 impl PlannedChange {
@@ -314,6 +318,7 @@ impl PlannedChange {
             bytes_before: t.bytes(),
             bytes_after: numel * t.dtype.size(),
             encoding_after: None,
+            form_after: None,
         }
     }
 }

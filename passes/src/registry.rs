@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::pass::{Pass, Phase};
-use crate::{blockwise_quant, cast, hessian_mp, prune, qa_svd, suggest, vocab_trim};
+use crate::{blockwise_quant, cast, fisher_prune, hessian_mp, prune, qa_svd, suggest, vocab_trim};
 
 /// One registered pass kind, as `compressor passes` lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -93,6 +93,11 @@ impl PassConfig for blockwise_quant::Config {}
 impl PassConfig for hessian_mp::Config {}
 impl PassConfig for prune::Config {}
 impl PassConfig for qa_svd::Config {}
+impl PassConfig for fisher_prune::Config {
+    fn with_base(&self, base: &Path) -> Self {
+        fisher_prune::Config::with_base(self, base)
+    }
+}
 impl PassConfig for vocab_trim::Config {
     fn with_base(&self, base: &Path) -> Self {
         vocab_trim::Config::with_base(self, base)
@@ -115,6 +120,9 @@ passes! {
     QaSvd(qa_svd::QaSvd) = "qa-svd", Structure,
         summary: "UniQL: FFN neurons sorted by ridge leverage, query/key dims by output moments, value/output by quantization-aware SVD, cut per layer by block influence",
         cost: "one forward pass over the calibration data (input moments of every Linear, cached); eigendecompositions and per-head SVDs in f64";
+    FisherPrune(fisher_prune::FisherPrune) = "fisher-prune", Structure,
+        summary: "GAPrune: unstructured or 2:4 pruning of FFN weights by domain alignment importance (general and domain Fisher, gradient alignment), stored sparse",
+        cost: "reads the selected weights at plan time; one backward pass per micro-batch of triplets of the general and the domain set, cached; score = \"magnitude\" needs no data";
     VocabTrim(vocab_trim::VocabTrim) = "vocab-trim", Structure,
         summary: "keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer",
         cost: "tokenizes the corpus once, counts cached; copies the kept embedding rows";

@@ -156,6 +156,7 @@ pub(crate) fn plan_encodings<'i>(
             bytes_before: t.bytes(),
             bytes_after: e.stored_bytes(rows, cols),
             encoding_after: Some(e),
+            form_after: None,
         });
     }
     (plan, problems)

@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | per-head / per-neuron importance, block influence | one forward sweep ([`forward`]) | `prune` |
 //! | input covariance `E[x x^T]` and mean `E[x]` per Linear (f64) | the same sweep | `qa-svd` |
-//! | gradients, Fisher diagonal `E[g * g]` per Linear | first-order autodiff ([`fisher`]) | (fisher-prune) |
+//! | gradients, Fisher diagonal `E[g * g]` per Linear | first-order autodiff ([`fisher`]) | `fisher-prune` (contrastive triplets) |
 //! | Hessian top eigenvalues per block | double backward (`hessian_mp::hessian`) | `hessian-mp` |
 //! | activation ranges per quantization point | the runtime's observer | `blockwise-quant` |
 //!
@@ -244,6 +244,11 @@ pub enum Target {
     Labels(Vec<usize>),
     /// The original model's pooled embeddings, `[batch, hidden]` row-major: self-distillation.
     Embeddings(Vec<f32>),
+    /// Triplets: the batch holds `n` queries, then their `n` positives, then their `n` hard negatives (rows
+    /// `0..n`, `n..2n`, `2n..3n`). InfoNCE over the cosine of the pooled embeddings times `scale`: every query's
+    /// candidates are all positives and all negatives of the batch (in-batch and hard negatives), its label its
+    /// own positive; the loss is the mean over queries (GAPrune's `HardNegativeNLLLoss`).
+    Contrastive { scale: f32 },
 }
 
 /// One batch of calibration data with the target of its loss.
@@ -257,8 +262,12 @@ impl Sample {
     /// The rows sorted by length (stable), in consecutive parts of at most `rows` rows, each re-padded to its own
     /// longest row, with the fraction of the batch it holds. The loss is a mean over rows, so the loss (and its
     /// derivatives) on the whole batch is the sum of the parts' losses weighted by their fractions; short parts
-    /// skip the padding a single batch would compute.
+    /// skip the padding a single batch would compute. A contrastive sample is not a mean over rows (every query
+    /// sees every candidate): it stays whole.
     pub fn split(&self, rows: usize) -> Vec<(Sample, f64)> {
+        if let Target::Contrastive { .. } = self.target {
+            return vec![(self.clone(), 1.0)];
+        }
         let b = &self.batch;
         let lengths = b.lengths();
         let mut order: Vec<usize> = (0..b.batch_size).collect();
@@ -267,6 +276,7 @@ impl Sample {
             .chunks(rows.max(1))
             .map(|chunk| {
                 let target = match &self.target {
+                    Target::Contrastive { scale } => Target::Contrastive { scale: *scale },
                     Target::Labels(l) => Target::Labels(chunk.iter().map(|&r| l[r]).collect()),
                     Target::Embeddings(e) => {
                         let h = e.len() / b.batch_size.max(1);
@@ -285,6 +295,18 @@ impl Sample {
                 (sample, chunk.len() as f64 / b.batch_size as f64)
             })
             .collect()
+    }
+
+    /// A contrastive sample of triplets `(query, positive, negative)`, each part tokenized as `(ids, type ids)`,
+    /// padded with `pad` (see [`Target::Contrastive`]).
+    pub fn triplets(triplets: &[[(Vec<i64>, Vec<i64>); 3]], pad: i64, scale: f32) -> Self {
+        let rows: Vec<(Vec<i64>, Vec<i64>)> = (0..3)
+            .flat_map(|part| triplets.iter().map(move |t| t[part].clone()))
+            .collect();
+        Self {
+            batch: EncodedBatch::from_rows(&rows, pad),
+            target: Target::Contrastive { scale },
+        }
     }
 
     /// A self-distillation sample: the target is `model`'s own pooled embedding of `batch`.
@@ -350,6 +372,33 @@ pub fn head_loss<B: Backend>(
             );
             Ok((pooled - target).powi_scalar(2).sum() * (0.5 / b as f64))
         }
+        Target::Contrastive { scale } => {
+            let pooled = model.pool(hidden, batch);
+            let [rows, _] = pooled.dims();
+            if rows % 3 != 0 || rows == 0 {
+                return Err(runtime(format!(
+                    "a contrastive batch holds queries, positives and negatives (3n rows), not {rows}"
+                )));
+            }
+            let n = rows / 3;
+            let norms = pooled
+                .clone()
+                .powi_scalar(2)
+                .sum_dim(1)
+                .sqrt()
+                .clamp_min(1e-12);
+            let unit = pooled / norms;
+            let queries = unit.clone().narrow(0, 0, n);
+            let candidates = unit.narrow(0, n, 2 * n);
+            let logits = queries.matmul(candidates.transpose()) * f64::from(*scale);
+            let mut own = vec![0f32; n * 2 * n];
+            for i in 0..n {
+                own[i * 2 * n + i] = 1.0;
+            }
+            let own = Tensor::<B, 2>::from_data(TensorData::new(own, [n, 2 * n]), model.device());
+            let logp = burn::tensor::activation::log_softmax(logits, 1);
+            Ok((logp * own).sum() * (-1.0 / n as f64))
+        }
     }
 }
 
@@ -366,6 +415,7 @@ impl Sample {
                 .part(b"labels")
                 .ints(&l.iter().map(|&y| y as i64).collect::<Vec<_>>()),
             Target::Embeddings(e) => h.part(b"embeddings").floats(e),
+            Target::Contrastive { scale } => h.part(b"contrastive").floats(&[*scale]),
         };
     }
 }

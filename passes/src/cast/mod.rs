@@ -114,6 +114,7 @@ impl Pass for Cast {
                 bytes_before: t.bytes(),
                 bytes_after: t.numel() * target.size(),
                 encoding_after: None,
+                form_after: None,
             });
         }
         if !quantized.is_empty() {

@@ -472,6 +472,7 @@ impl Pass for VocabTrim {
                 bytes_after: after.bytes(),
                 shape_after: shape,
                 encoding_after: t.encoding,
+                form_after: None,
             });
         }
         plan.notes.push(format!(

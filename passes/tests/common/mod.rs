@@ -27,3 +27,24 @@ pub fn calibration_texts(dir: &Path, texts: &[&str]) -> compressor_passes::Calib
         seed: 0,
     }
 }
+
+/// Run `pass` with its `plan` on `config` / `store` (side files from `dir`, no calibration, seed 0).
+#[allow(dead_code)] // not every test crate that includes this module runs passes through it
+pub fn run_planned(
+    pass: &dyn compressor_passes::Pass,
+    dir: &Path,
+    config: &mut compressor_models::ModelConfig,
+    store: &mut compressor_models::TensorStore,
+    plan: &compressor_passes::PassPlan,
+) -> compressor_passes::Result<compressor_passes::PassReport> {
+    let mut files = compressor_passes::SideFiles::new(dir);
+    pass.run(&mut compressor_passes::PassContext {
+        config,
+        store,
+        files: &mut files,
+        calibration: None,
+        plan,
+        progress: &compressor_passes::NoProgress,
+        seed: 0,
+    })
+}
