@@ -202,6 +202,21 @@ fn bad_settings_are_errors_naming_the_key() {
         common::stderr(&o),
         plan_error("`calibration`: gives 5 real tokens; a full-rank second moment of the 32-wide attention input needs at least 32\n\nhint: add records or raise `max-length` in [calibration], or set `damping` (e.g. 0.01) in the qa-svd pass")
     );
+    // A pass that reads the checkpoint's own weights cannot follow qa-svd, even when the shapes stay (rate 0 sorts
+    // and rotates every Linear).
+    for (next, kind) in [
+        ("kind = \"prune\"\ntarget = 0.1", "prune"),
+        (
+            "kind = \"fisher-prune\"\ntarget = 0.5\nscore = \"magnitude\"",
+            "fisher-prune",
+        ),
+    ] {
+        let err = error(&format!("rate = 0.0\n\n[[pass]]\n{next}"), true);
+        assert!(
+            err.contains(&format!("`pass[1]` (`{kind}`)")) && err.contains("earlier pass"),
+            "{err}"
+        );
+    }
     // Damping makes it usable.
     std::fs::write(
         tmp.path().join("pipeline.toml"),

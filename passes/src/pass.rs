@@ -102,10 +102,23 @@ impl TensorMeta {
 
 /// Every tensor of a model as metadata, sorted by canonical name. The planner threads one `ModelInfo` through the
 /// pipeline, applying each pass's [`PassPlan`], so each pass plans against the state its predecessors leave.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
     pub tensors: Vec<TensorMeta>,
+    /// The tensors (by their current names) whose values an earlier pass of the pipeline rewrites, whatever their
+    /// metadata: a pass that reads the checkpoint's own weights at plan time must not run after those.
+    #[serde(skip)]
+    pub rewritten: std::collections::BTreeSet<String>,
 }
+
+/// Equal metadata (which earlier passes rewrote is history, not metadata).
+impl PartialEq for ModelInfo {
+    fn eq(&self, other: &Self) -> bool {
+        self.tensors == other.tensors
+    }
+}
+
+impl Eq for ModelInfo {}
 
 impl ModelInfo {
     /// The tensors of `store` with the roles and kinds `config` gives them. Tensors the architecture does not list
@@ -136,7 +149,10 @@ impl ModelInfo {
                 })
             })
             .collect();
-        Self { tensors }
+        Self {
+            tensors,
+            rewritten: Default::default(),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&TensorMeta> {
@@ -153,6 +169,8 @@ impl ModelInfo {
     /// The state after `plan` is applied: tensors changed (by their names before the pass), then removed, then
     /// renamed; roles, kinds and layers are then read again from `config`, the architecture after the pass.
     pub fn apply(&mut self, plan: &PassPlan, config: &ModelConfig) {
+        self.rewritten
+            .extend(plan.changes.iter().map(|c| c.name.clone()));
         for change in &plan.changes {
             if let Ok(i) = self
                 .tensors
@@ -200,6 +218,15 @@ impl ModelInfo {
             .collect();
         tensors.sort_by(|a, b| a.name.cmp(&b.name));
         self.tensors = tensors;
+        self.rewritten = std::mem::take(&mut self.rewritten)
+            .into_iter()
+            .filter(|n| !removed.contains(n.as_str()))
+            .map(|n| {
+                renamed
+                    .get(n.as_str())
+                    .map_or(n.clone(), |to| to.to_string())
+            })
+            .collect();
     }
 }
 
@@ -270,7 +297,7 @@ impl PlanContext<'_> {
             }
             let planned = self.info.get(&spec.name).map(|t| t.shape.clone());
             let stored = self.store.info(&spec.name).map(|(_, s)| s);
-            if planned.is_none() || planned != stored {
+            if planned.is_none() || planned != stored || self.info.rewritten.contains(&spec.name) {
                 return Err(crate::error::Error::Config {
                     key: "kind".into(),
                     problem: format!(

@@ -435,6 +435,7 @@ impl FisherPrune {
             |t| {
                 !matches!(t.form, Form::Dense { .. })
                     || ctx.store.info(&t.name).map(|(_, s)| s) != Some(t.shape.clone())
+                    || ctx.info.rewritten.contains(&t.name)
             },
             "changed by an earlier pass (quantized, sparse or reshaped)",
             "put `fisher-prune` before other passes that change these tensors; it scores the checkpoint's own weights",
