@@ -30,33 +30,7 @@ fn io(path: &Path, e: std::io::Error) -> TaskError {
     }
 }
 
-/// sha256 over the files that determine a model's outputs.
-pub fn model_fingerprint(dir: &Path) -> Result<String> {
-    let mut h = Sha256::new();
-    let mut files: Vec<PathBuf> = [
-        "config.json",
-        "tokenizer.json",
-        "modules.json",
-        "1_Pooling/config.json",
-        "sentence_bert_config.json",
-        compressor_models::quant::act::FILE,
-    ]
-    .iter()
-    .map(|f| dir.join(f))
-    .collect();
-    files.extend(compressor_models::store::weight_files(dir)?);
-    for f in files.iter().filter(|f| f.is_file()) {
-        let mut file = std::fs::File::open(f).map_err(|e| io(f, e))?;
-        h.update(
-            f.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-                .as_bytes(),
-        );
-        std::io::copy(&mut file, &mut h).map_err(|e| io(f, e))?;
-    }
-    Ok(format!("{:x}", h.finalize()))
-}
+pub use crate::encoder::model_fingerprint;
 
 impl EmbeddingCache {
     pub fn new(dir: PathBuf) -> Self {

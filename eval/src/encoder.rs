@@ -1,11 +1,13 @@
 //! A checkpoint ready to evaluate: the runtime model plus its tokenizer, with length-sorted batching.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use compressor_calibration::{length_sorted_order, TextInput, TextTokenizer};
 use compressor_models::runtime::{Bert, Cpu};
 use compressor_models::{Checkpoint, EncodedBatch};
+
+use sha2::{Digest, Sha256};
 
 use crate::tasks::{Result, TaskError};
 
@@ -128,7 +130,7 @@ impl Encoder {
         if let Some(f) = self.fingerprint.get() {
             return Ok(f.clone());
         }
-        let f = crate::cache::model_fingerprint(&self.checkpoint.dir)?;
+        let f = model_fingerprint(&self.checkpoint.dir)?;
         Ok(self.fingerprint.get_or_init(|| f).clone())
     }
 
@@ -222,5 +224,40 @@ impl Encoder {
             });
         }
         self.batched(inputs, on_batch, &|m, b| m.classify(b))
+    }
+}
+
+/// sha256 over the files that determine a model's outputs.
+pub fn model_fingerprint(dir: &Path) -> Result<String> {
+    let mut h = Sha256::new();
+    let mut files: Vec<PathBuf> = [
+        "config.json",
+        "tokenizer.json",
+        "modules.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+        compressor_models::quant::act::FILE,
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .collect();
+    files.extend(compressor_models::store::weight_files(dir)?);
+    for f in files.iter().filter(|f| f.is_file()) {
+        let mut file = std::fs::File::open(f).map_err(|e| fingerprint_io(f, e))?;
+        h.update(
+            f.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        std::io::copy(&mut file, &mut h).map_err(|e| fingerprint_io(f, e))?;
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+fn fingerprint_io(path: &Path, e: std::io::Error) -> TaskError {
+    TaskError::Dataset {
+        path: path.to_path_buf(),
+        problem: format!("model fingerprint: {e}"),
     }
 }

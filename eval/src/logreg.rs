@@ -23,7 +23,7 @@
 //! stops at `max_iter` before converging can differ from scikit-learn's equally unconverged one.
 
 use crate::error::{Error, Result};
-use crate::kmeans::Rng;
+use compressor_models::rng::Rng;
 
 /// Settings of [`fit_with`]; the defaults are scikit-learn's (`C = 1`, `max_iter = 100`, `tol = 1e-4`).
 #[derive(Debug, Clone, Copy, PartialEq)]
