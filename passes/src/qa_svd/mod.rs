@@ -413,117 +413,86 @@ impl Pass for QaSvd {
         let cuts = self.cuts.get("qa-svd")?;
         let before = ctx.config.bert().clone();
         let h = before.hidden_size;
-        // The new tensors, computed from the original ones, then written.
-        let mut out: Vec<(String, Vec<usize>, Vec<f64>)> = Vec::new();
+        let f64s = |store: &compressor_models::TensorStore,
+                    name: &str,
+                    shape: &[usize]|
+         -> Result<Vec<f64>> {
+            Ok(store
+                .get_f32(name, shape)?
+                .into_iter()
+                .map(f64::from)
+                .collect())
+        };
+        // Single rows or columns, in the sorted order.
+        let each = |idx: &[usize]| -> Vec<std::ops::Range<usize>> {
+            idx.iter().map(|&i| i..i + 1).collect()
+        };
         for ((l, s), cut) in before.layers.iter().enumerate().zip(&cuts) {
             let p = |m: &str| format!("encoder.layer.{l}.{m}");
-            let mut put = |name: String, shape: Vec<usize>, values: Vec<f64>| -> Result<()> {
-                out.push((name, shape, values));
-                Ok(())
-            };
-            let get = |store: &compressor_models::TensorStore,
-                       name: &str,
-                       shape: &[usize]|
-             -> Result<Vec<f64>> {
-                Ok(store
-                    .get_f32(name, shape)?
-                    .into_iter()
-                    .map(f64::from)
-                    .collect())
-            };
             if s.has_ffn() {
-                let i = s.intermediate_size;
-                let w1 = get(ctx.store, &p("intermediate.dense.weight"), &[i, h])?;
-                let b1 = get(ctx.store, &p("intermediate.dense.bias"), &[i])?;
-                let w2 = get(ctx.store, &p("output.dense.weight"), &[h, i])?;
-                let k = cut.neurons.len();
-                put(
-                    p("intermediate.dense.weight"),
-                    vec![k, h],
-                    cut.neurons
-                        .iter()
-                        .flat_map(|&n| w1[n * h..(n + 1) * h].iter().copied())
-                        .collect(),
-                )?;
-                put(
-                    p("intermediate.dense.bias"),
-                    vec![k],
-                    cut.neurons.iter().map(|&n| b1[n]).collect(),
-                )?;
-                put(
-                    p("output.dense.weight"),
-                    vec![h, k],
-                    w2.chunks(i)
-                        .flat_map(|row| cut.neurons.iter().map(|&n| row[n]))
-                        .collect(),
-                )?;
+                let neurons = each(&cut.neurons);
+                ctx.store
+                    .keep_row_ranges(&p("intermediate.dense.weight"), &neurons)?;
+                ctx.store
+                    .keep_row_ranges(&p("intermediate.dense.bias"), &neurons)?;
+                ctx.store
+                    .keep_col_ranges(&p("output.dense.weight"), &neurons)?;
             }
-            if s.has_attention() {
-                let (nh, dq, dv) = (s.heads.len(), s.qk_head_dim, s.vo_head_dim);
-                for m in ["attention.self.query", "attention.self.key"] {
-                    let w = get(ctx.store, &p(&format!("{m}.weight")), &[nh * dq, h])?;
-                    let b = get(ctx.store, &p(&format!("{m}.bias")), &[nh * dq])?;
-                    let rows: Vec<usize> = cut
-                        .qk
-                        .iter()
-                        .enumerate()
-                        .flat_map(|(j, dims)| dims.iter().map(move |&c| j * dq + c))
-                        .collect();
-                    let r = rows.len();
-                    put(
-                        p(&format!("{m}.weight")),
-                        vec![r, h],
-                        rows.iter()
-                            .flat_map(|&row| w[row * h..(row + 1) * h].iter().copied())
-                            .collect(),
-                    )?;
-                    put(
-                        p(&format!("{m}.bias")),
-                        vec![r],
-                        rows.iter().map(|&row| b[row]).collect(),
-                    )?;
+            if !s.has_attention() {
+                continue;
+            }
+            let (nh, dq, dv) = (s.heads.len(), s.qk_head_dim, s.vo_head_dim);
+            let rows: Vec<usize> = cut
+                .qk
+                .iter()
+                .enumerate()
+                .flat_map(|(j, dims)| dims.iter().map(move |&c| j * dq + c))
+                .collect();
+            for m in ["attention.self.query", "attention.self.key"] {
+                ctx.store
+                    .keep_row_ranges(&p(&format!("{m}.weight")), &each(&rows))?;
+                ctx.store
+                    .keep_row_ranges(&p(&format!("{m}.bias")), &each(&rows))?;
+            }
+            let wv = f64s(ctx.store, &p("attention.self.value.weight"), &[nh * dv, h])?;
+            let bv = f64s(ctx.store, &p("attention.self.value.bias"), &[nh * dv])?;
+            let wo = f64s(
+                ctx.store,
+                &p("attention.output.dense.weight"),
+                &[h, nh * dv],
+            )?;
+            let mut bo = f64s(ctx.store, &p("attention.output.dense.bias"), &[h])?;
+            // The value bias reaches the output as W_O b_V whatever the attention weights (rows sum to 1).
+            for (r, row) in wo.chunks(nh * dv).enumerate() {
+                bo[r] += row.iter().zip(&bv).map(|(a, b)| a * b).sum::<f64>();
+            }
+            let r = cut.vo;
+            let mut new_v = Vec::with_capacity(nh * r * h);
+            let mut new_o = vec![0.0; h * nh * r];
+            for (j, svd) in cut.svd.iter().enumerate() {
+                let (v, o) = head_blocks(&wv, &wo, h, nh, dv, j);
+                new_v.extend(svd.value_rows(r, &v, &o, dv));
+                for (row, cols) in svd.output_columns(r).chunks(r).enumerate() {
+                    new_o[row * nh * r + j * r..row * nh * r + (j + 1) * r].copy_from_slice(cols);
                 }
-                let wv = get(ctx.store, &p("attention.self.value.weight"), &[nh * dv, h])?;
-                let bv = get(ctx.store, &p("attention.self.value.bias"), &[nh * dv])?;
-                let wo = get(
-                    ctx.store,
-                    &p("attention.output.dense.weight"),
-                    &[h, nh * dv],
-                )?;
-                let mut bo = get(ctx.store, &p("attention.output.dense.bias"), &[h])?;
-                // The value bias reaches the output as W_O b_V whatever the attention weights (rows sum to 1).
-                for (r, row) in wo.chunks(nh * dv).enumerate() {
-                    bo[r] += row.iter().zip(&bv).map(|(a, b)| a * b).sum::<f64>();
-                }
-                let r = cut.vo;
-                let mut new_v = Vec::with_capacity(nh * r * h);
-                let mut new_o = vec![0.0; h * nh * r];
-                for (j, svd) in cut.svd.iter().enumerate() {
-                    let (v, o) = head_blocks(&wv, &wo, h, nh, dv, j);
-                    new_v.extend(svd.value_rows(r, &v, &o, dv));
-                    for (row, cols) in svd.output_columns(r).chunks(r).enumerate() {
-                        new_o[row * nh * r + j * r..row * nh * r + (j + 1) * r]
-                            .copy_from_slice(cols);
-                    }
-                }
-                put(p("attention.self.value.weight"), vec![nh * r, h], new_v)?;
-                put(
+            }
+            for (name, shape, values) in [
+                (p("attention.self.value.weight"), vec![nh * r, h], new_v),
+                (
                     p("attention.self.value.bias"),
                     vec![nh * r],
                     vec![0.0; nh * r],
-                )?;
-                put(p("attention.output.dense.weight"), vec![h, nh * r], new_o)?;
-                put(p("attention.output.dense.bias"), vec![h], bo)?;
+                ),
+                (p("attention.output.dense.weight"), vec![h, nh * r], new_o),
+                (p("attention.output.dense.bias"), vec![h], bo),
+            ] {
+                let dtype = ctx.store.get(&name)?.dtype;
+                let v: Vec<f32> = values.into_iter().map(|x| x as f32).collect();
+                ctx.store
+                    .set(&name, HostTensor::from_f32(shape, &v, dtype)?);
             }
         }
-        let mut changed = Vec::with_capacity(out.len());
-        for (name, shape, values) in out {
-            let dtype = ctx.store.get(&name)?.dtype;
-            let v: Vec<f32> = values.into_iter().map(|x| x as f32).collect();
-            ctx.store
-                .set(&name, HostTensor::from_f32(shape, &v, dtype)?);
-            changed.push(name);
-        }
+        let mut changed: Vec<String> = ctx.plan.changes.iter().map(|c| c.name.clone()).collect();
         let before_params = before.encoder_parameters();
         for change in &ctx.plan.arch {
             change.apply(ctx.config)?;
