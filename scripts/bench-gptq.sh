@@ -2,19 +2,14 @@
 # GPTQ against round-to-nearest through blockwise-quant (docs/passes/blockwise-quant.md#gptq-rounding):
 # all-MiniLM-L6-v2 (STS-B test Spearman) and the SST-2 classifier (GLUE dev accuracy) at 4 and 3 bits, group 128,
 # with nearest rounding, GPTQ without act-order and GPTQ with act-order (the default). One line per run in
-# out/bench-gptq/results.tsv (model, bits, rounding, original, compressed, GPTQ / nearest layer error summed over
-# the Linears). Needs ../shared and scripts/fetch-minilm.sh.
+# out/bench-gptq/results.tsv (model, bits, rounding, original, compressed, delta, GPTQ / nearest layer error summed
+# over the Linears). Needs ../shared and scripts/fetch-minilm.sh.
 #   MODELS="minilm sst2" BITS="4 3" ./scripts/bench-gptq.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
-work="$root/out/bench-gptq"
-mkdir -p "$work"
-shared="$(cd "$root/../shared" && pwd)"
-results="$work/results.tsv"
 # shellcheck source=scripts/bench-models.sh
 . "$root/scripts/bench-models.sh"
-[ -f "$results" ] || printf 'model\tbits\trounding\toriginal\tcompressed\tlayer_error_ratio\n' > "$results"
+bench_setup gptq $'model\tbits\trounding\toriginal\tcompressed\tdelta\tlayer_error_ratio'
 for model in ${MODELS:-minilm sst2}; do
   bench_model "$model"
   for bits in ${BITS:-4 3}; do
@@ -47,20 +42,15 @@ dir = "$work/$name"
 $evals
 TOML
       "$bin" run "$work/$name.toml" --force > "$work/$name.log" 2>&1
-      python3 - "$work/$name" "$model" "$bits" "$rounding" >> "$results" <<'PY'
+      ratio="$(python3 - "$work/$name" <<'PY'
 import json, sys
-out, model, bits, rounding = sys.argv[1:]
-m = json.load(open(f"{out}/manifest.json"))
-res = m["evaluation"]["results"]
-def score(label):
-    r = next(r for r in res if r["model"] == label)
-    return 100 * r["metrics"][r["main_metric"]]
-pt = m["passes"][0]["metrics"]["per_tensor"]
+pt = json.load(open(f"{sys.argv[1]}/manifest.json"))["passes"][0]["metrics"]["per_tensor"]
 g = sum(e.get("gptq_layer_error", 0) for e in pt.values())
 n = sum(e.get("nearest_layer_error", 0) for e in pt.values())
-ratio = f"{g / n:.3f}" if n else "-"
-print(f"{model}\t{bits}\t{rounding}\t{score('original'):.2f}\t{score('compressed'):.2f}\t{ratio}")
+print(f"{g / n:.3f}" if n else "-")
 PY
+)"
+      printf '%s\t%s\t%s\t%s\t%s\n' "$model" "$bits" "$rounding" "$(bench_delta "$work/$name")" "$ratio" >> "$results"
       rm -rf "${work:?}/$name"
     done
   done

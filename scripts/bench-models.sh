@@ -1,7 +1,19 @@
-# Sourced by the bench scripts: `bench_model NAME` sets `path` (the checkpoint), `calib` (the [calibration] data
-# keys) and `evals` (the [[eval]] tables) for NAME: `minilm` (all-MiniLM-L6-v2, 256 Wikipedia paragraphs, STS-B
-# test) or `sst2` (the SST-2 classifier fine-tuned from it, SST-2 training sentences, GLUE dev). Needs `root` and
-# `shared` set.
+# Sourced by the bench scripts (after they set `root`, the checkout):
+# - `bench_setup NAME HEADER`: `bin` (the release binary, or $COMPRESSOR_BIN), `work` (out/bench-NAME, created),
+#   `shared` (../shared) and `results` (work/results.tsv, started with the tab-separated HEADER when new);
+# - `bench_model NAME`: `path` (the checkpoint), `calib` (the [calibration] data keys) and `evals` (the [[eval]]
+#   tables) for `minilm` (all-MiniLM-L6-v2, 256 Wikipedia paragraphs, STS-B test) or `sst2` (the SST-2 classifier
+#   fine-tuned from it, SST-2 training sentences, GLUE dev);
+# - `bench_delta DIR`: "baseline<TAB>compressed<TAB>delta" (x100) of the first evaluation in DIR/report.json.
+bench_setup() {
+  bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
+  work="$root/out/bench-$1"
+  mkdir -p "$work"
+  shared="$(cd "$root/../shared" && pwd)"
+  results="$work/results.tsv"
+  [ -f "$results" ] || printf '%s\n' "$2" > "$results"
+}
+
 bench_model() {
   case $1 in
     minilm)
@@ -20,4 +32,12 @@ data = \"$shared/data/sst2/dev.jsonl\"
 max-length = 128" ;;
     *) echo "unknown model $1 (minilm, sst2)" >&2; return 1 ;;
   esac
+}
+
+bench_delta() {
+  python3 - "$1" <<'PY'
+import json, sys
+d = json.load(open(f"{sys.argv[1]}/report.json"))["deltas"][0]
+print(f"{100 * d['baseline']:.2f}\t{100 * d['compressed']:.2f}\t{100 * d['delta']:+.2f}")
+PY
 }

@@ -10,14 +10,9 @@
 #     ALLOCATIONS="uniform per-layer" IMPORTANCES="magnitude activation" ./scripts/bench-prune.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
-work="$root/out/bench-prune"
-mkdir -p "$work"
-shared="$(cd "$root/../shared" && pwd)"
-results="$work/results.tsv"
 # shellcheck source=scripts/bench-models.sh
 . "$root/scripts/bench-models.sh"
-[ -f "$results" ] || printf 'model\ttarget\tstructures\tallocation\timportance\tremoved\tbaseline\tscore\tdelta\tbytes\n' > "$results"
+bench_setup prune $'model\ttarget\tstructures\tallocation\timportance\tremoved\tbaseline\tscore\tdelta\tbytes'
 
 for model in ${MODELS:-minilm sst2}; do
   bench_model "$model"

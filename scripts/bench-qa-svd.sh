@@ -10,14 +10,9 @@
 # KEEP=1 keeps the artifacts.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
-work="$root/out/bench-qa-svd"
-mkdir -p "$work"
-shared="$(cd "$root/../shared" && pwd)"
-results="$work/results.tsv"
 # shellcheck source=scripts/bench-models.sh
 . "$root/scripts/bench-models.sh"
-[ -f "$results" ] || printf 'model\tmethod\trate\tquant\tremoved\tbaseline\tscore\tdelta\tbytes\tseconds\n' > "$results"
+bench_setup qa-svd $'model\tmethod\trate\tquant\tremoved\tbaseline\tscore\tdelta\tbytes\tseconds'
 
 # run NAME PASSES: writes the pipeline, runs it, appends the result line.
 run() {
@@ -41,24 +36,20 @@ dir = "$work/$name"
 
 $evals
 TOML
-  local start end
-  start=$(date +%s.%N)
+  local start=$SECONDS
   if ! "$bin" run "$work/$name.toml" --force > "$work/$name.log" 2>&1; then
     printf '%sERROR\n' "$key" >> "$results"; return
   fi
-  end=$(date +%s.%N)
-  python3 - "$work/$name" "$key" "$start" "$end" >> "$results" <<'PY'
+  local removed bytes
+  read -r removed bytes < <(python3 - "$work/$name" <<'PY'
 import json, sys
-out, key, start, end = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-m = json.load(open(f"{out}/manifest.json"))
-removed = next((p["metrics"].get("encoder_fraction_removed") for p in m["passes"] if "encoder_fraction_removed" in p.get("metrics", {})), 0.0)
-res = m["evaluation"]["results"]
-def score_of(label):
-    r = next(r for r in res if r["model"] == label)
-    return 100 * r["metrics"][r["main_metric"]]
-base, score = score_of("original"), score_of("compressed")
-print(f"{key}{removed:.4f}\t{base:.2f}\t{score:.2f}\t{score - base:+.2f}\t{m['output']['tensor_bytes']}\t{end - start:.1f}")
+m = json.load(open(f"{sys.argv[1]}/manifest.json"))
+removed = next((p["metrics"]["encoder_fraction_removed"] for p in m["passes"] if "encoder_fraction_removed" in p["metrics"]), 0.0)
+print(f"{removed:.4f} {m['output']['tensor_bytes']}")
 PY
+)
+  printf '%s%s\t%s\t%s\t%s\n' "$key" "$removed" "$(bench_delta "$work/$name")" "$bytes" \
+    "$((SECONDS - start))" >> "$results"
   [ -n "${KEEP:-}" ] || rm -rf "${work:?}/$name"
 }
 
