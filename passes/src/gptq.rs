@@ -114,10 +114,11 @@ pub fn plan_note(
     )))
 }
 
-/// The scale parameters of one matrix being quantized: one (scale, zero point) per row and group.
+/// The scale parameters of one matrix being quantized, in the layout of [`QuantTensor`]'s scales.
 struct Params {
     strategy: Strategy,
     cols: usize,
+    /// Scale columns per row: groups (1 for channel and tensor scales).
     groups: usize,
     scales: Vec<f32>,
     zero_points: Vec<i8>,
@@ -125,37 +126,18 @@ struct Params {
 
 impl Params {
     fn new(strategy: Strategy, rows: usize, cols: usize) -> Self {
-        let groups = match strategy {
-            Strategy::Group { size } => cols.div_ceil(size),
-            _ => 1,
-        };
-        let n = if strategy == Strategy::Tensor {
-            1
-        } else {
-            rows * groups
-        };
+        let [sr, sc] = strategy.scale_shape(rows, cols);
         Self {
             strategy,
             cols,
-            groups,
-            scales: vec![0.0; n],
-            zero_points: vec![0; n],
-        }
-    }
-
-    fn group_of(&self, c: usize) -> usize {
-        match self.strategy {
-            Strategy::Group { size } => c / size,
-            _ => 0,
+            groups: sc,
+            scales: vec![0.0; sr * sc],
+            zero_points: vec![0; sr * sc],
         }
     }
 
     fn index(&self, r: usize, c: usize) -> usize {
-        if self.strategy == Strategy::Tensor {
-            0
-        } else {
-            r * self.groups + self.group_of(c)
-        }
+        self.strategy.scale_index(self.cols, r, c)
     }
 
     /// Set the parameters of group `g` (every group for channel / tensor scales) from `w` (row-major, `cols`

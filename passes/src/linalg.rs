@@ -39,19 +39,13 @@ impl Eigen {
     pub fn map(&self, f: impl Fn(f64) -> f64) -> Vec<f64> {
         let n = self.n;
         let fv: Vec<f64> = self.values.iter().map(|&l| f(l)).collect();
-        let mut out = vec![0.0; n * n];
-        for i in 0..n {
-            for j in i..n {
-                let (vi, vj) = (
-                    &self.vectors[i * n..(i + 1) * n],
-                    &self.vectors[j * n..(j + 1) * n],
-                );
-                let s: f64 = fv.iter().enumerate().map(|(k, f)| vi[k] * f * vj[k]).sum();
-                out[i * n + j] = s;
-                out[j * n + i] = s;
-            }
-        }
-        out
+        let scaled: Vec<f64> = self
+            .vectors
+            .iter()
+            .enumerate()
+            .map(|(k, v)| v * fv[k % n])
+            .collect();
+        matmul(n, n, n, &scaled, &transpose(n, n, &self.vectors))
     }
 }
 

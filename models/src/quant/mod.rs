@@ -55,6 +55,12 @@ impl Strategy {
         }
     }
 
+    /// Index into the row-major scale matrix ([`Strategy::scale_shape`]) of element `(r, c)` of a matrix `cols`
+    /// wide.
+    pub fn scale_index(self, cols: usize, r: usize, c: usize) -> usize {
+        scale_index(self, cols, r, c)
+    }
+
     /// Short human name: `tensor`, `channel`, `group 128`, `block 64x64`.
     pub fn describe(self) -> String {
         match self {
