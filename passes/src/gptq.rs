@@ -14,7 +14,7 @@
 use compressor_models::{Encoding, QuantTensor, Strategy};
 use serde::{Deserialize, Serialize};
 
-use crate::linalg::{cholesky_lower, spd_inverse};
+use crate::linalg::{cholesky_lower, damp, spd_inverse};
 
 /// How weights are rounded to their codes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,10 +208,7 @@ pub fn quantize(
             }
         }
     }
-    let mean_diag = (0..cols).map(|i| h[i * cols + i]).sum::<f64>() / cols as f64;
-    for i in 0..cols {
-        h[i * cols + i] += settings.damping * mean_diag;
-    }
+    damp(cols, &mut h, settings.damping);
     // The order columns are quantized in (positions in the original matrix).
     let mut order: Vec<usize> = (0..cols).collect();
     if settings.act_order {
@@ -355,10 +352,7 @@ mod tests {
     ) -> QuantTensor {
         let mut w: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
         let mut h = h.to_vec();
-        let mean = (0..cols).map(|i| h[i * cols + i]).sum::<f64>() / cols as f64;
-        for i in 0..cols {
-            h[i * cols + i] += damping * mean;
-        }
+        damp(cols, &mut h, damping);
         let mut hinv = spd_inverse(cols, &h).expect("inverse");
         let mut params = Params::new(e.strategy, rows, cols);
         let size = match e.strategy {

@@ -103,6 +103,14 @@ pub fn spd_inverse(n: usize, a: &[f64]) -> Option<Vec<f64>> {
     Some(row_major(llt.inverse().as_ref()))
 }
 
+/// Add `factor * mean(diag a)` to the diagonal of the `[n, n]` matrix `a` (the usual damping of a second moment).
+pub fn damp(n: usize, a: &mut [f64], factor: f64) {
+    let mean = (0..n).map(|i| a[i * n + i]).sum::<f64>() / n.max(1) as f64;
+    for i in 0..n {
+        a[i * n + i] += factor * mean;
+    }
+}
+
 /// `a b` for row-major `a` `[m, k]` and `b` `[k, n]`.
 pub fn matmul(m: usize, k: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
     row_major((mat(m, k, a) * mat(k, n, b)).as_ref())

@@ -17,7 +17,7 @@
 //! equals pruning by score), and at full width the sorted layer computes what the original did.
 
 use crate::error::Result;
-use crate::linalg::{eigh, matmul, psd_sqrt, thin_svd, transpose};
+use crate::linalg::{damp, eigh, matmul, psd_sqrt, thin_svd, transpose};
 
 /// Indices `0..scores.len()` by descending score (ties by index).
 pub fn descending(scores: &[f64]) -> Vec<usize> {
@@ -134,12 +134,7 @@ impl HeadSvd {
 /// `C^1/2` of the attention input's second moment, damped by `damping * mean(diag C)` on the diagonal.
 pub fn whitening(n: usize, c: &[f64], damping: f64) -> Result<Vec<f64>> {
     let mut c = c.to_vec();
-    if damping > 0.0 {
-        let mean = (0..n).map(|i| c[i * n + i]).sum::<f64>() / n.max(1) as f64;
-        for i in 0..n {
-            c[i * n + i] += damping * mean;
-        }
-    }
+    damp(n, &mut c, damping);
     psd_sqrt(n, &c)
 }
 
