@@ -7,6 +7,8 @@
 # scripts/fetch-minilm.sh.
 #   SCORES="magnitude fisher-general fisher-domain gaprune" PATTERNS="unstructured 2:4" TRIPLETS=128 \
 #     ./scripts/bench-fisher-prune.sh
+# ALLOCATION=per-layer (or per-tensor) sets the unstructured allocation (default: the pass's, global); the runs are
+# then named with it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
@@ -19,6 +21,8 @@ triplets="${TRIPLETS:-128}"
 pipeline() { # NAME SCORE PATTERN
   local target="target = 0.5"
   [ "$3" = "2:4" ] && target=""
+  [ "$3" != "2:4" ] && [ -n "${ALLOCATION:-}" ] && target="$target
+allocation = \"$ALLOCATION\""
   cat > "$work/$1.toml" <<EOT
 [model]
 path = "$root/.cache/models/all-MiniLM-L6-v2"
@@ -56,7 +60,7 @@ start=$(date +%s.%N)
 echo "gradient sweep (both sets, ${triplets} triplets each; 0 if cached): $(echo "$(date +%s.%N) - $start" | bc) s"
 for pattern in ${PATTERNS:-unstructured 2:4}; do
   for score in ${SCORES:-magnitude fisher-general fisher-domain gaprune}; do
-    name="$score-${pattern/:/-}"
+    name="$score-${pattern/:/-}${ALLOCATION:+-$ALLOCATION}"
     pipeline "$name" "$score" "$pattern"
     "$bin" run --force "$work/$name.toml" > "$work/$name.log" 2>&1
     echo "$name: $(grep -E 'ndcg_at_10|spearman' "$work/$name.log" | tr -s ' ' | tr '\n' ';')"

@@ -21,26 +21,11 @@ gptq = { act-order = false }' ;;
         gptq) keys='rounding = "gptq"' ;;
       esac
       name="$model-w$bits-$rounding"
-      cat > "$work/$name.toml" <<TOML
-[model]
-path = "$path"
-
-[calibration]
-$calib
-samples = 256
-max-length = 128
-
-[[pass]]
-kind = "blockwise-quant"
+      bench_pipeline "$name" "[[pass]]
+kind = \"blockwise-quant\"
 bits = $bits
 group-size = 128
-$keys
-
-[output]
-dir = "$work/$name"
-
-$evals
-TOML
+$keys"
       "$bin" run "$work/$name.toml" --force > "$work/$name.log" 2>&1
       ratio="$(python3 - "$work/$name" <<'PY'
 import json, sys

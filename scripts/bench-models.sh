@@ -4,6 +4,8 @@
 # - `bench_model NAME`: `path` (the checkpoint), `calib` (the [calibration] data keys) and `evals` (the [[eval]]
 #   tables) for `minilm` (all-MiniLM-L6-v2, 256 Wikipedia paragraphs, STS-B test) or `sst2` (the SST-2 classifier
 #   fine-tuned from it, SST-2 training sentences, GLUE dev);
+# - `bench_pipeline NAME PASSES`: writes work/NAME.toml, the model of `bench_model` with its [calibration] (256
+#   samples, 128 tokens), the [[pass]] tables PASSES, output work/NAME and the evaluations;
 # - `bench_delta DIR`: "baseline<TAB>compressed<TAB>delta" (x100) of the first evaluation in DIR/report.json.
 bench_setup() {
   bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
@@ -32,6 +34,25 @@ data = \"$shared/data/sst2/dev.jsonl\"
 max-length = 128" ;;
     *) echo "unknown model $1 (minilm, sst2)" >&2; return 1 ;;
   esac
+}
+
+bench_pipeline() {
+  cat > "$work/$1.toml" <<TOML
+[model]
+path = "$path"
+
+[calibration]
+$calib
+samples = 256
+max-length = 128
+
+$2
+
+[output]
+dir = "$work/$1"
+
+$evals
+TOML
 }
 
 bench_delta() {

@@ -26,27 +26,12 @@ for model in ${MODELS:-minilm sst2}; do
             continue  # measured already (delete the line or results.tsv to measure again)
           fi
           list="[\"${structures//,/\", \"}\"]"
-          cat > "$work/$name.toml" <<TOML
-[model]
-path = "$path"
-
-[calibration]
-$calib
-samples = 256
-max-length = 128
-
-[[pass]]
-kind = "prune"
+          bench_pipeline "$name" "[[pass]]
+kind = \"prune\"
 target = $target
 structures = $list
-allocation = "$allocation"
-importance = "$importance"
-
-[output]
-dir = "$work/$name"
-
-$evals
-TOML
+allocation = \"$allocation\"
+importance = \"$importance\""
           echo "== $name" >&2
           if ! "$bin" run "$work/$name.toml" --force > "$work/$name.log" 2>&1; then
             printf '%s\t%s\t%s\t%s\t%s\tERROR\n' "$model" "$target" "$structures" "$allocation" "$importance" >> "$results"

@@ -20,22 +20,7 @@ run() {
   local key
   key="$(printf '%s\t%s\t%s\t%s\t' "$model" "$method" "$rate" "$quant")"
   if grep -qF "$key" "$results"; then return; fi
-  cat > "$work/$name.toml" <<TOML
-[model]
-path = "$path"
-
-[calibration]
-$calib
-samples = 256
-max-length = 128
-
-$passes
-
-[output]
-dir = "$work/$name"
-
-$evals
-TOML
+  bench_pipeline "$name" "$passes"
   local start=$SECONDS
   if ! "$bin" run "$work/$name.toml" --force > "$work/$name.log" 2>&1; then
     printf '%sERROR\n' "$key" >> "$results"; return

@@ -135,8 +135,17 @@ fn stored_dtype(form: &Form) -> String {
         FactorForm::Quant { encoding } => format!("int{}", encoding.bits),
     };
     match form {
-        Form::Dense { dtype } | Form::Sparse { dtype, .. } => dtype.as_str().to_string(),
-        Form::Quant { encoding } => format!("int{}", encoding.bits),
+        Form::Dense { dtype }
+        | Form::Sparse {
+            dtype,
+            encoding: None,
+            ..
+        } => dtype.as_str().to_string(),
+        Form::Quant { encoding }
+        | Form::Sparse {
+            encoding: Some(encoding),
+            ..
+        } => format!("int{}", encoding.bits),
         Form::LowRank { u, v, .. } => {
             let (u, v) = (factor(u), factor(v));
             if u == v {

@@ -234,6 +234,13 @@ fn positive(s: &str) -> Result<usize, String> {
 }
 
 fn main() -> ExitCode {
+    // A reader that stops early (`compressor inspect M | head`) ends the process quietly, as it ends other Unix
+    // tools, instead of making every print panic on the closed pipe.
+    #[cfg(target_os = "linux")]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(code) => code,

@@ -85,10 +85,10 @@ fn inspect_shows_every_form_with_its_bytes() {
 #[test]
 fn run_keeps_every_form_and_export_dense_decodes_it() {
     let (ws, decoded) = every_form_workspace();
-    // A pass that leaves layer 0 alone: the forms go through the artifact writer unchanged.
+    // A pass that changes one dense Linear only: the forms go through the artifact writer unchanged.
     ws.write(
         "pipeline.toml",
-        "[model]\npath = \"model\"\n\n[[pass]]\nkind = \"cast\"\ndtype = \"f16\"\nselect = { layers = [1] }\n\n[output]\ndir = \"out\"\n",
+        "[model]\npath = \"model\"\n\n[[pass]]\nkind = \"cast\"\ndtype = \"f16\"\nselect = { layers = [1], roles = [\"attn.out\"] }\n\n[output]\ndir = \"out\"\n",
     );
     assert_ok(&ws.run(&["run", "pipeline.toml"]));
     let input = st::SafetensorsFile::open(&ws.join("model/model.safetensors")).expect("input");
@@ -98,7 +98,7 @@ fn run_keeps_every_form_and_export_dense_decodes_it() {
         output.metadata.get("compressor_forms")
     );
     for (name, info) in &input.tensors {
-        if name.starts_with("encoder.layer.0.") {
+        if !name.starts_with("encoder.layer.1.attention.output.dense.") {
             let a = input.tensor(name).expect("in");
             let b = output.tensor(name).expect("out");
             assert_eq!((a.dtype, &a.shape), (b.dtype, &b.shape), "{name}");
@@ -120,7 +120,7 @@ fn run_keeps_every_form_and_export_dense_decodes_it() {
     assert_ok(&o);
     assert_eq!(
         stderr(&o).lines().last(),
-        Some("wrote `dense`: 5 tensors decoded to dense, 24,512 tensor bytes")
+        Some("wrote `dense`: 7 tensors decoded to dense, 24,512 tensor bytes")
     );
     let dense = Checkpoint::open(&ws.join("dense")).expect("dense");
     assert!(!dense.store.metadata.contains_key("compressor_forms"));
@@ -188,4 +188,105 @@ fn the_architecture_lists_the_low_rank_linears_and_passes_respect_them() {
     let dense = Checkpoint::open(&ws.join("dense")).expect("dense");
     assert!(dense.config.bert().is_uniform());
     assert!(!dense.config.raw.contains_key("compressor"));
+}
+
+#[test]
+fn quantizing_a_sparse_model_keeps_it_sparse_with_the_planned_bytes() {
+    let blockwise = |rounding: &str| {
+        format!("kind = \"blockwise-quant\"\nbits = 4\ngroup-size = 8\nrounding = \"{rounding}\"")
+    };
+    let hessian = "kind = \"hessian-mp\"\nbits = [2, 4]\naverage-bits = 3.0\ngroup-size = 8\nsensitivity = { runs = 1, max-iterations = 3, batch-size = 4 }\nqat = { steps = 2, lr = 1e-3, batch-size = 4 }".to_string();
+    for (pattern, quant, widths, max_error) in [
+        ("target = 0.5", blockwise("nearest"), &[4u8][..], 0.2),
+        ("pattern = \"2:4\"", blockwise("nearest"), &[4], 0.2),
+        ("target = 0.6", blockwise("gptq"), &[4], 0.2),
+        ("target = 0.5", hessian, &[2, 4], 0.8),
+    ] {
+        let ws = Workspace::new();
+        TinyBert::default()
+            .write(&ws.join("model"))
+            .expect("writes");
+        let texts: String = (0..40)
+            .map(|i| {
+                format!("{{\"text\": \"sentence {i} with a few more words than the last one\"}}\n")
+            })
+            .collect();
+        ws.write("texts.jsonl", &texts);
+        ws.write(
+            "pipeline.toml",
+            &format!(
+                "[model]\npath = \"model\"\n\n[calibration]\ndata = \"texts.jsonl\"\nsamples = 40\nmax-length = 16\n\n[[pass]]\nkind = \"fisher-prune\"\n{pattern}\nscore = \"magnitude\"\n\n[[pass]]\n{quant}\n\n[output]\ndir = \"out\"\n"
+            ),
+        );
+        let case = format!(
+            "{pattern} then {}",
+            quant.lines().next().unwrap_or_default()
+        );
+        if quant.contains("hessian-mp") {
+            // Its plan shows the highest width of the menu; the widths are chosen at run time.
+            common::ok(&ws.run(&["run", "pipeline.toml"]));
+        } else {
+            common::run_matching_the_plan(ws.path());
+        }
+        let artifact = Checkpoint::open(&ws.join("out")).expect("artifact");
+        let model = Checkpoint::open(&ws.join("model")).expect("model");
+        let file = st::SafetensorsFile::open(&ws.join("out/model.safetensors")).expect("output");
+        for layer in 0..2 {
+            let pruned_ffn = format!("encoder.layer.{layer}.intermediate.dense.weight");
+            for part in ["_values_packed", "_values_scale", "_shape"] {
+                assert!(
+                    file.tensors.contains_key(&format!("{pruned_ffn}{part}")),
+                    "{case}: `{pruned_ffn}{part}` is written"
+                );
+            }
+            assert!(!file.tensors.contains_key(&format!("{pruned_ffn}_packed")));
+            let form = artifact.store.form(&pruned_ffn).expect("form");
+            assert!(
+                matches!(
+                    form,
+                    compressor_models::Form::Sparse {
+                        encoding: Some(compressor_models::Encoding { bits, .. }),
+                        ..
+                    } if widths.contains(&bits)
+                ),
+                "{case}: {form:?}"
+            );
+            // Pruned weights decode to exactly 0; kept ones to their codes, close to the originals.
+            let mask = artifact.store.sparse_mask(&pruned_ffn).expect("sparse");
+            let decoded = artifact
+                .store
+                .get(&pruned_ffn)
+                .and_then(|t| t.to_f32("w"))
+                .expect("decodes");
+            let original = model
+                .store
+                .get(&pruned_ffn)
+                .and_then(|t| t.to_f32("w"))
+                .expect("original");
+            let kept = mask.iter().filter(|k| **k).count();
+            assert!(
+                kept * 3 < mask.len() * 2,
+                "{case}: {kept} of {} kept",
+                mask.len()
+            );
+            let (mut err, mut norm) = (0f64, 0f64);
+            for ((d, o), k) in decoded.iter().zip(&original).zip(&mask) {
+                if *k {
+                    err += f64::from(d - o).powi(2);
+                    norm += f64::from(*o).powi(2);
+                } else {
+                    assert_eq!(*d, 0.0, "{case}: a pruned weight decodes to {d}");
+                }
+            }
+            let relative = (err / norm).sqrt();
+            assert!(
+                relative < max_error,
+                "{case}: kept weights off by {relative}"
+            );
+        }
+        // Attention Linears were dense: they are compressed-tensors codes.
+        assert!(file
+            .tensors
+            .contains_key("encoder.layer.1.attention.self.query.weight_packed"));
+    }
 }

@@ -5,8 +5,14 @@
 //! | dense | `B` (F32 / F16 / BF16) | `numel * dtype size` |
 //! | quantized | `B_packed` I32, `B_scale`, `B_shape` I64 `[2]`, `B_zero_point` I32 (asymmetric); or int8 `B` + `B_scale` (read only) | [`Encoding::stored_bytes`] |
 //! | low-rank | `B = U V`: `B_u` `[out, r]` and `B_v` `[r, in]`, each dense, or quantized as `B_u_packed`, `B_u_scale`, ... | bytes of U + bytes of V |
-//! | sparse bitmask | `B_bitmask` U8 `[out, ceil(in / 8)]`, `B_values` `[nnz]` (dense dtype), `B_shape` I64 `[2]` | `out * ceil(in / 8) + nnz * dtype size + 16` |
-//! | sparse 2:4 | `B_values` `[out, in / 2]` (dense dtype), `B_indices` U8 `[out, ceil(in / 8)]`, `B_shape` I64 `[2]` | `out * in / 2 * dtype size + out * ceil(in / 8) + 16` |
+//! | sparse bitmask | `B_bitmask` U8 `[out, ceil(in / 8)]`, `B_values` `[nnz]` (dense dtype) or quantized values (below), `B_shape` I64 `[2]` | `out * ceil(in / 8) + values + 16` |
+//! | sparse 2:4 | `B_values` `[out, in / 2]` (dense dtype) or quantized values (below), `B_indices` U8 `[out, ceil(in / 8)]`, `B_shape` I64 `[2]` | `out * ceil(in / 8) + values + 16` |
+//!
+//! Quantized sparse values: `B_values_packed` I32 holds the codes of the stored values only, in their order
+//! (bitmask: `[ceil(nnz * bits / 32)]`; 2:4: `[out, ceil(in / 2 * bits / 32)]`, each row starting a new word), packed
+//! as compressed-tensors packs codes; `B_values_scale` and `B_values_zero_point` (asymmetric) are the scales and zero
+//! points of the whole `[out, in]` matrix in its encoding (a stored value at `(r, c)` uses the scale of `(r, c)`).
+//! The encoding is in the [`METADATA_KEY`] description. Pruned elements are not stored and decode to exactly 0.
 //!
 //! Each row is a variant of [`Stored`] with a writer ([`Stored::write_parts`]), a reader ([`Stored::read`]), an
 //! exact byte count ([`Stored::stored_bytes`], the bytes of the parts as written) and a decoder to dense
@@ -18,7 +24,7 @@
 //! starts a new byte. A 2:4 row holds, for each group of 4 consecutive columns, 2 values and their 2-bit positions
 //! in the group (ascending); the positions are packed 4 per byte, little-endian (index `i` of a row is bits
 //! `2 (i % 4) ..` of byte `i / 4`), and each row starts a new byte. A group with fewer than 2 non-zeros stores
-//! zeros at its lowest free positions. Sparse values are not quantized (yet).
+//! zeros at its lowest free positions.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -26,7 +32,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::quant::{ct, Encoding, QuantTensor};
+use crate::quant::{
+    ct, pack_codes, pack_codes_rows, packed_words, unpack_codes, Encoding, QuantTensor,
+};
 use crate::tensor::{DType, HostTensor};
 
 /// The safetensors `__metadata__` key of our artifacts that describes every tensor stored low-rank or sparse
@@ -80,8 +88,22 @@ impl FormKind {
             FormKind::Dense => &[""],
             FormKind::Quant => &ct::PARTS,
             FormKind::LowRank => &["_u", "_v"],
-            FormKind::Bitmask => &["_bitmask", "_values", "_shape"],
-            FormKind::TwoFour => &["_indices", "_values", "_shape"],
+            FormKind::Bitmask => &[
+                "_bitmask",
+                "_values",
+                "_shape",
+                "_values_packed",
+                "_values_scale",
+                "_values_zero_point",
+            ],
+            FormKind::TwoFour => &[
+                "_indices",
+                "_values",
+                "_shape",
+                "_values_packed",
+                "_values_scale",
+                "_values_zero_point",
+            ],
         }
     }
 
@@ -231,8 +253,12 @@ pub enum Form {
         pattern: SparsePattern,
         /// Values stored: the kept elements (bitmask) or `out * in / 2` (2:4).
         nnz: usize,
+        /// The dtype the matrix decodes to: the values' own (dense values) or F32 (quantized values).
         #[serde(with = "crate::quant::dtype_name")]
         dtype: DType,
+        /// The encoding of quantized values (`None`: the values are stored in `dtype`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encoding: Option<Encoding>,
     },
 }
 
@@ -273,14 +299,21 @@ impl Form {
                 pattern,
                 nnz,
                 dtype,
+                encoding,
             } => {
                 // The mask or the 2-bit positions take one bit per column; `_shape` is two int64.
                 let mask = rows * cols.div_ceil(8);
-                let values = match pattern {
-                    SparsePattern::Bitmask => *nnz,
-                    SparsePattern::TwoFour => rows * (cols / 2),
+                let values = match (pattern, encoding) {
+                    (SparsePattern::Bitmask, None) => nnz * dtype.size(),
+                    (SparsePattern::TwoFour, None) => rows * (cols / 2) * dtype.size(),
+                    (SparsePattern::Bitmask, Some(e)) => {
+                        packed_words(*nnz, e.bits) * 4 + e.scale_bytes(rows, cols)
+                    }
+                    (SparsePattern::TwoFour, Some(e)) => {
+                        rows * packed_words(cols / 2, e.bits) * 4 + e.scale_bytes(rows, cols)
+                    }
                 };
-                mask + values * dtype.size() + 16
+                mask + values + 16
             }
         }
     }
@@ -311,14 +344,23 @@ impl Form {
                 }
             }
             Form::Sparse {
-                pattern: SparsePattern::Bitmask,
+                pattern,
                 nnz,
                 dtype,
+                encoding,
             } => {
-                let n = (rows * cols).max(1) as f64;
-                format!("sparse {:.1}% {dtype}", 100.0 * (1.0 - *nnz as f64 / n))
+                let values = match encoding {
+                    Some(e) => format!("{}-bit {}", e.bits, e.strategy.describe()),
+                    None => dtype.to_string(),
+                };
+                match pattern {
+                    SparsePattern::Bitmask => {
+                        let n = (rows * cols).max(1) as f64;
+                        format!("sparse {:.1}% {values}", 100.0 * (1.0 - *nnz as f64 / n))
+                    }
+                    SparsePattern::TwoFour => format!("2:4 {values}"),
+                }
             }
-            Form::Sparse { dtype, .. } => format!("2:4 {dtype}"),
         }
     }
 }
@@ -439,7 +481,17 @@ impl LowRank {
     }
 }
 
-/// A sparse matrix: a bitmask of kept elements or 2:4 positions, and the kept values in the dense dtype.
+/// The stored values of a sparse matrix.
+#[derive(Debug, Clone)]
+pub enum SparseValues {
+    /// In a float dtype: `[nnz]` (bitmask) or `[rows, cols / 2]` (2:4).
+    Dense(HostTensor),
+    /// Integer codes of the whole `[rows, cols]` matrix with its scales. Only the stored positions' codes are
+    /// written; every other position holds its zero point, so it decodes to exactly 0.
+    Quant(Arc<QuantTensor>),
+}
+
+/// A sparse matrix: a bitmask of kept elements or 2:4 positions, and the values stored there (dense or quantized).
 #[derive(Debug, Clone)]
 pub struct Sparse {
     pattern: SparsePattern,
@@ -447,8 +499,9 @@ pub struct Sparse {
     cols: usize,
     /// Bitmask: U8 `[rows, ceil(cols / 8)]`; 2:4: the packed 2-bit positions, U8 `[rows, ceil(cols / 8)]`.
     mask: HostTensor,
-    /// Bitmask: `[nnz]`; 2:4: `[rows, cols / 2]`.
-    values: HostTensor,
+    /// Values stored: the mask's popcount (bitmask) or `rows * cols / 2` (2:4).
+    nnz: usize,
+    values: SparseValues,
 }
 
 impl Sparse {
@@ -463,16 +516,24 @@ impl Sparse {
 
     /// Values stored (see [`Form::Sparse`]).
     pub fn nnz(&self) -> usize {
-        self.values.numel()
+        self.nnz
     }
 
-    pub fn values(&self) -> &HostTensor {
+    pub fn values(&self) -> &SparseValues {
         &self.values
     }
 
     /// The bitmask, or the packed 2:4 positions.
     pub fn mask(&self) -> &HostTensor {
         &self.mask
+    }
+
+    /// The encoding of quantized values.
+    pub fn encoding(&self) -> Option<Encoding> {
+        match &self.values {
+            SparseValues::Dense(_) => None,
+            SparseValues::Quant(q) => Some(q.encoding),
+        }
     }
 
     /// From a U8 `[rows, ceil(cols / 8)]` mask (or positions) and the kept values, rounded to `dtype`.
@@ -484,54 +545,149 @@ impl Sparse {
         values_shape: Vec<usize>,
         kept: &[f32],
         dtype: DType,
-    ) -> std::result::Result<Stored, String> {
+    ) -> std::result::Result<Self, String> {
         let text = |e: crate::Error| e.to_string();
-        Ok(Stored::Sparse(Sparse {
+        Ok(Sparse {
             pattern,
             rows,
             cols,
             mask: HostTensor::from_bytes(DType::U8, vec![rows, cols.div_ceil(8)], mask)
                 .map_err(text)?,
-            values: HostTensor::from_f32(values_shape, kept, dtype).map_err(text)?,
-        }))
+            nnz: kept.len(),
+            values: SparseValues::Dense(
+                HostTensor::from_f32(values_shape, kept, dtype).map_err(text)?,
+            ),
+        })
     }
 
     /// For each stored value (in order), its flat index in the dense matrix.
-    fn positions(&self) -> Vec<usize> {
-        let row_bytes = self.cols.div_ceil(8);
-        let m = self.mask.bytes();
-        let mut out = Vec::with_capacity(self.nnz());
-        for r in 0..self.rows {
-            let row = &m[r * row_bytes..(r + 1) * row_bytes];
-            match self.pattern {
-                SparsePattern::Bitmask => {
-                    for c in 0..self.cols {
-                        if row[c / 8] >> (c % 8) & 1 == 1 {
-                            out.push(r * self.cols + c);
-                        }
-                    }
-                }
-                SparsePattern::TwoFour => {
-                    for i in 0..self.cols / 2 {
-                        let pos = (row[i / 4] >> (2 * (i % 4)) & 3) as usize;
-                        out.push(r * self.cols + 4 * (i / 2) + pos);
-                    }
-                }
-            }
+    pub fn positions(&self) -> Vec<usize> {
+        positions(self.pattern, self.rows, self.cols, self.mask.bytes())
+    }
+
+    /// Whether each element of the dense matrix (row-major) is stored: pruned elements are `false`.
+    pub fn stored_mask(&self) -> Vec<bool> {
+        let mut out = vec![false; self.rows * self.cols];
+        for p in self.positions() {
+            out[p] = true;
         }
         out
     }
 
-    /// The dense matrix in the values' dtype: exact values, exact zeros.
+    /// The same mask with quantized values: `q` encodes the whole `[rows, cols]` matrix; the codes of pruned
+    /// positions are dropped (they decode to exactly 0).
+    pub fn with_quantized_values(&self, q: QuantTensor) -> std::result::Result<Self, String> {
+        if (q.rows, q.cols) != (self.rows, self.cols) {
+            return Err(format!(
+                "quantized values of a [{}, {}] matrix do not fit a [{}, {}] sparse one",
+                q.rows, q.cols, self.rows, self.cols
+            ));
+        }
+        let mut q = q;
+        let stored = self.stored_mask();
+        for (p, kept) in stored.iter().enumerate() {
+            if !kept {
+                q.codes[p] = q.zero_code(p / self.cols, p % self.cols);
+            }
+        }
+        Ok(Self {
+            values: SparseValues::Quant(Arc::new(q)),
+            mask: self.mask.clone(),
+            ..*self
+        })
+    }
+
+    /// The dense matrix: in the values' dtype (exact values, exact zeros), or decoded codes in f32.
     pub fn to_dense(&self) -> Result<HostTensor> {
-        let size = self.values.dtype.size();
+        let values = match &self.values {
+            SparseValues::Quant(q) => {
+                return HostTensor::from_f32(
+                    vec![self.rows, self.cols],
+                    &q.dequantize(),
+                    DType::F32,
+                )
+            }
+            SparseValues::Dense(v) => v,
+        };
+        let size = values.dtype.size();
         let mut bytes = vec![0u8; self.rows * self.cols * size];
-        let src = self.values.bytes();
+        let src = values.bytes();
         for (k, p) in self.positions().into_iter().enumerate() {
             bytes[p * size..(p + 1) * size].copy_from_slice(&src[k * size..(k + 1) * size]);
         }
-        HostTensor::from_bytes(self.values.dtype, vec![self.rows, self.cols], bytes)
+        HostTensor::from_bytes(values.dtype, vec![self.rows, self.cols], bytes)
     }
+
+    /// The parts of `base` (see the table above).
+    fn write_parts(&self, base: &str, out: &mut Vec<(String, HostTensor)>) -> Result<()> {
+        let mask = match self.pattern {
+            SparsePattern::Bitmask => "_bitmask",
+            SparsePattern::TwoFour => "_indices",
+        };
+        out.push((format!("{base}{mask}"), self.mask.clone()));
+        match &self.values {
+            SparseValues::Dense(v) => out.push((format!("{base}_values"), v.clone())),
+            SparseValues::Quant(q) => {
+                let bits = q.encoding.bits;
+                let codes: Vec<i8> = self.positions().into_iter().map(|p| q.codes[p]).collect();
+                let mut words = Vec::new();
+                let shape = match self.pattern {
+                    SparsePattern::Bitmask => {
+                        pack_codes(&codes, bits, &mut words);
+                        vec![words.len()]
+                    }
+                    SparsePattern::TwoFour => {
+                        pack_codes_rows(&codes, self.rows, self.cols / 2, bits, &mut words);
+                        vec![self.rows, packed_words(self.cols / 2, bits)]
+                    }
+                };
+                out.push((
+                    format!("{base}_values_packed"),
+                    HostTensor::from_bytes(
+                        DType::I32,
+                        shape,
+                        bytemuck::cast_slice(&words).to_vec(),
+                    )?,
+                ));
+                // The scales and zero points are those of the whole matrix: compressed-tensors' parts of it.
+                for (name, t) in ct::write_parts(&format!("{base}_values"), q)? {
+                    if name.ends_with("_scale") || name.ends_with("_zero_point") {
+                        out.push((name, t));
+                    }
+                }
+            }
+        }
+        out.push((
+            format!("{base}_shape"),
+            HostTensor::from_i64(vec![2], &[self.rows as i64, self.cols as i64])?,
+        ));
+        Ok(())
+    }
+}
+
+/// For each stored value of a sparse `[rows, cols]` matrix (in order), its flat index in the dense matrix.
+fn positions(pattern: SparsePattern, rows: usize, cols: usize, m: &[u8]) -> Vec<usize> {
+    let row_bytes = cols.div_ceil(8);
+    let mut out = Vec::new();
+    for r in 0..rows {
+        let row = &m[r * row_bytes..(r + 1) * row_bytes];
+        match pattern {
+            SparsePattern::Bitmask => {
+                for c in 0..cols {
+                    if row[c / 8] >> (c % 8) & 1 == 1 {
+                        out.push(r * cols + c);
+                    }
+                }
+            }
+            SparsePattern::TwoFour => {
+                for i in 0..cols / 2 {
+                    let pos = (row[i / 4] >> (2 * (i % 4)) & 3) as usize;
+                    out.push(r * cols + 4 * (i / 2) + pos);
+                }
+            }
+        }
+    }
+    out
 }
 
 pub use crate::tensor::PartOf;
@@ -600,6 +756,34 @@ impl Stored {
         cols: usize,
         dtype: DType,
     ) -> std::result::Result<Self, String> {
+        Sparse::from_dense(pattern, values, rows, cols, dtype).map(Stored::Sparse)
+    }
+
+    /// A row-major `[rows, cols]` matrix in a sparse `pattern` with its stored values quantized in `encoding`
+    /// (scales from the whole matrix, zeros included); the zeros are not stored and decode to exactly 0.
+    pub fn sparse_quantized(
+        pattern: SparsePattern,
+        values: &[f32],
+        rows: usize,
+        cols: usize,
+        encoding: Encoding,
+    ) -> std::result::Result<Self, String> {
+        let q = QuantTensor::quantize(values, rows, cols, encoding)?;
+        Sparse::from_dense(pattern, values, rows, cols, DType::F32)?
+            .with_quantized_values(q)
+            .map(Stored::Sparse)
+    }
+}
+
+impl Sparse {
+    /// A row-major `[rows, cols]` matrix in `pattern`, values rounded to `dtype` (see [`Stored::sparse`]).
+    fn from_dense(
+        pattern: SparsePattern,
+        values: &[f32],
+        rows: usize,
+        cols: usize,
+        dtype: DType,
+    ) -> std::result::Result<Self, String> {
         if values.len() != rows * cols {
             return Err(format!(
                 "{} values do not fill a [{rows}, {cols}] matrix",
@@ -634,7 +818,7 @@ impl Stored {
             }
         }
         let shape = vec![kept.len()];
-        Sparse::build(
+        Self::build(
             SparsePattern::Bitmask,
             rows,
             cols,
@@ -684,7 +868,7 @@ impl Stored {
             }
         }
         let shape = vec![rows, cols / 2];
-        Sparse::build(
+        Self::build(
             SparsePattern::TwoFour,
             rows,
             cols,
@@ -694,7 +878,9 @@ impl Stored {
             dtype,
         )
     }
+}
 
+impl Stored {
     pub fn kind(&self) -> FormKind {
         self.form().kind()
     }
@@ -714,7 +900,8 @@ impl Stored {
             Stored::Sparse(s) => Form::Sparse {
                 pattern: s.pattern,
                 nnz: s.nnz(),
-                dtype: s.values.dtype,
+                dtype: self.dtype(),
+                encoding: s.encoding(),
             },
         }
     }
@@ -737,7 +924,10 @@ impl Stored {
         match self {
             Stored::Dense(t) => t.dtype,
             Stored::Quant(_) | Stored::LowRank(_) => DType::F32,
-            Stored::Sparse(s) => s.values.dtype,
+            Stored::Sparse(s) => match &s.values {
+                SparseValues::Dense(v) => v.dtype,
+                SparseValues::Quant(_) => DType::F32,
+            },
         }
     }
 
@@ -779,18 +969,7 @@ impl Stored {
                 l.u.write_parts(&format!("{base}_u"), &mut out)?;
                 l.v.write_parts(&format!("{base}_v"), &mut out)?;
             }
-            Stored::Sparse(s) => {
-                let mask = match s.pattern {
-                    SparsePattern::Bitmask => "_bitmask",
-                    SparsePattern::TwoFour => "_indices",
-                };
-                out.push((format!("{base}{mask}"), s.mask.clone()));
-                out.push((format!("{base}_values"), s.values.clone()));
-                out.push((
-                    format!("{base}_shape"),
-                    HostTensor::from_i64(vec![2], &[s.rows as i64, s.cols as i64])?,
-                ));
-            }
+            Stored::Sparse(s) => s.write_parts(base, &mut out)?,
         }
         Ok(out)
     }
@@ -867,12 +1046,19 @@ impl Stored {
                 }
                 Ok(Stored::LowRank(LowRank { u, v }))
             }
-            FormKind::Bitmask | FormKind::TwoFour => read_sparse(kind, base, part).map_err(fail),
+            FormKind::Bitmask | FormKind::TwoFour => {
+                read_sparse(kind, base, part, encoding).map_err(fail)
+            }
         }
     }
 }
 
-fn read_sparse(kind: FormKind, base: &str, part: &PartOf) -> std::result::Result<Stored, String> {
+fn read_sparse(
+    kind: FormKind,
+    base: &str,
+    part: &PartOf,
+    encoding: &EncodingOf,
+) -> std::result::Result<Stored, String> {
     let get = |suffix: &str| {
         part(&format!("{base}{suffix}")).ok_or_else(|| format!("`weight{suffix}` is missing"))
     };
@@ -907,15 +1093,8 @@ fn read_sparse(kind: FormKind, base: &str, part: &PartOf) -> std::result::Result
             mask.shape
         ));
     }
-    let values = get("_values")?;
-    if !is_stored_float(values.dtype) {
-        return Err(format!(
-            "`weight_values` is {}, expected F32, F16 or BF16",
-            values.dtype
-        ));
-    }
     let m = mask.bytes();
-    match pattern {
+    let nnz = match pattern {
         SparsePattern::Bitmask => {
             let tail = cols % 8;
             if tail != 0 {
@@ -925,22 +1104,9 @@ fn read_sparse(kind: FormKind, base: &str, part: &PartOf) -> std::result::Result
                     ));
                 }
             }
-            let kept: usize = m.iter().map(|b| b.count_ones() as usize).sum();
-            if values.shape != [kept] {
-                return Err(format!(
-                    "`weight_bitmask` keeps {kept} values but `weight_values` has shape {:?}",
-                    values.shape
-                ));
-            }
+            m.iter().map(|b| b.count_ones() as usize).sum()
         }
         SparsePattern::TwoFour => {
-            if values.shape != [rows, cols / 2] {
-                return Err(format!(
-                    "`weight_values` has shape {:?}, a [{rows}, {cols}] 2:4 matrix needs [{rows}, {}]",
-                    values.shape,
-                    cols / 2
-                ));
-            }
             let at = |r: usize, i: usize| m[r * row_bytes + i / 4] >> (2 * (i % 4)) & 3;
             for r in 0..rows {
                 for g in 0..cols / 4 {
@@ -958,13 +1124,88 @@ fn read_sparse(kind: FormKind, base: &str, part: &PartOf) -> std::result::Result
                     ));
                 }
             }
+            rows * (cols / 2)
         }
-    }
+    };
+    let values = match (
+        part(&format!("{base}_values")),
+        part(&format!("{base}_values_packed")),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err("holds both `weight_values` and `weight_values_packed`".into())
+        }
+        (None, None) => return Err("`weight_values` (or `weight_values_packed`) is missing".into()),
+        (Some(values), None) => {
+            if !is_stored_float(values.dtype) {
+                return Err(format!(
+                    "`weight_values` is {}, expected F32, F16 or BF16",
+                    values.dtype
+                ));
+            }
+            let expected = match pattern {
+                SparsePattern::Bitmask => vec![nnz],
+                SparsePattern::TwoFour => vec![rows, cols / 2],
+            };
+            if values.shape != expected {
+                return Err(match pattern {
+                    SparsePattern::Bitmask => format!(
+                        "`weight_bitmask` keeps {nnz} values but `weight_values` has shape {:?}",
+                        values.shape
+                    ),
+                    SparsePattern::TwoFour => format!(
+                        "`weight_values` has shape {:?}, a [{rows}, {cols}] 2:4 matrix needs {expected:?}",
+                        values.shape
+                    ),
+                });
+            }
+            SparseValues::Dense(values)
+        }
+        (None, Some(packed)) => {
+            let values_base = format!("{base}_values");
+            let (e, context) = encoding(&values_base)?;
+            let mut scales = ct::Scales::read(&values_base, e, &context, part)?;
+            let e = scales.encoding;
+            e.check(rows, cols).map_err(|p| scales.in_context(p))?;
+            scales.check_shape(rows, cols)?;
+            let shape = match pattern {
+                SparsePattern::Bitmask => vec![packed_words(nnz, e.bits)],
+                SparsePattern::TwoFour => vec![rows, packed_words(cols / 2, e.bits)],
+            };
+            let words = scales.codes("_packed", &packed, &shape)?;
+            let mut codes = Vec::with_capacity(nnz);
+            match pattern {
+                SparsePattern::Bitmask => unpack_codes(&words, e.bits, nnz, &mut codes),
+                SparsePattern::TwoFour => {
+                    for row in words.chunks(shape[1].max(1)) {
+                        unpack_codes(row, e.bits, cols / 2, &mut codes);
+                    }
+                }
+            }
+            let zero_points = scales.zero_points(rows, cols, part)?;
+            let mut q = QuantTensor::from_codes(
+                e,
+                rows,
+                cols,
+                vec![0; rows * cols],
+                scales.take(),
+                zero_points.as_deref(),
+            )
+            .map_err(|p| scales.in_context(p))?;
+            for p in 0..rows * cols {
+                q.codes[p] = q.zero_code(p / cols, p % cols);
+            }
+            for (code, p) in codes.into_iter().zip(positions(pattern, rows, cols, m)) {
+                q.codes[p] = code;
+            }
+            SparseValues::Quant(Arc::new(q))
+        }
+    };
     Ok(Stored::Sparse(Sparse {
         pattern,
         rows,
         cols,
         mask,
+        nnz,
         values,
     }))
 }

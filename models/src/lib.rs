@@ -29,7 +29,7 @@ pub use arch::{ArchConfig, BertConfig, Head, ModelConfig, Pooling, PoolingMode};
 pub use batch::EncodedBatch;
 pub use checkpoint::Checkpoint;
 pub use error::{Error, Result};
-pub use forms::{Factor, FactorForm, Form, FormKind, SparsePattern, Stored};
+pub use forms::{Factor, FactorForm, Form, FormKind, SparsePattern, SparseValues, Stored};
 pub use names::{Kind, Role, Selector, TensorSpec};
 pub use quant::{Encoding, QuantTensor, Strategy};
 pub use store::{TensorStore, ValidationReport};

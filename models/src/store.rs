@@ -165,6 +165,10 @@ impl TensorStore {
                                 )),
                             }
                         }
+                        Some(Form::Sparse {
+                            encoding: Some(encoding),
+                            ..
+                        }) => Ok((*encoding, format!("`{}` metadata", forms::METADATA_KEY))),
                         _ => Err(format!(
                             "`{}` is quantized, but the `{}` metadata of the safetensors header does not describe its encoding",
                             crate::quant::ct::leaf(base),
@@ -328,9 +332,27 @@ impl TensorStore {
         }
     }
 
-    /// Store `name` as integer codes (it reads back dequantized, as f32).
+    /// Store `name` as integer codes (it reads back dequantized, as f32). A tensor stored sparse (of the same
+    /// shape) stays sparse: its mask is kept and only the codes of its stored values are written, the pruned
+    /// elements decode to exactly 0 ([`forms::Sparse::with_quantized_values`]).
     pub fn set_quant(&mut self, name: &str, q: QuantTensor) {
+        if let Some(Entry::Stored(Stored::Sparse(s))) = self.entries.get(name) {
+            if s.shape() == (q.rows, q.cols) {
+                if let Ok(sparse) = s.with_quantized_values(q.clone()) {
+                    self.set_stored(name, Stored::Sparse(sparse));
+                    return;
+                }
+            }
+        }
         self.set_stored(name, Stored::Quant(Arc::new(q)));
+    }
+
+    /// Which elements of `name` (row-major) are stored, when it is stored sparse: pruned elements are `false`.
+    pub fn sparse_mask(&self, name: &str) -> Option<Vec<bool>> {
+        match self.entries.get(name)? {
+            Entry::Stored(Stored::Sparse(s)) => Some(s.stored_mask()),
+            _ => None,
+        }
     }
 
     /// Replace every tensor stored in a non-dense form by its dense decoding (for dense export): quantized and

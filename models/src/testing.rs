@@ -199,6 +199,37 @@ impl TinyBert {
         let quant = QuantTensor::quantize(&w, rows, cols, e).map_err(|p| fail(&name, p))?;
         store.set_quant(&name, quant);
 
+        // Layer 1: sparse with quantized values, a bitmask with asymmetric 3-bit channel codes and 2:4 with
+        // 4-bit group codes.
+        let l1 = |m: &str| format!("encoder.layer.1.{m}.weight");
+        let name = l1("attention.self.value");
+        let (mut w, rows, cols) = matrix(&store, &name)?;
+        w.iter_mut().skip(1).step_by(2).for_each(|x| *x = 0.0);
+        let asymmetric = Encoding {
+            symmetric: false,
+            ..Encoding::symmetric(3, Strategy::Channel)
+        };
+        let sparse = Stored::sparse_quantized(
+            crate::forms::SparsePattern::Bitmask,
+            &w,
+            rows,
+            cols,
+            asymmetric,
+        )
+        .map_err(|p| fail(&name, p))?;
+        store.set_stored(&name, sparse);
+        let name = l1("intermediate.dense");
+        let (mut w, rows, cols) = matrix(&store, &name)?;
+        for g in w.chunks_mut(4) {
+            g[0] = 0.0;
+            g[3] = 0.0;
+        }
+        let e = Encoding::symmetric(4, Strategy::Group { size: 8 });
+        let sparse =
+            Stored::sparse_quantized(crate::forms::SparsePattern::TwoFour, &w, rows, cols, e)
+                .map_err(|p| fail(&name, p))?;
+        store.set_stored(&name, sparse);
+
         let mut decoded = BTreeMap::new();
         for name in store.names() {
             let t = store.get(name)?;

@@ -71,6 +71,7 @@ fn read_back(
                 FactorForm::Quant { encoding } => Some(encoding),
                 FactorForm::Dense { .. } => None,
             },
+            Form::Sparse { encoding, .. } => encoding,
             _ => None,
         };
         e.map(|e| (e, "test".to_string()))
@@ -180,6 +181,51 @@ fn every_form() -> Vec<(&'static str, Stored, Vec<f64>)> {
             rounded(&m, dtype),
         ));
     }
+    // Sparse with quantized values: the stored values decode as the whole matrix's codes do, the zeros exactly.
+    let asymmetric = Encoding {
+        symmetric: false,
+        ..Encoding::symmetric(3, Strategy::Channel)
+    };
+    let two_four = two_four_values(rows, cols, 6);
+    for (label, pattern, m, e) in [
+        (
+            "bitmask 4-bit group 4",
+            SparsePattern::Bitmask,
+            &sparse,
+            Encoding::symmetric(4, Strategy::Group { size: 4 }),
+        ),
+        (
+            "bitmask 3-bit asymmetric channel",
+            SparsePattern::Bitmask,
+            &sparse,
+            asymmetric,
+        ),
+        (
+            "2:4 8-bit tensor",
+            SparsePattern::TwoFour,
+            &two_four,
+            Encoding::symmetric(8, Strategy::Tensor),
+        ),
+        (
+            "2:4 3-bit asymmetric channel",
+            SparsePattern::TwoFour,
+            &two_four,
+            asymmetric,
+        ),
+    ] {
+        let q = compressor_models::QuantTensor::quantize(m, rows, cols, e).expect("quantizes");
+        let expect: Vec<f64> = q
+            .dequantize()
+            .iter()
+            .zip(m.iter())
+            .map(|(&d, &v)| if v == 0.0 { 0.0 } else { d.into() })
+            .collect();
+        out.push((
+            label,
+            Stored::sparse_quantized(pattern, m, rows, cols, e).expect("sparse quantized"),
+            expect,
+        ));
+    }
     out
 }
 
@@ -260,12 +306,14 @@ fn bytes_follow_the_formulas_of_the_table() {
         pattern: SparsePattern::Bitmask,
         nnz: 1000,
         dtype: DType::BF16,
+        encoding: None,
     };
     assert_eq!(bitmask.bytes(&shape), 384 * 192 + 1000 * 2 + 16);
     let two_four = Form::Sparse {
         pattern: SparsePattern::TwoFour,
         nnz: 384 * 768,
         dtype: DType::F16,
+        encoding: None,
     };
     assert_eq!(two_four.bytes(&shape), 384 * 768 * 2 + 384 * 192 + 16);
     assert_eq!(two_four.describe(&shape), "2:4 F16");
@@ -274,11 +322,40 @@ fn bytes_follow_the_formulas_of_the_table() {
         Form::Sparse {
             pattern: SparsePattern::Bitmask,
             nnz: 384 * 768,
-            dtype: f32
+            dtype: f32,
+            encoding: None,
         }
         .describe(&shape),
         "sparse 50.0% F32"
     );
+    // Quantized values: packed codes of the stored values, the whole matrix's scales (and zero points).
+    let bitmask_q = Form::Sparse {
+        pattern: SparsePattern::Bitmask,
+        nnz: 1000,
+        dtype: f32,
+        encoding: Some(e),
+    };
+    assert_eq!(
+        bitmask_q.bytes(&shape),
+        384 * 192 + 1000 / 2 + 384 * 12 * 4 + 16
+    );
+    assert_eq!(bitmask_q.describe(&shape), "sparse 99.8% 4-bit group 128");
+    let asym = Encoding {
+        symmetric: false,
+        ..Encoding::symmetric(3, Strategy::Channel)
+    };
+    let two_four_q = Form::Sparse {
+        pattern: SparsePattern::TwoFour,
+        nnz: 384 * 768,
+        dtype: f32,
+        encoding: Some(asym),
+    };
+    // 768 codes of 3 bits: 72 words a row; 384 zero points of 3 bits: 36 words.
+    assert_eq!(
+        two_four_q.bytes(&shape),
+        384 * 192 + 384 * 72 * 4 + 384 * 4 + 36 * 4 + 16
+    );
+    assert_eq!(two_four_q.describe(&shape), "2:4 3-bit channel");
 }
 
 fn read_err(parts: &BTreeMap<String, HostTensor>, form: Form) -> String {
@@ -335,7 +412,7 @@ fn bad_parts_are_errors_naming_the_tensor_and_the_problem() {
     p.remove(&values);
     assert_eq!(
         read_err(&p, form),
-        format!("tensor `{BASE}` stored sparse (bitmask): `weight_values` is missing")
+        format!("tensor `{BASE}` stored sparse (bitmask): `weight_values` (or `weight_values_packed`) is missing")
     );
 
     // 2:4: a group naming one position twice.
@@ -416,7 +493,61 @@ fn bad_parts_are_errors_naming_the_tensor_and_the_problem() {
     assert_eq!(
         FormKind::identify(&set(&["_bitmask", "_scale", "_values"]), false)
             .expect_err("stray part"),
-        "`weight_scale` is not a part of its sparse (bitmask) form (parts: `weight_bitmask`, `weight_values`, `weight_shape`)"
+        "`weight_scale` is not a part of its sparse (bitmask) form (parts: `weight_bitmask`, `weight_values`, `weight_shape`, `weight_values_packed`, `weight_values_scale`, `weight_values_zero_point`)"
+    );
+
+    // Quantized sparse values: both value parts, packed codes that do not fit the mask, a missing scale.
+    let q = Stored::sparse_quantized(
+        SparsePattern::Bitmask,
+        &w,
+        rows,
+        cols,
+        Encoding::symmetric(4, Strategy::Channel),
+    )
+    .expect("sparse quantized");
+    let good = parts_map(&q.write_parts(BASE).expect("parts"));
+    let packed = format!("{BASE}_values_packed");
+    assert_eq!(good[&packed].shape, [6], "47 codes of 4 bits");
+    let mut p = good.clone();
+    p.insert(
+        values.clone(),
+        HostTensor::from_f32(vec![47], &[0.5; 47], DType::F32).expect("t"),
+    );
+    assert_eq!(
+        read_err(&p, q.form()),
+        format!("tensor `{BASE}` stored sparse (bitmask): holds both `weight_values` and `weight_values_packed`")
+    );
+    let mut p = good.clone();
+    p.insert(
+        packed.clone(),
+        HostTensor::from_bytes(DType::I32, vec![5], vec![0; 20]).expect("t"),
+    );
+    assert_eq!(
+        read_err(&p, q.form()),
+        format!("tensor `{BASE}` stored sparse (bitmask): `weight_values_packed` has shape [5], expected [6] (test: 4 bits, channel)")
+    );
+    let mut p = good.clone();
+    p.remove(&format!("{BASE}_values_scale"));
+    assert_eq!(
+        read_err(&p, q.form()),
+        format!("tensor `{BASE}` stored sparse (bitmask): `weight_values_scale` is missing")
+    );
+    let mut p = good.clone();
+    p.remove(&packed);
+    assert_eq!(
+        read_err(&p, q.form()),
+        format!("tensor `{BASE}` stored sparse (bitmask): `weight_values` (or `weight_values_packed`) is missing")
+    );
+    // Without an encoding in the metadata the codes cannot be read.
+    let dense_form = Form::Sparse {
+        pattern: SparsePattern::Bitmask,
+        nnz: 47,
+        dtype: DType::F32,
+        encoding: None,
+    };
+    assert_eq!(
+        read_err(&good, dense_form),
+        format!("tensor `{BASE}` stored sparse (bitmask): no encoding")
     );
 }
 
@@ -479,6 +610,13 @@ fn a_checkpoint_with_every_form_reopens_byte_identically() {
         "encoder.layer.0.intermediate.dense.weight_indices",
         "encoder.layer.0.intermediate.dense.weight_values",
         "encoder.layer.0.output.dense.weight_packed",
+        "encoder.layer.1.attention.self.value.weight_bitmask",
+        "encoder.layer.1.attention.self.value.weight_values_packed",
+        "encoder.layer.1.attention.self.value.weight_values_scale",
+        "encoder.layer.1.attention.self.value.weight_values_zero_point",
+        "encoder.layer.1.intermediate.dense.weight_indices",
+        "encoder.layer.1.intermediate.dense.weight_values_packed",
+        "encoder.layer.1.intermediate.dense.weight_values_scale",
     ] {
         assert!(header.contains_key(name), "`{name}` is written");
     }
@@ -506,6 +644,31 @@ fn a_checkpoint_with_every_form_reopens_byte_identically() {
     assert_eq!(form("intermediate.dense").kind(), FormKind::TwoFour);
     assert_eq!(form("output.dense").kind(), FormKind::Quant);
     assert_eq!(form("attention.output.dense").kind(), FormKind::Dense);
+    let layer1 = |n: &str| {
+        ckpt.store
+            .form(&format!("encoder.layer.1.{n}.weight"))
+            .expect("form")
+    };
+    assert!(matches!(
+        layer1("attention.self.value"),
+        Form::Sparse {
+            pattern: SparsePattern::Bitmask,
+            encoding: Some(Encoding {
+                bits: 3,
+                symmetric: false,
+                ..
+            }),
+            ..
+        }
+    ));
+    assert!(matches!(
+        layer1("intermediate.dense"),
+        Form::Sparse {
+            pattern: SparsePattern::TwoFour,
+            encoding: Some(Encoding { bits: 4, .. }),
+            ..
+        }
+    ));
     // The metadata is consumed on open and rewritten from the forms.
     assert!(!ckpt.store.metadata.contains_key("compressor_forms"));
     for (name, bytes) in &decoded {
@@ -530,7 +693,7 @@ fn a_checkpoint_with_every_form_reopens_byte_identically() {
 
     // Dense export: every form decoded, nothing but plain tensors left.
     let mut store = ckpt.store;
-    assert_eq!(store.densify_all().expect("densify"), 5);
+    assert_eq!(store.densify_all().expect("densify"), 7);
     let dense = store.disk_tensors(&ckpt.config).expect("disk tensors");
     assert_eq!(dense.len(), 40);
     assert!(!store
@@ -585,6 +748,22 @@ fn bad_parts_in_a_checkpoint_name_the_file_and_the_tensor() {
         err.lines().next().unwrap_or_default(),
         format!(
             "`{}`: tensor `encoder.layer.0.attention.self.key.weight` (low-rank): `weight_u` is quantized, but the `compressor_forms` metadata of the safetensors header does not describe its encoding",
+            dir.path().join("config.json").display()
+        )
+    );
+    // Quantized sparse values without their encoding in the metadata (the other tensors described as written).
+    let mut described: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(&parsed.2["compressor_forms"]).expect("metadata");
+    described
+        .get_mut("encoder.layer.1.attention.self.value.weight")
+        .and_then(|f| f.as_object_mut())
+        .expect("described")
+        .remove("encoding");
+    let (dir, err) = rewrite("", Some(&serde_json::to_string(&described).expect("json")));
+    assert_eq!(
+        err.lines().next().unwrap_or_default(),
+        format!(
+            "`{}`: tensor `encoder.layer.1.attention.self.value.weight` (sparse (bitmask)): `weight_values` is quantized, but the `compressor_forms` metadata of the safetensors header does not describe its encoding",
             dir.path().join("config.json").display()
         )
     );

@@ -10,6 +10,10 @@
 //! taken from the original weights first ("static groups"), so the result keeps the plain group layout (no
 //! `g_idx`). The codes and scales are a [`QuantTensor`] in the encoding asked for: the same compressed-tensors
 //! layout as round-to-nearest.
+//!
+//! A sparse weight keeps its mask (`keep`, as SparseGPT with a fixed mask): a pruned element is quantized to its zero
+//! point (exactly 0) whatever the earlier columns' updates made of it, its error is spread like any other, and
+//! scales are fitted from the kept elements only.
 
 use compressor_models::{Encoding, QuantTensor, Strategy};
 use serde::{Deserialize, Serialize};
@@ -141,17 +145,19 @@ impl Params {
     }
 
     /// Set the parameters of group `g` (every group for channel / tensor scales) from `w` (row-major, `cols`
-    /// wide, original column order).
-    fn fit(&mut self, e: &Encoding, w: &[f64], rows: usize, g: usize) {
+    /// wide, original column order), counting only the elements `keep` marks (all when `None`).
+    fn fit(&mut self, e: &Encoding, w: &[f64], keep: Option<&[bool]>, rows: usize, g: usize) {
         let range = match self.strategy {
             Strategy::Group { size } => g * size..((g + 1) * size).min(self.cols),
             _ => 0..self.cols,
         };
         let span = |r: usize| {
-            w[r * self.cols + range.start..r * self.cols + range.end]
-                .iter()
-                .fold((0f32, 0f32), |(lo, hi), &v| {
-                    (lo.min(v as f32), hi.max(v as f32))
+            range
+                .clone()
+                .map(|c| r * self.cols + c)
+                .filter(|&k| keep.is_none_or(|m| m[k]))
+                .fold((0f32, 0f32), |(lo, hi), k| {
+                    (lo.min(w[k] as f32), hi.max(w[k] as f32))
                 })
         };
         if self.strategy == Strategy::Tensor {
@@ -174,6 +180,7 @@ impl Params {
 }
 
 /// Quantize `values` (`[rows, cols]`, row-major) with GPTQ under the input second moment `h` (`[cols, cols]`).
+/// `keep` (row-major, when the weight is sparse) marks the elements that are stored; the others stay exactly 0.
 pub fn quantize(
     values: &[f32],
     rows: usize,
@@ -181,6 +188,7 @@ pub fn quantize(
     encoding: Encoding,
     h: &[f64],
     settings: &Settings,
+    keep: Option<&[bool]>,
 ) -> Result<QuantTensor, String> {
     encoding.check(rows, cols)?;
     if matches!(encoding.strategy, Strategy::Block { .. }) {
@@ -197,6 +205,12 @@ pub fn quantize(
     }
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(format!("value at flat index {i} is not finite"));
+    }
+    if keep.is_some_and(|m| m.len() != values.len()) {
+        return Err(format!(
+            "a mask of {} elements does not fit a [{rows}, {cols}] matrix",
+            keep.map_or(0, <[bool]>::len)
+        ));
     }
     let mut w: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
     let mut h = h.to_vec();
@@ -233,7 +247,7 @@ pub fn quantize(
     };
     if group_size.is_none() || settings.act_order {
         for g in 0..params.groups {
-            params.fit(&encoding, &w, rows, g);
+            params.fit(&encoding, &w, keep, rows, g);
         }
     }
     let mut codes = vec![0i8; rows * cols];
@@ -250,7 +264,7 @@ pub fn quantize(
             let c = order[i];
             if let (Some(size), false) = (group_size, settings.act_order) {
                 if c.is_multiple_of(size) {
-                    params.fit(&encoding, &w, rows, c / size);
+                    params.fit(&encoding, &w, keep, rows, c / size);
                 }
             }
             let d = u(i, i);
@@ -258,7 +272,10 @@ pub fn quantize(
                 let k = params.index(r, c);
                 let (s, zp) = (params.scales[k], params.zero_points[k]);
                 let v = w[r * cols + c];
-                let q = encoding.code(v as f32, s, zp);
+                let q = match keep {
+                    Some(m) if !m[r * cols + c] => zp,
+                    _ => encoding.code(v as f32, s, zp),
+                };
                 codes[r * cols + c] = q;
                 let deq = f64::from(i32::from(q) - i32::from(zp)) * f64::from(s);
                 let e = (v - deq) / d;
@@ -362,7 +379,7 @@ mod tests {
         let mut codes = vec![0i8; rows * cols];
         for i in 0..cols {
             if i % size == 0 {
-                params.fit(&e, &w, rows, i / size);
+                params.fit(&e, &w, None, rows, i / size);
             }
             for r in 0..rows {
                 let k = params.index(r, i);
@@ -409,7 +426,7 @@ mod tests {
                 block_size: block,
                 act_order: false,
             };
-            let q = quantize(&w, rows, cols, e, &h, &settings).expect("gptq");
+            let q = quantize(&w, rows, cols, e, &h, &settings, None).expect("gptq");
             let r = reference(&w, rows, cols, e, &h, 0.01);
             assert_eq!(q.codes, r.codes, "{strategy:?}");
             assert_eq!(q.scales, r.scales, "{strategy:?}");
@@ -427,11 +444,83 @@ mod tests {
                     act_order: true,
                     ..settings
                 },
+                None,
             )
             .expect("act");
             assert_eq!(act.scales.len(), nearest.scales.len());
             assert!(layer_error(&w, &act, &h) <= en);
         }
+    }
+
+    #[test]
+    fn a_sparse_mask_keeps_pruned_weights_at_zero_and_still_beats_nearest_rounding() {
+        let mut rng = SplitMix64::new(11);
+        let (rows, cols) = (6, 16);
+        let h = moment(cols, 64, &mut rng);
+        let mut w: Vec<f32> = (0..rows * cols).map(|_| rng.next_f32() - 0.5).collect();
+        let keep: Vec<bool> = (0..rows * cols).map(|k| k % 3 != 1).collect();
+        for (v, k) in w.iter_mut().zip(&keep) {
+            if !k {
+                *v = 0.0;
+            }
+        }
+        for (strategy, symmetric, act_order) in [
+            (Strategy::Group { size: 8 }, true, false),
+            (Strategy::Channel, false, true),
+            (Strategy::Tensor, true, true),
+        ] {
+            let e = Encoding {
+                symmetric,
+                ..Encoding::symmetric(3, strategy)
+            };
+            let settings = Settings {
+                act_order,
+                ..Settings::default()
+            };
+            let q = quantize(&w, rows, cols, e, &h, &settings, Some(&keep)).expect("gptq");
+            let decoded = q.dequantize();
+            for (k, (&d, &kept)) in decoded.iter().zip(&keep).enumerate() {
+                assert!(
+                    kept || d == 0.0,
+                    "{strategy:?}: pruned element {k} decodes to {d}"
+                );
+            }
+            // Without the mask the updates spread into the pruned elements (visible at 8 bits).
+            let fine = Encoding { bits: 8, ..e };
+            let free = quantize(&w, rows, cols, fine, &h, &settings, None).expect("gptq");
+            let masked = quantize(&w, rows, cols, fine, &h, &settings, Some(&keep)).expect("gptq");
+            assert!(masked
+                .dequantize()
+                .iter()
+                .zip(&keep)
+                .all(|(d, k)| *k || *d == 0.0));
+            let leaked = free
+                .dequantize()
+                .iter()
+                .zip(&keep)
+                .filter(|(d, k)| !**k && **d != 0.0)
+                .count();
+            assert!(
+                leaked > 0,
+                "{strategy:?}: the unmasked run leaves every pruned weight 0"
+            );
+            let nearest = QuantTensor::quantize(&w, rows, cols, e).expect("rtn");
+            let (eg, en) = (layer_error(&w, &q, &h), layer_error(&w, &nearest, &h));
+            assert!(eg <= en, "{strategy:?}: masked gptq {eg} > nearest {en}");
+        }
+        let short = quantize(
+            &w,
+            rows,
+            cols,
+            Encoding::symmetric(4, Strategy::Channel),
+            &h,
+            &Settings::default(),
+            Some(&keep[1..]),
+        );
+        assert_eq!(
+            short.expect_err("short mask"),
+            "a mask of 95 elements does not fit a [6, 16] matrix"
+        );
     }
 
     #[test]
@@ -441,10 +530,10 @@ mod tests {
         h[0] = 1.0;
         h[5] = 2.0;
         let w = [0.5f32, -0.25, 0.125, 1.0];
-        let q = quantize(&w, 1, 4, e, &h, &Settings::default()).expect("gptq");
+        let q = quantize(&w, 1, 4, e, &h, &Settings::default(), None).expect("gptq");
         assert_eq!(&q.dequantize()[2..], &[0.0, 0.0]);
         let blocks = Encoding::symmetric(4, Strategy::Block { rows: 1, cols: 2 });
-        assert!(quantize(&w, 1, 4, blocks, &h, &Settings::default())
+        assert!(quantize(&w, 1, 4, blocks, &h, &Settings::default(), None)
             .expect_err("blocks")
             .contains("not blocks"));
     }

@@ -87,6 +87,20 @@ impl TensorMeta {
         }
     }
 
+    /// The form the matrix takes when its values are quantized in `e`: a sparse one stays sparse (its stored values
+    /// quantized), any other becomes compressed-tensors codes.
+    pub fn quantized_form(&self, e: Encoding) -> Form {
+        match self.form {
+            Form::Sparse { pattern, nnz, .. } => Form::Sparse {
+                pattern,
+                nnz,
+                dtype: DType::F32,
+                encoding: Some(e),
+            },
+            _ => Form::Quant { encoding: e },
+        }
+    }
+
     /// The architecture's view of the tensor, for selector matching.
     pub fn spec(&self) -> TensorSpec {
         TensorSpec {

@@ -1,7 +1,7 @@
 //! Choosing and planning the tensors a pass changes, shared by the passes: selector matching with its errors, and
 //! the plan of integer encodings for quantization passes.
 
-use compressor_models::{DType, Encoding, Kind, Role, Selector};
+use compressor_models::{DType, Encoding, Form, Kind, Role, Selector};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -154,9 +154,12 @@ pub(crate) fn plan_encodings<'i>(
             shape_before: t.shape.clone(),
             shape_after: t.shape.clone(),
             bytes_before: t.bytes(),
-            bytes_after: e.stored_bytes(rows, cols),
+            bytes_after: t.quantized_form(e).bytes(&t.shape),
             encoding_after: Some(e),
-            form_after: None,
+            form_after: match t.quantized_form(e) {
+                Form::Quant { .. } => None,
+                sparse => Some(sparse),
+            },
         });
     }
     (plan, problems)

@@ -250,6 +250,7 @@ fn the_mask_prunes_exactly_the_target_and_storage_round_trips_with_the_planned_b
     for extra in [
         json!({}),
         json!({ "allocation": "per-tensor", "target": 0.3 }),
+        json!({ "allocation": "per-layer", "target": 0.3 }),
         json!({ "score": "magnitude", "target": 0.37 }),
         json!({ "score": "fisher-domain" }),
     ] {
@@ -276,6 +277,14 @@ fn the_mask_prunes_exactly_the_target_and_storage_round_trips_with_the_planned_b
             (target * total as f64).round() as usize
         };
         assert_eq!(pruned, expected, "{extra}");
+        if extra["allocation"] == "per-layer" {
+            // Two layers of equal size: each loses half of the pruned count (the odd one to layer 0).
+            let layer = |l: usize| -> usize {
+                FFN[2 * l..2 * l + 2].iter().map(|n| zeros(&store, n)).sum()
+            };
+            assert_eq!(layer(0), expected.div_ceil(2), "{extra}");
+            assert_eq!(layer(1), expected / 2, "{extra}");
+        }
         if extra["allocation"] == "per-tensor" {
             for n in FFN {
                 let numel: usize = original.info(n).expect("t").1.iter().product();
@@ -463,6 +472,14 @@ fn bad_settings_and_data_name_the_key_file_and_line() {
             format!("`target`: is {shown}, expected a fraction in (0, 1) (0.5 = 50% of the selected weights)")
         );
     }
+    let err = plan_error(
+        json!({ "target": 0.97, "allocation": "per-layer" }),
+        |_, _| {},
+    );
+    assert_eq!(
+        err,
+        "`target`: is 0.97; allocation = \"per-layer\" keeps every layer's pruned fraction within [0.05, 0.95]\nhint: use allocation = \"global\" or \"per-tensor\" for this target"
+    );
     let err = plan_error(json!({}), |_, s| {
         s.as_object_mut().expect("object").remove("target");
     });

@@ -58,45 +58,14 @@ pub fn write_parts(base: &str, q: &QuantTensor) -> crate::Result<Vec<(String, Ho
 /// to size errors. The error names the part by its last segment (`weight_scale`).
 pub fn read_parts(
     base: &str,
-    mut encoding: Encoding,
+    encoding: Encoding,
     context: &str,
     part: &crate::tensor::PartOf,
 ) -> Result<QuantTensor, String> {
     let name = |suffix: &str| format!("{base}{suffix}");
     let missing = |suffix: &str| format!("`{}` is missing", leaf(&name(suffix)));
-    let scale = part(&name("_scale")).ok_or_else(|| missing("_scale"))?;
-    encoding.scale_dtype = scale.dtype;
-    let scales = scale
-        .to_f32(&name("_scale"))
-        .map_err(|e| format!("`{}`: {e}", leaf(&name("_scale"))))?;
-    if let Some((i, v)) = scales
-        .iter()
-        .enumerate()
-        .find(|(_, v)| !(v.is_finite() && **v > 0.0))
-    {
-        return Err(format!(
-            "`{}` holds {} scale {v} at flat index {i}; every scale must be finite and positive",
-            leaf(&name("_scale")),
-            if v.is_finite() {
-                "a non-positive"
-            } else {
-                "a non-finite"
-            }
-        ));
-    }
-    // Every part's shape follows from the matrix shape: check them before anything is allocated from them.
-    let check_shape = |suffix: &str, got: &[usize], expected: &[usize]| {
-        if got == expected {
-            Ok(())
-        } else {
-            Err(format!(
-                "`{}` has shape {got:?}, expected {expected:?} ({context}: {} bits, {})",
-                leaf(&name(suffix)),
-                encoding.bits,
-                encoding.strategy.describe()
-            ))
-        }
-    };
+    let mut scales = Scales::read(base, encoding, context, part)?;
+    let encoding = scales.encoding;
     let quant = match part(&name("_packed")) {
         None => {
             let w = part(base)
@@ -112,15 +81,9 @@ pub fn read_parts(
                     encoding.bits
                 ));
             }
-            check_shape(
-                "_scale",
-                &scale.shape,
-                &encoding.strategy.scale_shape(rows, cols),
-            )?;
+            scales.check_shape(rows, cols)?;
             let codes: Vec<i8> = bytemuck::cast_slice::<u8, i8>(w.bytes()).to_vec();
-            let mut packed = Vec::new();
-            super::pack_codes_rows(&codes, rows, cols, 8, &mut packed);
-            QuantTensor::from_packed(encoding, rows, cols, &packed, scales, None)
+            QuantTensor::from_codes(encoding, rows, cols, codes, scales.take(), None)
         }
         Some(packed) => {
             let shape = part(&name("_shape"))
@@ -136,49 +99,141 @@ pub fn read_parts(
                     ))
                 }
             };
-            if packed.dtype != DType::I32 {
-                return Err(format!(
-                    "`{}` is {}, expected I32",
-                    leaf(&name("_packed")),
-                    packed.dtype
-                ));
-            }
-            let [sr, sc] = encoding.strategy.scale_shape(rows, cols);
-            check_shape("_scale", &scale.shape, &[sr, sc])?;
-            check_shape(
+            scales.check_shape(rows, cols)?;
+            let words = scales.codes(
                 "_packed",
-                &packed.shape,
+                &packed,
                 &[rows, super::packed_words(cols, encoding.bits)],
             )?;
-            let words: Vec<i32> = bytemuck::pod_collect_to_vec(packed.bytes());
-            let zp: Option<Vec<i32>> = match part(&name("_zero_point")) {
-                Some(z) if z.dtype == DType::I32 => {
-                    check_shape(
-                        "_zero_point",
-                        &z.shape,
-                        &[super::packed_words(sr, encoding.bits), sc],
-                    )?;
-                    Some(bytemuck::pod_collect_to_vec(z.bytes()))
-                }
-                Some(z) => {
-                    return Err(format!(
-                        "`{}` is {}, expected packed I32",
-                        leaf(&name("_zero_point")),
-                        z.dtype
-                    ))
-                }
-                None => None,
-            };
-            QuantTensor::from_packed(encoding, rows, cols, &words, scales, zp.as_deref())
+            let zp = scales.zero_points(rows, cols, part)?;
+            QuantTensor::from_packed(encoding, rows, cols, &words, scales.take(), zp.as_deref())
         }
     };
-    quant.map_err(|p| {
+    quant.map_err(|p| scales.in_context(p))
+}
+
+/// The scales of a compressed-tensors matrix `base` (or of the quantized values of a sparse one), read and checked
+/// before the matrix's other parts: `{base}_scale` exists, is finite and positive, and sets the scale dtype.
+pub struct Scales<'a> {
+    base: &'a str,
+    context: &'a str,
+    pub encoding: Encoding,
+    scale_shape: Vec<usize>,
+    values: Vec<f32>,
+}
+
+impl<'a> Scales<'a> {
+    pub fn read(
+        base: &'a str,
+        mut encoding: Encoding,
+        context: &'a str,
+        part: &crate::tensor::PartOf,
+    ) -> Result<Self, String> {
+        let name = format!("{base}_scale");
+        let scale = part(&name).ok_or_else(|| format!("`{}` is missing", leaf(&name)))?;
+        encoding.scale_dtype = scale.dtype;
+        let values = scale
+            .to_f32(&name)
+            .map_err(|e| format!("`{}`: {e}", leaf(&name)))?;
+        if let Some((i, v)) = values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+        {
+            return Err(format!(
+                "`{}` holds {} scale {v} at flat index {i}; every scale must be finite and positive",
+                leaf(&name),
+                if v.is_finite() {
+                    "a non-positive"
+                } else {
+                    "a non-finite"
+                }
+            ));
+        }
+        Ok(Self {
+            base,
+            context,
+            encoding,
+            scale_shape: scale.shape,
+            values,
+        })
+    }
+
+    /// `message` with the encoding it was read under: `(config group `g`: 4 bits, group 128)`.
+    pub fn in_context(&self, message: String) -> String {
         format!(
-            "{p} ({context}: {} bits, {})",
-            encoding.bits,
-            encoding.strategy.describe()
+            "{message} ({}: {} bits, {})",
+            self.context,
+            self.encoding.bits,
+            self.encoding.strategy.describe()
         )
-    })
+    }
+
+    fn shape_error(&self, suffix: &str, got: &[usize], expected: &[usize]) -> String {
+        self.in_context(format!(
+            "`{}{suffix}` has shape {got:?}, expected {expected:?}",
+            leaf(self.base)
+        ))
+    }
+
+    /// The scale tensor's shape against the matrix's.
+    pub fn check_shape(&self, rows: usize, cols: usize) -> Result<(), String> {
+        let expected = self.encoding.strategy.scale_shape(rows, cols);
+        if self.scale_shape[..] != expected[..] {
+            return Err(self.shape_error("_scale", &self.scale_shape, &expected));
+        }
+        Ok(())
+    }
+
+    /// The packed int32 codes of part `{base}{suffix}`, which must have `shape`.
+    pub fn codes(
+        &self,
+        suffix: &str,
+        packed: &HostTensor,
+        shape: &[usize],
+    ) -> Result<Vec<i32>, String> {
+        if packed.dtype != DType::I32 {
+            return Err(format!(
+                "`{}{suffix}` is {}, expected I32",
+                leaf(self.base),
+                packed.dtype
+            ));
+        }
+        if packed.shape[..] != shape[..] {
+            return Err(self.shape_error(suffix, &packed.shape, shape));
+        }
+        Ok(bytemuck::pod_collect_to_vec(packed.bytes()))
+    }
+
+    /// The packed zero points `{base}_zero_point` of a `[rows, cols]` matrix, if stored.
+    pub fn zero_points(
+        &self,
+        rows: usize,
+        cols: usize,
+        part: &crate::tensor::PartOf,
+    ) -> Result<Option<Vec<i32>>, String> {
+        let [sr, sc] = self.encoding.strategy.scale_shape(rows, cols);
+        match part(&format!("{}_zero_point", self.base)) {
+            Some(z) if z.dtype == DType::I32 => {
+                let expected = [super::packed_words(sr, self.encoding.bits), sc];
+                if z.shape[..] != expected[..] {
+                    return Err(self.shape_error("_zero_point", &z.shape, &expected));
+                }
+                Ok(Some(bytemuck::pod_collect_to_vec(z.bytes())))
+            }
+            Some(z) => Err(format!(
+                "`{}_zero_point` is {}, expected packed I32",
+                leaf(self.base),
+                z.dtype
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The scale values (once).
+    pub fn take(&mut self) -> Vec<f32> {
+        std::mem::take(&mut self.values)
+    }
 }
 
 /// One `config_groups` entry: which modules and how their weights are encoded.

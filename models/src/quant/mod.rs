@@ -165,15 +165,19 @@ impl Encoding {
     /// Bytes of an `[out, in]` matrix in this encoding as compressed-tensors stores it: packed codes, scales, zero
     /// points (symmetric: none) and the int64 `[2]` shape.
     pub fn stored_bytes(&self, out: usize, inp: usize) -> usize {
+        out * packed_words(inp, self.bits) * 4 + self.scale_bytes(out, inp) + 16
+    }
+
+    /// Bytes of the scales and (asymmetric) packed zero points of an `[out, in]` matrix in this encoding.
+    pub fn scale_bytes(&self, out: usize, inp: usize) -> usize {
         let [sr, sc] = self.strategy.scale_shape(out, inp);
-        let packed = out * packed_words(inp, self.bits) * 4;
         let scales = sr * sc * self.scale_dtype.size();
         let zero_points = if self.symmetric {
             0
         } else {
             packed_words(sr, self.bits) * sc * 4
         };
-        packed + scales + zero_points + 16
+        scales + zero_points
     }
 
     /// Round a scale to what is stored: power of two (rounded up) if asked, then up to the scale dtype. A zero
@@ -476,6 +480,30 @@ impl QuantTensor {
                 rows * words
             ));
         }
+        let mut codes = Vec::with_capacity(rows * cols);
+        for row in packed.chunks(words.max(1)).take(rows) {
+            unpack_codes(row, encoding.bits, cols, &mut codes);
+        }
+        Self::from_codes(encoding, rows, cols, codes, scales, packed_zero_points)
+    }
+
+    /// From unpacked row-major codes, the scales and (asymmetric) the zero points packed as compressed-tensors
+    /// stores them ([`QuantTensor::packed_zero_points`]). Sizes are checked; the error says which part disagrees.
+    pub fn from_codes(
+        encoding: Encoding,
+        rows: usize,
+        cols: usize,
+        codes: Vec<i8>,
+        scales: Vec<f32>,
+        packed_zero_points: Option<&[i32]>,
+    ) -> Result<Self, String> {
+        encoding.check(rows, cols)?;
+        if codes.len() != rows * cols {
+            return Err(format!(
+                "{} codes do not fill a [{rows}, {cols}] matrix",
+                codes.len()
+            ));
+        }
         let [sr, sc] = encoding.strategy.scale_shape(rows, cols);
         if scales.len() != sr * sc {
             return Err(format!(
@@ -484,10 +512,6 @@ impl QuantTensor {
                 encoding.strategy.describe(),
                 sr * sc
             ));
-        }
-        let mut codes = Vec::with_capacity(rows * cols);
-        for row in packed.chunks(words.max(1)).take(rows) {
-            unpack_codes(row, encoding.bits, cols, &mut codes);
         }
         let zero_points = match (encoding.symmetric, packed_zero_points) {
             (true, None) => Vec::new(),
@@ -522,6 +546,14 @@ impl QuantTensor {
             scales,
             zero_points,
         })
+    }
+
+    /// The zero point of element `(r, c)` (0 when symmetric): the code that decodes to exactly 0.
+    pub fn zero_code(&self, r: usize, c: usize) -> i8 {
+        self.zero_points
+            .get(self.scale_index(r, c))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// A matrix quantized with scale blocks spanning whole rows (`Block { rows, cols }` with `cols` the row length:

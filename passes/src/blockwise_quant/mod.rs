@@ -430,6 +430,11 @@ impl Pass for BlockwiseQuant {
         let progress = ctx.progress;
         let done = Mutex::new(());
         let gptq_settings = self.config.gptq;
+        // Sparse weights keep their masks (pruned elements stay exactly 0).
+        let ctx_masks: BTreeMap<String, Vec<bool>> = inputs
+            .iter()
+            .filter_map(|(name, ..)| ctx.store.sparse_mask(name).map(|m| (name.clone(), m)))
+            .collect();
         // GPTQ's layer error next to round-to-nearest's, per Linear: tr((W - Q) H (W - Q)^T).
         let layer_errors: Mutex<BTreeMap<String, (f64, f64)>> = Mutex::new(BTreeMap::new());
         let results: Vec<Result<(String, QuantTensor, compressor_models::quant::QuantError)>> =
@@ -447,8 +452,17 @@ impl Pass for BlockwiseQuant {
                         .filter(|(n, _)| n == cols);
                     let q = match h {
                         Some((_, h)) => {
-                            let q = gptq::quantize(values, *rows, *cols, *e, h, &gptq_settings)
-                                .map_err(fail)?;
+                            let keep = ctx_masks.get(name);
+                            let q = gptq::quantize(
+                                values,
+                                *rows,
+                                *cols,
+                                *e,
+                                h,
+                                &gptq_settings,
+                                keep.map(Vec::as_slice),
+                            )
+                            .map_err(fail)?;
                             let errors = (
                                 gptq::layer_error(values, &q, h),
                                 gptq::layer_error(values, &nearest, h),
@@ -486,7 +500,6 @@ impl Pass for BlockwiseQuant {
                     "granularity": q.encoding.strategy.describe(),
                     "relative_frobenius_error": err.relative_frobenius,
                     "max_abs_error": err.max_abs_error,
-                    "bytes": q.stored_bytes(),
                 }),
             );
             if let Some((g, n)) = layer_errors.lock().ok().and_then(|m| m.get(&name).copied()) {
@@ -496,6 +509,14 @@ impl Pass for BlockwiseQuant {
                 }
             }
             ctx.store.set_quant(&name, q);
+            if let Some(entry) = per_tensor.get_mut(&name) {
+                entry["bytes"] = json!(ctx.store.stored_bytes(&name));
+                if let (Some(form), Some((_, shape))) =
+                    (ctx.store.form(&name), ctx.store.info(&name))
+                {
+                    entry["form"] = json!(form.describe(&shape));
+                }
+            }
             changed.push(name);
         }
         changed.sort();

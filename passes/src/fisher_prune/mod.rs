@@ -65,7 +65,14 @@ pub enum Allocation {
     Global,
     /// The same fraction of every selected tensor.
     PerTensor,
+    /// The official code's proportional per-layer budget: each layer loses its share of the target in proportion to
+    /// its selected weights (rounding remainders to the largest layers), kept within [`RHO`] of the layer, and
+    /// within a layer the lowest scores over all its selected tensors go.
+    PerLayer,
 }
+
+/// The bounds of a layer's pruned fraction under `allocation = "per-layer"` (the code's `rho_min` / `rho_max`).
+pub const RHO: (f64, f64) = (0.05, 0.95);
 
 /// Settings of a `fisher-prune` pass.
 ///
@@ -79,7 +86,7 @@ pub enum Allocation {
 /// alpha = 0.2                  # DAI: [(F_dom - beta F_gen) |w| + gamma sqrt|w|] (1 + alpha s)
 /// beta = 1.0
 /// gamma = 0.5
-/// allocation = "global"        # or "per-tensor"
+/// allocation = "global"        # or "per-tensor", "per-layer"
 /// triplets = 64                # per set
 /// sampling = "uniform"         # or "kmeans" (representative: the candidate nearest each k-means centre)
 /// micro-batch = 8              # triplets per gradient
@@ -204,6 +211,17 @@ impl Config {
                 )
             }
             _ => {}
+        }
+        if let (Allocation::PerLayer, Some(t)) = (self.allocation, self.target) {
+            if !(RHO.0..=RHO.1).contains(&t) {
+                return bad(
+                    "target",
+                    format!(
+                        "is {t}; allocation = \"per-layer\" keeps every layer's pruned fraction within [{}, {}]\nhint: use allocation = \"global\" or \"per-tensor\" for this target",
+                        RHO.0, RHO.1
+                    ),
+                );
+            }
         }
         if self.pattern == Pattern::TwoFour && self.allocation != Allocation::Global {
             return bad(
@@ -503,6 +521,10 @@ impl FisherPrune {
                 .iter()
                 .map(|s| score::tensor_mask(s, pruned_count(c.target, s.len())))
                 .collect(),
+            (Pattern::Unstructured, Allocation::PerLayer) => {
+                let layers: Vec<Option<usize>> = matched.iter().map(|t| t.layer).collect();
+                score::layer_masks(&all_scores, &layers, c.target.unwrap_or(0.5), RHO)
+            }
         };
         let tensors = matched
             .iter()
@@ -514,6 +536,7 @@ impl FisherPrune {
                         pattern: SparsePattern::TwoFour,
                         nnz: t.numel() / 2,
                         dtype: t.dtype,
+                        encoding: None,
                     },
                     // The bitmask stores the non-zeros: kept weights that are not already 0.
                     Pattern::Unstructured => Form::Sparse {
@@ -524,6 +547,7 @@ impl FisherPrune {
                             .filter(|(k, v)| **k && **v != 0.0)
                             .count(),
                         dtype: t.dtype,
+                        encoding: None,
                     },
                 };
                 TensorDecision {

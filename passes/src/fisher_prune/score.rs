@@ -163,6 +163,62 @@ pub fn global_mask(scores: &[Vec<f64>], pruned: usize) -> Vec<Vec<bool>> {
     keep
 }
 
+/// How many weights each layer loses under the proportional per-layer budget: `round(target x total)` split in
+/// proportion to the layers' `sizes` (floors first; the remainder one each to the largest layers, ties to the lower
+/// index), each then clamped to `[floor(rho.0 n), floor(rho.1 n)]` of its layer's `n`.
+pub fn layer_budgets(sizes: &[usize], target: f64, rho: (f64, f64)) -> Vec<usize> {
+    let total: usize = sizes.iter().sum();
+    let k = ((target * total as f64).round() as usize).min(total);
+    let share = |n: usize| n as f64 / total.max(1) as f64;
+    let mut out: Vec<usize> = sizes
+        .iter()
+        .map(|&n| (share(n) * k as f64).floor() as usize)
+        .collect();
+    let deficit = k.saturating_sub(out.iter().sum());
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
+    for &i in order.iter().take(deficit) {
+        out[i] += 1;
+    }
+    for (k, &n) in out.iter_mut().zip(sizes) {
+        let lo = (rho.0 * n as f64).floor() as usize;
+        let hi = (rho.1 * n as f64).floor() as usize;
+        *k = (*k).clamp(lo, hi.max(lo));
+    }
+    out
+}
+
+/// Masks under the proportional per-layer budget ([`layer_budgets`]): the tensors of one layer (`layers[i]`, `None`
+/// for tensors outside the encoder layers, which form one group) lose their layer's budget of lowest scores
+/// together.
+pub fn layer_masks(
+    scores: &[Vec<f64>],
+    layers: &[Option<usize>],
+    target: f64,
+    rho: (f64, f64),
+) -> Vec<Vec<bool>> {
+    let mut groups: Vec<Option<usize>> = layers.to_vec();
+    groups.sort_unstable();
+    groups.dedup();
+    let members: Vec<Vec<usize>> = groups
+        .iter()
+        .map(|g| (0..layers.len()).filter(|&i| layers[i] == *g).collect())
+        .collect();
+    let sizes: Vec<usize> = members
+        .iter()
+        .map(|m| m.iter().map(|&i| scores[i].len()).sum())
+        .collect();
+    let budgets = layer_budgets(&sizes, target, rho);
+    let mut out: Vec<Vec<bool>> = vec![Vec::new(); scores.len()];
+    for (m, budget) in members.iter().zip(budgets) {
+        let group: Vec<Vec<f64>> = m.iter().map(|&i| scores[i].clone()).collect();
+        for (&i, mask) in m.iter().zip(global_mask(&group, budget)) {
+            out[i] = mask;
+        }
+    }
+    out
+}
+
 /// The mask of one tensor losing its `pruned` lowest scores.
 pub fn tensor_mask(scores: &[f64], pruned: usize) -> Vec<bool> {
     global_mask(std::slice::from_ref(&scores.to_vec()), pruned)
@@ -182,4 +238,35 @@ pub fn two_four_mask(scores: &[f64]) -> Vec<bool> {
         }
     }
     keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_budgets_split_the_target_in_proportion_with_remainders_to_the_largest() {
+        assert_eq!(layer_budgets(&[10, 30, 20], 0.5, (0.05, 0.95)), [5, 15, 10]);
+        // round(4.5) = 5 over three equal layers: floors of 1, the remainder of 2 to the first two.
+        assert_eq!(layer_budgets(&[3, 3, 3], 0.5, (0.05, 0.95)), [2, 2, 1]);
+        // The bound binds at the extremes: layer 0 would lose 951 of 1,000 but may lose 950.
+        assert_eq!(layer_budgets(&[1000, 10], 0.95, (0.05, 0.95)), [950, 9]);
+    }
+
+    #[test]
+    fn layer_masks_prune_each_layer_by_its_own_lowest_scores() {
+        // Layer 0 holds every low score; a global budget would take them all from it, per layer takes half each.
+        let scores = vec![
+            vec![0.1, 0.2, 0.3, 0.4],
+            vec![0.5, 0.6, 0.7, 0.8],
+            vec![9.0, 8.0, 7.0, 6.0],
+        ];
+        let layers = [Some(0), Some(0), Some(1)];
+        let masks = layer_masks(&scores, &layers, 0.5, (0.05, 0.95));
+        assert_eq!(masks[0], [false, false, false, false]);
+        assert_eq!(masks[1], [true; 4]);
+        assert_eq!(masks[2], [true, true, false, false]);
+        let global = global_mask(&scores, 6);
+        assert_eq!(global[2], [true; 4]);
+    }
 }

@@ -305,7 +305,8 @@ impl HessianMp {
     }
 
     /// Block matrix `name` with values `w` of `[out, in]` `shape` quantized at `bits`, in its stored encoding
-    /// (GPTQ-rounded when `covariance` holds the matrix's input moments).
+    /// (GPTQ-rounded when `covariance` holds the matrix's input moments; `keep`: the stored elements of a sparse
+    /// matrix, which GPTQ keeps as its mask).
     fn quantize(
         &self,
         name: &str,
@@ -313,6 +314,7 @@ impl HessianMp {
         shape: [usize; 2],
         bits: u8,
         covariance: Option<&crate::analyses::Covariance>,
+        keep: Option<&[bool]>,
     ) -> Result<QuantTensor> {
         let err = |problem: String| Error::Config {
             key: "bits".into(),
@@ -323,7 +325,9 @@ impl HessianMp {
             .and_then(|c| c.of_linear(name))
             .filter(|(n, _)| *n == shape[1])
         {
-            Some((_, h)) => crate::gptq::quantize(w, shape[0], shape[1], e, h, &self.config.gptq),
+            Some((_, h)) => {
+                crate::gptq::quantize(w, shape[0], shape[1], e, h, &self.config.gptq, keep)
+            }
             None => QuantTensor::quantize(w, shape[0], shape[1], e),
         }
         .map_err(err)?;
@@ -408,10 +412,12 @@ impl HessianMp {
         members
             .iter()
             .map(|&i| {
-                let [rows, cols] = [metas[i].shape[0], metas[i].shape[1]];
+                let t = metas[i];
                 match budget {
-                    Budget::Bits(_) => (rows * cols) as u64 * u64::from(bits),
-                    Budget::Bytes(_) => self.encoding(bits).stored_bytes(rows, cols) as u64,
+                    Budget::Bits(_) => t.numel() as u64 * u64::from(bits),
+                    Budget::Bytes(_) => {
+                        t.quantized_form(self.encoding(bits)).bytes(&t.shape) as u64
+                    }
                 }
             })
             .sum()
@@ -692,10 +698,15 @@ impl Pass for HessianMp {
             .iter()
             .map(|t| ctx.store.get_f32(&t.name, &t.shape))
             .collect::<std::result::Result<_, _>>()?;
+        // Sparse matrices keep their masks: pruned elements stay exactly 0 (GPTQ and after QAT).
+        let masks: Vec<Option<Vec<bool>>> = block_metas
+            .iter()
+            .map(|t| ctx.store.sparse_mask(&t.name))
+            .collect();
         let quantized: Vec<Vec<(QuantTensor, f64)>> = block_metas
             .par_iter()
-            .zip(values.par_iter())
-            .map(|(t, w)| {
+            .zip(values.par_iter().zip(masks.par_iter()))
+            .map(|(t, (w, keep))| {
                 menu.iter()
                     .map(|&bits| {
                         let q = self.quantize(
@@ -704,6 +715,7 @@ impl Pass for HessianMp {
                             [t.shape[0], t.shape[1]],
                             bits,
                             covariance.as_ref(),
+                            keep.as_deref(),
                         )?;
                         let se = q.error(w).squared_error;
                         Ok((q, se))
@@ -788,15 +800,23 @@ impl Pass for HessianMp {
             })?;
             let mut trained: BTreeMap<String, Vec<f32>> = out.tensors.into_iter().collect();
             for (i, t) in block_metas.iter().enumerate() {
-                let Some(w) = trained.remove(&t.name) else {
+                let Some(mut w) = trained.remove(&t.name) else {
                     continue;
                 };
+                if let Some(keep) = &masks[i] {
+                    for (v, k) in w.iter_mut().zip(keep) {
+                        if !k {
+                            *v = 0.0;
+                        }
+                    }
+                }
                 let qt = self.quantize(
                     &t.name,
                     &w,
                     [t.shape[0], t.shape[1]],
                     blocks[i].1.bits,
                     covariance.as_ref(),
+                    masks[i].as_deref(),
                 )?;
                 let se = qt.error(&w).squared_error;
                 quantized[i][picks[i]] = (qt, se);
@@ -840,7 +860,7 @@ impl Pass for HessianMp {
                     "bits": bits,
                     "squared_error": se,
                     "relative_frobenius_error": q.error(&values[i]).relative_frobenius,
-                    "bytes": q.stored_bytes(),
+                    "bytes": t.quantized_form(q.encoding).bytes(&t.shape),
                 }),
             ));
             chosen.insert(t.name.clone(), bits);
@@ -891,7 +911,8 @@ impl Pass for HessianMp {
 
         let bytes_after: usize = changed
             .iter()
-            .filter_map(|n| ctx.store.get_quant(n).map(|q| q.stored_bytes()))
+            .filter(|n| ctx.store.encoding(n).is_some() || ctx.store.sparse_mask(n).is_some())
+            .map(|n| ctx.store.stored_bytes(n))
             .sum();
         let plot = allocation_svg(
             &blocks
