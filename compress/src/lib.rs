@@ -5,6 +5,7 @@
 //! [`runner::run`] checks the weights, applies the passes and writes the artifact atomically ([`artifact`]).
 
 pub mod artifact;
+pub mod batch;
 pub mod errors;
 pub mod evaluate;
 pub mod export;

@@ -216,6 +216,36 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run a sweep of models x pipelines x pass settings (JOBS.toml): K jobs at once, one shard of a cluster array,
+    /// resumable, with one report and its Pareto plots
+    #[command(after_help = "Examples:\n  \
+        compressor batch examples/sweep.toml --list\n  \
+        compressor batch examples/sweep.toml --jobs 2\n  \
+        compressor batch examples/sweep.toml --shard 0/2   (and --shard 1/2 elsewhere), then --merge\n\n\
+        Under Slurm (`--array`) or a Kubernetes indexed Job the shard is read from the environment\n\
+        (examples/batch-slurm.sh, examples/batch-job.yaml). The file format and the report: docs/batch.md.")]
+    Batch {
+        /// The batch file (JOBS.toml)
+        jobs_file: PathBuf,
+        /// Jobs to run at once on this machine (fewer when the memory estimate says so)
+        #[arg(long = "jobs", short = 'j', default_value_t = 1, value_parser = positive)]
+        jobs: usize,
+        /// Run only shard i of n (`0/2`); default: from SLURM_ARRAY_TASK_ID / JOB_COMPLETION_INDEX, else all
+        #[arg(long, value_name = "i/n")]
+        shard: Option<String>,
+        /// Rerun jobs that finished earlier
+        #[arg(long)]
+        force: bool,
+        /// Print the expanded jobs and stop
+        #[arg(long)]
+        list: bool,
+        /// With --list: print JSON on stdout
+        #[arg(long)]
+        json: bool,
+        /// Run nothing: gather every shard's results in OUTPUT into one report
+        #[arg(long, alias = "report")]
+        merge: bool,
+    },
     /// List the pass kinds
     Passes {
         /// Print the list as JSON on stdout
@@ -372,6 +402,53 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 },
             )?;
             run_plan(plan, force, &bars, started)
+        }
+        Command::Batch {
+            jobs_file,
+            jobs,
+            shard,
+            force,
+            list,
+            json,
+            merge,
+        } => {
+            let shard = compressor::batch::Shard::resolve(shard.as_deref())?;
+            let batch = compressor::batch::load(&jobs_file, shard.count)?;
+            if list {
+                if json {
+                    print_json(&serde_json::json!({
+                        "title": batch.title,
+                        "output": batch.output,
+                        "shards": batch.shards,
+                        "jobs": batch.jobs,
+                    }))?;
+                } else {
+                    for j in &batch.jobs {
+                        let settings: Vec<String> =
+                            j.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        println!(
+                            "{}\tshard {}/{}\t{}\t{}\t{}",
+                            j.name,
+                            j.shard,
+                            batch.shards,
+                            j.model,
+                            j.pipeline,
+                            settings.join(" ")
+                        );
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let ok = if merge {
+                compressor::batch::merge(&batch)?
+            } else {
+                compressor::batch::run(&batch, &compressor::batch::Options { jobs, force, shard })?
+            };
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Plan {
             pipeline: file,

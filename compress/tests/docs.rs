@@ -35,14 +35,26 @@ fn every_toml_block_of_the_pipeline_reference_parses() {
 
 #[test]
 fn examples_parse() {
-    for entry in std::fs::read_dir(root().join("examples")).expect("examples/") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            if let Err(e) = pipeline::load(&path) {
+    let mut batches = 0;
+    for dir in ["examples", "examples/sweep"] {
+        for entry in std::fs::read_dir(root().join(dir)).expect("examples/") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            // A batch file (JOBS.toml) names pipelines; expanding it parses every job's pipeline.
+            if text.lines().any(|l| l.trim() == "[pipelines]") {
+                let batch = compressor::batch::load(&path, 2)
+                    .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+                assert!(!batch.jobs.is_empty(), "{}", path.display());
+                batches += 1;
+            } else if let Err(e) = pipeline::load(&path) {
                 panic!("{}: {e:?}", path.display());
             }
         }
     }
+    assert_eq!(batches, 1, "examples/sweep.toml");
 }
 
 #[test]

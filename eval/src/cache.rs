@@ -101,7 +101,7 @@ impl EmbeddingCache {
             };
             std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
             let bytes: Vec<u8> = emb.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            let tmp = compressor_models::fsio::temp_beside(&path);
             let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
             f.write_all(&bytes).map_err(|e| io(&tmp, e))?;
             std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;

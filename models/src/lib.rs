@@ -15,6 +15,7 @@ pub mod densify;
 pub mod elastic;
 pub mod error;
 pub mod forms;
+pub mod fsio;
 pub mod names;
 pub mod quant;
 pub mod remote_code;
