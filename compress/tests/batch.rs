@@ -208,6 +208,7 @@ fn shards_merge_into_one_report() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let report = json(&sweep, "report.json");
     assert_eq!(report["counts"]["missing"], 0, "{report}");
+    assert_eq!(report["counts"]["done"], 8, "{report}");
     assert_eq!(report["jobs"].as_array().map(Vec::len), Some(8));
     // Every job has its size and its STS-B-style metric.
     for job in report["jobs"].as_array().expect("jobs") {

@@ -525,7 +525,7 @@ pub fn run(batch: &Batch, opts: &Options) -> anyhow::Result<bool> {
         .values()
         .filter(|r| matches!(r, Ran::Failed(..)))
         .count();
-    let written = write_report(batch, &results)?;
+    let written = write_report(batch, &results, false)?;
     eprintln!(
         "wrote `{}`{}",
         written.display(),
@@ -596,8 +596,9 @@ fn run_job(batch: &Batch, job: &Job, force: bool) -> Ran {
     ran
 }
 
-/// The outcome of every job of the sweep, from this invocation's results and what OUTPUT holds.
-fn outcomes(batch: &Batch, ran: &BTreeMap<String, Ran>) -> Vec<report::Outcome> {
+/// The outcome of every job of the sweep, from this invocation's results and what OUTPUT holds. `merged`: no job
+/// ran here (`--merge`), so every finished artifact counts as done rather than skipped.
+fn outcomes(batch: &Batch, ran: &BTreeMap<String, Ran>, merged: bool) -> Vec<report::Outcome> {
     batch
         .jobs
         .iter()
@@ -634,6 +635,13 @@ fn outcomes(batch: &Batch, ran: &BTreeMap<String, Ran>) -> Vec<report::Outcome> 
                     },
                     Some(*s),
                 ),
+                (_, Some(m), _) if merged => (
+                    report::Status::Done {
+                        tensor_bytes: bytes(m, "output").unwrap_or(0),
+                        metrics: metrics(m),
+                    },
+                    None,
+                ),
                 (_, Some(m), _) => (
                     report::Status::Skipped {
                         tensor_bytes: bytes(m, "output").unwrap_or(0),
@@ -657,8 +665,12 @@ fn outcomes(batch: &Batch, ran: &BTreeMap<String, Ran>) -> Vec<report::Outcome> 
         .collect()
 }
 
-fn write_report(batch: &Batch, ran: &BTreeMap<String, Ran>) -> anyhow::Result<PathBuf> {
-    let outcomes = outcomes(batch, ran);
+fn write_report(
+    batch: &Batch,
+    ran: &BTreeMap<String, Ran>,
+    merged: bool,
+) -> anyhow::Result<PathBuf> {
+    let outcomes = outcomes(batch, ran, merged);
     report::write(&batch.output, &batch.title, &outcomes)
         .with_context(|| format!("cannot write the report into `{}`", batch.output.display()))?;
     Ok(batch.output.join("report.md"))
@@ -667,8 +679,8 @@ fn write_report(batch: &Batch, ran: &BTreeMap<String, Ran>) -> anyhow::Result<Pa
 /// `--merge`: the report of every job found in OUTPUT (every shard's), running nothing. Returns whether no job
 /// failed.
 pub fn merge(batch: &Batch) -> anyhow::Result<bool> {
-    let path = write_report(batch, &BTreeMap::new())?;
-    let outcomes = outcomes(batch, &BTreeMap::new());
+    let path = write_report(batch, &BTreeMap::new(), true)?;
+    let outcomes = outcomes(batch, &BTreeMap::new(), true);
     let count = |f: fn(&report::Status) -> bool| outcomes.iter().filter(|o| f(&o.status)).count();
     let failed = count(|s| matches!(s, report::Status::Failed { .. }));
     let missing = count(|s| matches!(s, report::Status::Missing));
