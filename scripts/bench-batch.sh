@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Wall time of `compressor batch` (docs/batch.md, docs/benchmarks.md): the 12 jobs of examples/sweep.toml
 # (all-MiniLM-L6-v2, {quant, trim-quant} x bits {8, 4, 3} x group size {32, 128}, each scored on STS-B) from a cold
-# cache with --jobs 1 and --jobs 2, then the rerun that finds every job finished; and the statistics reuse: the
-# trim-quant pipeline on two models of one tokenizer (MiniLM and the SST-2 classifier fine-tuned from it), where
-# the second job reads the first one's token counts. Results in out/bench-batch/results.tsv. Needs ../shared and
+# cache with --jobs 1 and --jobs 2, then the rerun that finds every job finished; and the reuse across jobs: both
+# pipelines at 4 bits on MiniLM and on the SST-2 classifier fine-tuned from it (per job: seconds and whether
+# vocab-trim's token counts came from the cache). Results in out/bench-batch/results.tsv. Needs ../shared and
 # scripts/fetch-minilm.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,7 +51,7 @@ for k in 1 2; do
   timed "sweep-j$k" "$k"
 done
 timed sweep-j2 2   # every job finished: all skipped
-# Statistics reuse across models: one tokenizer, one corpus, the token counts computed once.
+# Reuse across jobs: baseline evaluations per model, token counts per tokenizer and corpus.
 sweep reuse "$minilm
 sst2 = \"$shared/models/minilm-l6-sst2\"" "[4]"
 rm -rf "${work:?}/reuse"
