@@ -285,3 +285,47 @@ fn a_batch_killed_at_random_points_reruns_to_byte_identical_artifacts() {
         );
     }
 }
+
+#[test]
+fn two_processes_on_one_batch_write_every_job_once_and_intact() {
+    let reference = workspace(SWEEP);
+    let o = compressor_in(reference.path(), &["batch", "jobs.toml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = artifacts(&reference.path().join("sweep"));
+    let ws = workspace(SWEEP);
+    let jobs = std::fs::read_to_string(ws.path().join("jobs.toml")).expect("read");
+    let model = reference.path().join("model");
+    std::fs::write(
+        ws.path().join("jobs.toml"),
+        jobs.replace(
+            "tiny = \"model\"",
+            &format!("tiny = \"{}\"", model.display()),
+        ),
+    )
+    .expect("write");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_compressor"))
+            .args(["batch", "jobs.toml"])
+            .current_dir(ws.path())
+            .env("COMPRESSOR_NO_PROGRESS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (a, b) = (spawn(), spawn());
+    for child in [a, b] {
+        let o = child.wait_with_output().expect("wait");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    // Each job was written by one of them (the other skipped it, finished or busy): the same bytes as one process.
+    let o = compressor_in(ws.path(), &["batch", "jobs.toml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).matches(": skipped (finished earlier").count(),
+        8,
+        "{}",
+        stderr(&o)
+    );
+    assert!(artifacts(&ws.path().join("sweep")) == want);
+}

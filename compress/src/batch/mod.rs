@@ -565,7 +565,12 @@ fn run_job(batch: &Batch, job: &Job, force: bool) -> Ran {
         Ok(Ok(ran)) => ran,
         Ok(Err(e)) => {
             let text = crate::errors::render(&e);
-            if text.contains("another compressor process") {
+            // Another process may have finished the job between our check and our write: then it is done.
+            let finished_elsewhere =
+                !force && batch.pipeline(job).is_ok_and(|p| batch.finished(job, &p));
+            if finished_elsewhere {
+                Ran::Skipped
+            } else if text.contains("another compressor process") {
                 Ran::Busy
             } else {
                 Ran::Failed(text, seconds)
