@@ -66,4 +66,30 @@ for job in sorted((out / "jobs").iterdir()):
     cached = trim[0]["metrics"].get("counts_cached") if trim else "-"
     print(f"# {job.name}: {seconds.get(job.name) or 0:.1f} s, token counts cached: {cached}")
 PY
+# Two classifiers fine-tuned from MiniLM share one tokenizer: the second one's trim job reads the first one's counts.
+cat > "$work/shared-counts.toml" <<TOML
+name = "shared-counts"
+output = "$work/shared-counts"
+
+[models]
+mrpc = "$shared/models/minilm-l6-mrpc"
+sst2 = "$shared/models/minilm-l6-sst2"
+
+[pipelines]
+trim-quant = "$root/examples/sweep/trim-quant.toml"
+
+[sweep.blockwise-quant]
+bits = [4]
+group-size = [128]
+TOML
+rm -rf "${work:?}/shared-counts"
+timed shared-counts 1
+python3 - "$work/shared-counts" >> "$results" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+for j in json.load(open(out / "report.json"))["jobs"]:
+    print(f"# {j['name']}: {j.get('seconds') or 0:.1f} s")
+counts = list((out / "cache" / "analyses" / "vocab-counts").iterdir())
+print(f"# token count files for both models: {len(counts)}")
+PY
 column -t -s $'\t' "$results"

@@ -290,3 +290,81 @@ fn quantizing_a_sparse_model_keeps_it_sparse_with_the_planned_bytes() {
             .contains_key("encoder.layer.1.attention.self.query.weight_packed"));
     }
 }
+
+#[test]
+fn cast_keeps_sparse_and_low_rank_forms_and_rounds_their_float_parts() {
+    let (ws, decoded) = every_form_workspace();
+    ws.write(
+        "pipeline.toml",
+        "[model]\npath = \"model\"\n\n[[pass]]\nkind = \"cast\"\ndtype = \"f16\"\n\n[output]\ndir = \"out\"\n",
+    );
+    common::run_matching_the_plan(ws.path());
+    let before = Checkpoint::open(&ws.join("model")).expect("model");
+    let after = Checkpoint::open(&ws.join("out")).expect("artifact");
+    let form = |c: &Checkpoint, n: &str| c.store.form(n).expect("form");
+    let l = |layer: usize, m: &str| format!("encoder.layer.{layer}.{m}.weight");
+    use compressor_models::{DType, FactorForm, Form};
+    // Sparse with float values: the same mask, the values in F16.
+    for name in [l(0, "attention.self.value"), l(0, "intermediate.dense")] {
+        match (form(&before, &name), form(&after, &name)) {
+            (
+                Form::Sparse {
+                    pattern: p0,
+                    nnz: n0,
+                    ..
+                },
+                Form::Sparse {
+                    pattern,
+                    nnz,
+                    dtype,
+                    encoding: None,
+                },
+            ) => {
+                assert_eq!((pattern, nnz, dtype), (p0, n0, DType::F16), "{name}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        let (b, a) = (
+            before
+                .store
+                .get(&name)
+                .and_then(|t| t.to_f32("b"))
+                .expect("b"),
+            after
+                .store
+                .get(&name)
+                .and_then(|t| t.to_f32("a"))
+                .expect("a"),
+        );
+        for (x, y) in b.iter().zip(&a) {
+            assert_eq!(*y, half::f16::from_f32(*x).to_f32(), "{name}");
+        }
+    }
+    // Low-rank: dense factors in F16, quantized factors as they were.
+    assert!(matches!(
+        form(&after, &l(0, "attention.self.query")),
+        Form::LowRank {
+            rank: 16,
+            u: FactorForm::Dense { dtype: DType::F16 },
+            v: FactorForm::Dense { dtype: DType::F16 }
+        }
+    ));
+    // Integer codes stay: quantized, quantized low-rank factors, quantized sparse values.
+    for name in [
+        l(0, "output.dense"),
+        l(0, "attention.self.key"),
+        l(1, "attention.self.value"),
+        l(1, "intermediate.dense"),
+    ] {
+        assert_eq!(form(&before, &name), form(&after, &name), "{name}");
+        assert_eq!(
+            after.store.get(&name).expect("get").bytes(),
+            &decoded[&name][..],
+            "{name} unchanged"
+        );
+    }
+    assert_eq!(
+        form(&after, &l(0, "attention.output.dense")),
+        Form::Dense { dtype: DType::F16 }
+    );
+}

@@ -318,6 +318,35 @@ impl Form {
         }
     }
 
+    /// The form after every float part (a dense tensor, dense low-rank factors, dense sparse values) is stored in
+    /// `dtype`; integer codes stay. Equal to `self` when nothing would change.
+    pub fn with_float_dtype(self, dtype: DType) -> Form {
+        let factor = |f: FactorForm| match f {
+            FactorForm::Dense { .. } => FactorForm::Dense { dtype },
+            q => q,
+        };
+        match self {
+            Form::Dense { .. } => Form::Dense { dtype },
+            Form::LowRank { rank, u, v } => Form::LowRank {
+                rank,
+                u: factor(u),
+                v: factor(v),
+            },
+            Form::Sparse {
+                pattern,
+                nnz,
+                encoding: None,
+                ..
+            } => Form::Sparse {
+                pattern,
+                nnz,
+                dtype,
+                encoding: None,
+            },
+            other => other,
+        }
+    }
+
     /// The integer encoding of a quantized tensor (`None` for every other form, low-rank factors included).
     pub fn encoding(&self) -> Option<Encoding> {
         match self {
@@ -956,6 +985,36 @@ impl Stored {
             Stored::LowRank(l) => l.product(name),
             _ => self.to_dense(name)?.to_f32(name),
         }
+    }
+
+    /// The same form with every float part (see [`Form::with_float_dtype`]) replaced by `f` of it; integer codes,
+    /// masks and positions stay. `f` must keep each part's shape.
+    pub fn map_float_parts(
+        &self,
+        mut f: impl FnMut(&HostTensor) -> Result<HostTensor>,
+    ) -> Result<Stored> {
+        let mut factor = |x: &Factor| -> Result<Factor> {
+            Ok(match x {
+                Factor::Dense(t) => Factor::Dense(f(t)?),
+                q => q.clone(),
+            })
+        };
+        Ok(match self {
+            Stored::Dense(t) => Stored::Dense(f(t)?),
+            Stored::Quant(_) => self.clone(),
+            Stored::LowRank(l) => Stored::LowRank(LowRank {
+                u: factor(&l.u)?,
+                v: factor(&l.v)?,
+            }),
+            Stored::Sparse(s) => match &s.values {
+                SparseValues::Dense(v) => Stored::Sparse(Sparse {
+                    values: SparseValues::Dense(f(v)?),
+                    mask: s.mask.clone(),
+                    ..*s
+                }),
+                SparseValues::Quant(_) => self.clone(),
+            },
+        })
     }
 
     /// The tensors written for this parameter, named after `base` (its on-disk name): `base` itself when dense,

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use compressor_models::{DType, HostTensor, Kind, Selector};
+use compressor_models::{DType, Form, HostTensor, Kind, Selector};
 use half::{bf16, f16};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -100,27 +100,37 @@ impl Pass for Cast {
         let target = self.config.dtype.dtype();
         let mut plan = PassPlan::default();
         let mut already = 0usize;
+        let mut codes = quantized.len();
         for t in float {
-            if t.dtype == target {
-                already += 1;
+            // Sparse and low-rank tensors keep their form: their float parts (values, factors) are cast.
+            let after = t.form.with_float_dtype(target);
+            if after == t.form {
+                match t.form {
+                    Form::Dense { .. } => already += 1,
+                    _ => codes += 1,
+                }
                 continue;
             }
+            let (dtype_after, form_after) = match after {
+                Form::Dense { dtype } => (dtype, None),
+                Form::Sparse { dtype, .. } => (dtype, Some(after)),
+                _ => (t.dtype, Some(after)),
+            };
             plan.changes.push(PlannedChange {
                 name: t.name.clone(),
                 dtype_before: t.dtype,
-                dtype_after: target,
+                dtype_after,
                 shape_before: t.shape.clone(),
                 shape_after: t.shape.clone(),
                 bytes_before: t.bytes(),
-                bytes_after: t.numel() * target.size(),
+                bytes_after: after.bytes(&t.shape),
                 encoding_after: None,
-                form_after: None,
+                form_after,
             });
         }
-        if !quantized.is_empty() {
+        if codes > 0 {
             plan.notes.push(format!(
-                "{} selected tensor(s) are stored as integer codes and stay as they are",
-                quantized.len()
+                "{codes} selected tensor(s) are stored as integer codes and stay as they are"
             ));
         }
         if already > 0 {
@@ -148,22 +158,39 @@ impl Pass for Cast {
         let mut changed = Vec::with_capacity(ctx.plan.changes.len());
         for change in &ctx.plan.changes {
             ctx.progress.on_unit(&change.name);
-            let tensor = ctx.store.get(&change.name)?;
-            if tensor.dtype != change.dtype_before {
+            let stored = ctx.store.stored(&change.name)?;
+            if stored.dtype() != change.dtype_before {
                 return Err(Error::Config {
                     key: "select".into(),
                     problem: format!(
                         "tensor `{}` is {} but was planned as {}",
-                        change.name, tensor.dtype, change.dtype_before
+                        change.name,
+                        stored.dtype(),
+                        change.dtype_before
                     ),
                 });
             }
-            let values = tensor.to_f32(&change.name)?;
-            let (bytes, stats) = encode(&change.name, &values, target)?;
-            ctx.store.set(
-                &change.name,
-                HostTensor::from_bytes(target, tensor.shape.clone(), bytes)?,
-            );
+            // Every float part (the tensor, sparse values, low-rank factors) is rounded; masks and codes stay.
+            let mut stats = Stats::default();
+            let mut failure = None;
+            let cast = stored.map_float_parts(|part| {
+                let values = part.to_f32(&change.name)?;
+                match encode(&change.name, &values, target) {
+                    Ok((bytes, s)) => {
+                        stats.merge(&s);
+                        HostTensor::from_bytes(target, part.shape.clone(), bytes)
+                    }
+                    Err(e) => {
+                        let text = e.to_string();
+                        failure = Some(e);
+                        Err(compressor_models::Error::Runtime(text))
+                    }
+                }
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            ctx.store.set_stored(&change.name, cast?);
             per_tensor.insert(
                 change.name.clone(),
                 json!({
