@@ -230,7 +230,14 @@ pub fn render(
         s.push('\n');
     }
     let label = |k: &str| format!("  {k:<w0$}  ", w0 = w[0]);
-    s.push_str(&format!("{}{}\n", label("wall time"), duration(elapsed)));
+    let peak = peak_memory()
+        .map(|b| format!(" (peak memory {})", size(b as usize)))
+        .unwrap_or_default();
+    s.push_str(&format!(
+        "{}{}{peak}\n",
+        label("wall time"),
+        duration(elapsed)
+    ));
     let reports = if manifest.output.reports.iter().any(|r| r == "report.md") {
         ", report.md the evaluation"
     } else {
@@ -306,4 +313,13 @@ mod tests {
         d.max_regression = None;
         assert_eq!(gate(&d), None);
     }
+}
+
+/// The process's peak resident memory so far (`VmHWM` of /proc/self/status), in bytes; `None` where there is no
+/// /proc.
+pub fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

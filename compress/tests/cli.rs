@@ -44,6 +44,18 @@ fn cast_f16_writes_a_complete_self_describing_artifact() {
         )
     );
     assert!(stdout(&out).is_empty());
+    // The wall-time line also gives the run's peak resident memory (Linux: VmHWM).
+    if cfg!(target_os = "linux") {
+        let line = stderr(&out)
+            .lines()
+            .find(|l| l.starts_with("  wall time"))
+            .map(str::to_string)
+            .unwrap_or_default();
+        assert!(
+            line.contains(" (peak memory ") && line.ends_with("B)"),
+            "{line}"
+        );
+    }
     let files: Vec<String> = read_tree(&ws.join("out")).into_keys().collect();
     assert_eq!(
         files,
