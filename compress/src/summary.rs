@@ -257,6 +257,15 @@ pub fn render(
     s
 }
 
+/// The process's peak resident memory so far (`VmHWM` of /proc/self/status), in bytes; `None` where there is no
+/// /proc.
+pub fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,13 +322,4 @@ mod tests {
         d.max_regression = None;
         assert_eq!(gate(&d), None);
     }
-}
-
-/// The process's peak resident memory so far (`VmHWM` of /proc/self/status), in bytes; `None` where there is no
-/// /proc.
-pub fn peak_memory() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
