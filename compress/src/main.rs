@@ -239,8 +239,8 @@ enum Command {
         /// Print the expanded jobs and stop
         #[arg(long)]
         list: bool,
-        /// With --list: print JSON on stdout
-        #[arg(long)]
+        /// With --list: print JSON on stdout (a run's results are in OUTPUT/report.json)
+        #[arg(long, requires = "list")]
         json: bool,
         /// Run nothing: gather every shard's results in OUTPUT into one report
         #[arg(long, alias = "report")]
