@@ -279,7 +279,10 @@ fn check_writable(out: &Path) -> Result<(), Problem> {
         )));
     }
     clean_probes(existing);
-    let probe = existing.join(format!("{PROBE_PREFIX}{}", std::process::id()));
+    // Unique within the process too: the parallel jobs of `compressor batch` may probe one folder at once.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = existing.join(format!("{PROBE_PREFIX}{}-{n}", std::process::id()));
     match std::fs::create_dir(&probe) {
         Ok(()) => {
             let _ = std::fs::remove_dir(&probe);
@@ -292,7 +295,7 @@ fn check_writable(out: &Path) -> Result<(), Problem> {
     }
 }
 
-/// The name of the empty folder `check_writable` creates and removes, followed by the process id.
+/// The name of the empty folder `check_writable` creates and removes, followed by `<pid>-<n>`.
 const PROBE_PREFIX: &str = ".compressor-probe-";
 
 /// Remove the empty probe folders in `dir` that processes killed while probing left (their pid is gone).
@@ -306,6 +309,7 @@ fn clean_probes(dir: &Path) {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix(PROBE_PREFIX))
+            .and_then(|p| p.split('-').next())
             .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
@@ -329,6 +333,15 @@ pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
     let mut s = out.as_os_str().to_os_string();
     s.push(suffix);
     PathBuf::from(s)
+}
+
+/// Another process holds the lock on an output path (`compressor batch` skips such a job rather than failing it).
+#[derive(Debug, thiserror::Error)]
+#[error("another compressor process{} is writing `{}` (it holds `{}`)\nhint: wait for it to finish, or choose another output folder", if holder.is_empty() { String::new() } else { format!(" (pid {holder})") }, out.display(), lock.display())]
+pub struct OutputBusy {
+    pub holder: String,
+    pub out: PathBuf,
+    pub lock: PathBuf,
 }
 
 /// The exclusive right to write one output path, held from before the passes run until the artifact is in place.
@@ -360,15 +373,12 @@ impl OutputLock {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
                     let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    anyhow::bail!(
-                        "another compressor process{} is writing `{}` (it holds `{}`)\nhint: wait for it to finish, or choose another output folder",
-                        match holder.trim() {
-                            "" => String::new(),
-                            pid => format!(" (pid {pid})"),
-                        },
-                        out.display(),
-                        path.display()
-                    );
+                    return Err(OutputBusy {
+                        holder: holder.trim().to_string(),
+                        out: out.to_path_buf(),
+                        lock: path,
+                    }
+                    .into());
                 }
                 Err(std::fs::TryLockError::Error(e)) => {
                     return Err(e).with_context(|| format!("cannot lock `{}`", path.display()))

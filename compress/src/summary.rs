@@ -260,8 +260,13 @@ pub fn render(
 /// The process's peak resident memory so far (`VmHWM` of /proc/self/status), in bytes; `None` where there is no
 /// /proc.
 pub fn peak_memory() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    proc_bytes("/proc/self/status", "VmHWM:")
+}
+
+/// A `key: N kB` line of a /proc file (`/proc/meminfo`, `/proc/self/status`) in bytes.
+pub fn proc_bytes(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

@@ -81,6 +81,35 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// A workspace whose batch ran to completion (with its artifacts), and a second one over the same checkpoint (the
+/// manifests name the model folder) that has not run yet.
+fn reference_and_twin() -> (
+    tempfile::TempDir,
+    BTreeMap<String, Vec<u8>>,
+    tempfile::TempDir,
+) {
+    let reference = workspace(SWEEP);
+    let o = compressor_in(reference.path(), &["batch", "jobs.toml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = artifacts(&reference.path().join("sweep"));
+    assert_eq!(
+        want.keys().filter(|k| k.ends_with("manifest.json")).count(),
+        8
+    );
+    let ws = workspace(SWEEP);
+    let jobs = std::fs::read_to_string(ws.path().join("jobs.toml")).expect("read");
+    let model = reference.path().join("model");
+    std::fs::write(
+        ws.path().join("jobs.toml"),
+        jobs.replace(
+            "tiny = \"model\"",
+            &format!("tiny = \"{}\"", model.display()),
+        ),
+    )
+    .expect("write");
+    (reference, want, ws)
+}
+
 #[test]
 fn the_sweep_expands_to_stable_names_and_shards() {
     let ws = workspace(SWEEP);
@@ -219,27 +248,7 @@ fn shards_merge_into_one_report() {
 
 #[test]
 fn a_batch_killed_at_random_points_reruns_to_byte_identical_artifacts() {
-    let reference = workspace(SWEEP);
-    let o = compressor_in(reference.path(), &["batch", "jobs.toml"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let want = artifacts(&reference.path().join("sweep"));
-    assert_eq!(
-        want.keys().filter(|k| k.ends_with("manifest.json")).count(),
-        8
-    );
-
-    let ws = workspace(SWEEP);
-    // The reference run's manifests name its model folder: point this one at the same checkpoint.
-    let jobs = std::fs::read_to_string(ws.path().join("jobs.toml")).expect("read");
-    let model = reference.path().join("model");
-    std::fs::write(
-        ws.path().join("jobs.toml"),
-        jobs.replace(
-            "tiny = \"model\"",
-            &format!("tiny = \"{}\"", model.display()),
-        ),
-    )
-    .expect("write");
+    let (reference, want, ws) = reference_and_twin();
     let started = Instant::now();
     let full = {
         let o = compressor_in(reference.path(), &["batch", "jobs.toml", "--force"]);
@@ -288,21 +297,7 @@ fn a_batch_killed_at_random_points_reruns_to_byte_identical_artifacts() {
 
 #[test]
 fn two_processes_on_one_batch_write_every_job_once_and_intact() {
-    let reference = workspace(SWEEP);
-    let o = compressor_in(reference.path(), &["batch", "jobs.toml"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let want = artifacts(&reference.path().join("sweep"));
-    let ws = workspace(SWEEP);
-    let jobs = std::fs::read_to_string(ws.path().join("jobs.toml")).expect("read");
-    let model = reference.path().join("model");
-    std::fs::write(
-        ws.path().join("jobs.toml"),
-        jobs.replace(
-            "tiny = \"model\"",
-            &format!("tiny = \"{}\"", model.display()),
-        ),
-    )
-    .expect("write");
+    let (_reference, want, ws) = reference_and_twin(); // kept: its checkpoint is the one `ws` reads
     let spawn = || {
         Command::new(env!("CARGO_BIN_EXE_compressor"))
             .args(["batch", "jobs.toml"])

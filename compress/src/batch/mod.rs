@@ -139,17 +139,26 @@ fn value_label(v: &toml::Value) -> String {
     }
 }
 
-fn slug(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_alphanumeric() || c == '.' {
+/// `s` in lowercase with every run of characters other than `[a-z0-9]` and those in `keep` replaced by one `-`,
+/// trimmed of `-`: a folder or file name (`keep = "."` keeps `0.5` in job names; the report's files keep nothing).
+pub(crate) fn slug(s: &str, keep: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || keep.contains(c) {
             out.push(c);
-        } else if !out.ends_with('-') {
+        } else if !out.is_empty() && !out.ends_with('-') {
             out.push('-');
         }
     }
-    out.trim_matches('-').to_string()
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+/// A job-name part: [`slug`] keeping `.`.
+fn name_part(s: &str) -> String {
+    slug(s, ".")
 }
 
 /// Read and expand JOBS.toml; every problem is an error naming the file and key, before any job runs.
@@ -184,10 +193,10 @@ pub fn load(file: &Path, shards: usize) -> anyhow::Result<Batch> {
         .map(|k| (k, "models"))
         .chain(spec.pipelines.keys().map(|k| (k, "pipelines")))
     {
-        if slug(label) != *label {
+        if name_part(label) != *label {
             return Err(at(
                 &format!("{what}.{label}"),
-                format!("is not a folder-name label: use lowercase letters, digits, `.` and `-` (e.g. `{}`)", slug(label)),
+                format!("is not a folder-name label: use lowercase letters, digits, `.` and `-` (e.g. `{}`)", name_part(label)),
             ));
         }
     }
@@ -279,7 +288,7 @@ pub fn load(file: &Path, shards: usize) -> anyhow::Result<Batch> {
                         key.to_string()
                     };
                     name.push('-');
-                    name.push_str(&slug(&format!("{label}{}", value_label(v))));
+                    name.push_str(&name_part(&format!("{label}{}", value_label(v))));
                     settings.insert(format!("{kind}.{key}"), value_label(v));
                     overrides.push((kind.to_string(), key.to_string(), v.clone()));
                 }
@@ -429,23 +438,12 @@ enum Ran {
 /// Memory one job may take: four times the model's tensor bytes plus 512 MiB for activations and evaluation (a
 /// rough bound; MiniLM runs measured under 1.5 GB).
 fn job_memory(job: &Job) -> u64 {
-    let bytes: u64 = std::fs::read_dir(&job.model_dir)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
-                .filter_map(|e| e.metadata().ok().map(|m| m.len()))
-                .sum()
-        })
-        .unwrap_or(0);
+    let bytes: u64 = compressor_models::store::weight_files(&job.model_dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok().map(|m| m.len()))
+        .sum();
     4 * bytes + (512 << 20)
-}
-
-/// `MemAvailable` of /proc/meminfo, in bytes.
-fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// Options of `compressor batch`.
@@ -471,9 +469,10 @@ pub fn run(batch: &Batch, opts: &Options) -> anyhow::Result<bool> {
         .filter(|j| j.shard % opts.shard.count == opts.shard.index)
         .collect();
     let mut k = opts.jobs.max(1).min(mine.len().max(1));
-    if let (Some(avail), Some(need)) =
-        (available_memory(), mine.iter().map(|j| job_memory(j)).max())
-    {
+    if let (Some(avail), Some(need)) = (
+        crate::summary::proc_bytes("/proc/meminfo", "MemAvailable:"),
+        mine.iter().map(|j| job_memory(j)).max(),
+    ) {
         let fit = (avail / need.max(1)).max(1) as usize;
         if fit < k {
             eprintln!(
@@ -570,7 +569,7 @@ fn run_job(batch: &Batch, job: &Job, force: bool) -> Ran {
                 !force && batch.pipeline(job).is_ok_and(|p| batch.finished(job, &p));
             if finished_elsewhere {
                 Ran::Skipped
-            } else if text.contains("another compressor process") {
+            } else if e.chain().any(|c| c.is::<output::OutputBusy>()) {
                 Ran::Busy
             } else {
                 Ran::Failed(text, seconds)

@@ -191,20 +191,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `task` in lowercase with every run of characters other than `[a-z0-9]` replaced by one `-`, trimmed of `-`.
+/// The file-name form of a task: [`super::slug`] keeping nothing else (`sts-b/test` -> `sts-b-test`).
 fn slug(task: &str) -> String {
-    let mut out = String::with_capacity(task.len());
-    for c in task.chars().flat_map(char::to_lowercase) {
-        if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            out.push(c);
-        } else if !out.is_empty() && !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    while out.ends_with('-') {
-        out.pop();
-    }
-    out
+    super::slug(task, "")
 }
 
 // ---------------------------------------------------------------------------------------------------------------
