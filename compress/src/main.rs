@@ -125,9 +125,12 @@ enum Command {
         /// The format to write
         #[arg(long, value_enum, default_value = "dense")]
         format: compressor::export::ExportFormat,
-        /// The folder to write (must not exist unless --force)
-        #[arg(long, value_name = "DIR")]
+        /// The folder to write (must not exist unless --force); for gguf, the `.gguf` file
+        #[arg(long, value_name = "PATH")]
         output: PathBuf,
+        /// Tensor type of the matrices (gguf: auto, f32, f16, q8_0, q4_0, q4_1; auto keeps an artifact's codes)
+        #[arg(long = "type", value_name = "TYPE")]
+        tensor_type: Option<String>,
         /// First cut an elastic `qa-svd` artifact at this rate (one of its `elastic-rates`)
         #[arg(long, value_name = "R")]
         rate: Option<f64>,
@@ -544,9 +547,46 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             dir,
             format,
             output,
+            tensor_type,
             rate,
             force,
         } => {
+            if format == compressor::export::ExportFormat::Gguf {
+                let requested = compressor::export::gguf::Requested::parse(tensor_type.as_deref())?;
+                let outcome =
+                    compressor::export::gguf::export(&dir, &output, requested, rate, force, &bars)?;
+                bars.on_pass_end();
+                for w in &outcome.warnings {
+                    eprintln!("warning: {w}");
+                }
+                for e in outcome.entries.iter().filter(|e| e.note.is_some()) {
+                    eprintln!(
+                        "note: `{}` ({}): {}",
+                        e.source_name,
+                        e.info.ty.name(),
+                        e.note.as_deref().unwrap_or_default()
+                    );
+                }
+                let counts: Vec<String> = outcome
+                    .counts()
+                    .into_iter()
+                    .map(|((ty, how), n)| format!("{n} {ty} ({how})"))
+                    .collect();
+                eprintln!(
+                    "wrote `{}`: {} tensors: {}; {} bytes",
+                    human::path(&output),
+                    outcome.entries.len(),
+                    counts.join(", "),
+                    thousands(outcome.bytes as usize)
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(t) = &tensor_type {
+                anyhow::bail!(
+                    "`--type {t}` applies to `--format gguf` only\nhint: `--format {}` writes the tensors without a type choice; `--format gguf --type {t}` writes a GGUF file",
+                    format.as_str()
+                );
+            }
             let outcome = compressor::export::export(&dir, &output, format, rate, force, &bars)?;
             bars.on_pass_end();
             for note in &outcome.recovered {

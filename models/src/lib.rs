@@ -16,6 +16,7 @@ pub mod elastic;
 pub mod error;
 pub mod forms;
 pub mod fsio;
+pub mod gguf;
 pub mod names;
 pub mod quant;
 pub mod remote_code;

@@ -3,6 +3,10 @@
 //! values our runtime computes with; sparse ones with their zeros), per-layer shapes (pruned heads and neurons) are
 //! zero-padded back to the uniform BERT shapes, `quantization_config` is dropped, and
 //! settings no standard format expresses (static activation scales) are left out, with a warning.
+//!
+//! `--format gguf` writes one llama.cpp file instead ([`gguf`]).
+
+pub mod gguf;
 
 use std::path::Path;
 
@@ -25,6 +29,9 @@ pub enum ExportFormat {
     /// Dense safetensors keeping per-layer shapes, plus a PyTorch modeling file (`auto_map`): transformers and
     /// sentence-transformers load it with `trust_remote_code=True` and run the smaller model.
     RemoteCode,
+    /// One GGUF file (`--output NAME.gguf`) that llama.cpp loads as a `bert` embedder or classifier; `--type` picks
+    /// the matrix type (auto keeps an artifact's 4- and 8-bit codes).
+    Gguf,
 }
 
 impl ExportFormat {
@@ -32,6 +39,7 @@ impl ExportFormat {
         match self {
             ExportFormat::Dense => "dense",
             ExportFormat::RemoteCode => "remote-code",
+            ExportFormat::Gguf => "gguf",
         }
     }
 }
@@ -45,7 +53,8 @@ pub struct ExportOutcome {
     pub recovered: Vec<String>,
 }
 
-/// Write `dir` as a dense checkpoint into `out` (atomically; `force` replaces an existing folder).
+/// Write `dir` as a dense checkpoint into `out` (atomically; `force` replaces an existing folder). GGUF has its own
+/// entry point, [`gguf::export`].
 pub fn export(
     dir: &Path,
     out: &Path,
@@ -90,6 +99,7 @@ pub fn export(
         // Per-layer shapes (pruned heads and neurons) come back as zeros, so the result is a plain BERT.
         ExportFormat::Dense => compressor_models::densify::densify(&config, &mut store)
             .with_context(|| format!("cannot re-densify `{}`", dir.display()))?,
+        ExportFormat::Gguf => anyhow::bail!("the GGUF export is `export::gguf::export`"),
         ExportFormat::RemoteCode => {
             files.set(
                 remote_code::MODELING_FILE,

@@ -333,7 +333,7 @@ pub struct QuantError {
 
 impl QuantTensor {
     /// Index into the scale matrix of element `(r, c)`.
-    fn scale_index(&self, r: usize, c: usize) -> usize {
+    pub fn scale_index(&self, r: usize, c: usize) -> usize {
         scale_index(self.encoding.strategy, self.cols, r, c)
     }
 
