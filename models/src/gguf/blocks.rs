@@ -290,12 +290,10 @@ mod tests {
             f16::from_le_bytes([bytes[0], bytes[1]]),
             f16::from_f32(amax / 127.0)
         );
+        // ggml multiplies by the inverse of the unrounded scale.
+        let id = 1.0 / (amax / 127.0);
         for (j, v) in x.iter().enumerate() {
-            assert_eq!(
-                bytes[2 + j] as i8,
-                (v * 127.0 / amax).round() as i8,
-                "value {j}"
-            );
+            assert_eq!(bytes[2 + j] as i8, (v * id).round() as i8, "value {j}");
         }
         let back = decode(GgmlType::Q8_0, &bytes);
         let d = f16::from_f32(amax / 127.0).to_f32();
