@@ -5,9 +5,10 @@ onnxruntime, against `compressor embed` of the model they were exported from.
   python scripts/check_deploy.py MODEL [--gguf FILE ...] [--onnx DIR ...] [--data STS.jsonl] [--n 200]
                                  [--threads 2] [--min-cosine 0.999] [--sts]
 
-For each export, on the first N sentences of DATA (field sentence1):
-  1. sentence embeddings against `compressor embed MODEL --float-activations` (no other runtime applies static
-     activation scales): cosine of every row >= --min-cosine (min and mean printed);
+For each export, on the first N sentences of DATA (field sentence1, else sentence or text):
+  1. sentence embeddings (or a classifier's logits) against `compressor embed MODEL --float-activations` (no other runtime applies static
+     activation scales): cosine of every row >= --min-cosine (min and mean printed); for a classifier, argmax
+     agreement >= 0.995 (and the largest logit difference printed);
   2. with --sts: STS-B Spearman (x100) of the export over every pair of DATA, and of `compressor eval`'s runtime.
 Exit status 0 when every check passes, 1 otherwise. Needs numpy, scipy, llama-cpp-python (for --gguf) and
 onnxruntime (for --onnx); prints the versions used. Run by hand, like check_interop.py.
@@ -127,7 +128,8 @@ def main():
         versions["onnxruntime"] = onnxruntime.__version__
     print("versions:", json.dumps(versions))
 
-    texts = [r["sentence1"] for r in read_rows(args.data, args.n)]
+    p_rows = read_rows(args.data, args.n)
+    texts = [r.get("sentence1", r.get("sentence", r.get("text"))) for r in p_rows]
     ours = compressor_embed(args.compressor, args.model, texts)
     failed = False
     exports = [("gguf", g, lambda g=g: GgufModel(g, args.threads)) for g in args.gguf]
@@ -138,14 +140,22 @@ def main():
             print(f"{kind} {path}: skipped (scripts/check_onnx.py not found)")
             continue
         got = model.embed(texts)
+        classifier = got.ndim == 2 and got.shape[1] > ours.shape[1]
+        if classifier:
+            # llama.cpp's rank pooling (a classifier) returns the logits in the first n_cls_out values of each row.
+            got = got[:, : ours.shape[1]]
         if got.shape != ours.shape:
             print(f"FAIL {kind} {path}: shape {got.shape}, compressor embed {ours.shape}")
             failed = True
             continue
         c = cosines(got, ours)
-        ok = c.min() >= args.min_cosine
+        # Logits: the cosine of two numbers near zero says little; the predicted label must agree instead.
+        ok = c.min() >= args.min_cosine if not classifier else (got.argmax(1) == ours.argmax(1)).mean() >= 0.995
         failed |= not ok
         line = f"{'ok  ' if ok else 'FAIL'} {kind} {path}: cosine vs compressor embed min {c.min():.6f} mean {c.mean():.6f} ({len(texts)} texts)"
+        if classifier or ours.shape[1] < 8:
+            agree = (got.argmax(1) == ours.argmax(1)).mean()
+            line += f"; logits max abs diff {np.abs(got - ours).max():.4f}, argmax agreement {agree:.3f}"
         if args.sts:
             rows = read_rows(args.data)
             line += f"; STS-B Spearman {sts_spearman(model.embed, rows):.2f} ({len(rows)} pairs)"
