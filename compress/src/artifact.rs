@@ -363,6 +363,23 @@ impl Drop for Staging {
     }
 }
 
+/// A writer that hashes what passes through it.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut f =
         File::create(path).with_context(|| format!("cannot create `{}`", path.display()))?;
@@ -428,25 +445,39 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
     metadata
         .entry("format".into())
         .or_insert_with(|| "pt".into());
-    let model_bytes = st::serialize(&tensors, &metadata);
-    write_synced(&staging_dir.join("model.safetensors"), &model_bytes)?;
-    let records: Vec<TensorRecord> = tensors
-        .iter()
-        .map(|(name, t)| TensorRecord {
-            name: name.clone(),
+    // Streamed: the file is hashed as it is written, each tensor hashed after it is written, and mapped input
+    // pages released as they are copied, so the artifact is never held in memory whole.
+    let model_path = staging_dir.join("model.safetensors");
+    let file = File::create(&model_path)
+        .with_context(|| format!("cannot create `{}`", model_path.display()))?;
+    let mut w = HashingWriter {
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        hash: Sha256::new(),
+    };
+    let mut records: Vec<TensorRecord> = Vec::with_capacity(tensors.len());
+    let model_len = st::write_to(&mut w, &tensors, &metadata, |name, t| {
+        records.push(TensorRecord {
+            name: name.to_string(),
             dtype: t.dtype.as_str().to_string(),
             shape: t.shape.clone(),
             bytes: t.nbytes(),
             sha256: sha256_hex(t.bytes()),
-        })
-        .collect();
+        });
+    })
+    .with_context(|| format!("cannot write `{}`", model_path.display()))?;
+    let model_sha = hex(&w.hash.finalize_reset());
+    w.inner
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot sync `{}`", model_path.display()))?;
+    records.sort_by(|a, b| a.name.cmp(&b.name));
     let tensor_bytes = records.iter().map(|r| r.bytes).sum();
     let mut files = vec![FileRecord {
         path: "model.safetensors".into(),
-        bytes: model_bytes.len() as u64,
-        sha256: sha256_hex(&model_bytes),
+        bytes: model_len,
+        sha256: model_sha,
     }];
-    drop(model_bytes);
 
     progress.on_unit("config.json");
     let config = output_config(req.config, req.store)?;

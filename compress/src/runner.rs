@@ -31,7 +31,10 @@ pub fn check_finite(store: &TensorStore, progress: &dyn Progress) -> compressor_
     progress.on_pass_start("check", store.len());
     for name in store.names() {
         progress.on_unit(name);
-        store.get(name)?.check_finite(name)?;
+        let t = store.get(name)?;
+        t.check_finite(name)?;
+        // Read once: the checkpoint's pages need not stay resident.
+        t.release_pages();
     }
     progress.on_pass_end();
     Ok(())

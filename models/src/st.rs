@@ -350,9 +350,13 @@ fn parse_entry(_name: &str, entry: &Value) -> std::result::Result<TensorInfo, St
     })
 }
 
-/// Serialize tensors to safetensors bytes, deterministically: ordered by dtype size (largest first, which
-/// keeps every tensor aligned to its element size) then by name; header padded with spaces to 8 bytes.
-pub fn serialize(tensors: &[(String, HostTensor)], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+/// The header (length prefix included) of a safetensors file of `tensors` and the order their bytes follow it,
+/// deterministically: ordered by dtype size (largest first, which keeps every tensor aligned to its element size)
+/// then by name; header padded with spaces to 8 bytes.
+pub fn layout<'a>(
+    tensors: &'a [(String, HostTensor)],
+    metadata: &BTreeMap<String, String>,
+) -> (Vec<u8>, Vec<&'a (String, HostTensor)>) {
     let mut order: Vec<&(String, HostTensor)> = tensors.iter().collect();
     order.sort_by(|a, b| {
         b.1.dtype
@@ -385,13 +389,40 @@ pub fn serialize(tensors: &[(String, HostTensor)], metadata: &BTreeMap<String, S
     while !(8 + header_bytes.len()).is_multiple_of(8) {
         header_bytes.push(b' ');
     }
-    let mut out = Vec::with_capacity(8 + header_bytes.len() + offset);
+    let mut out = Vec::with_capacity(8 + header_bytes.len());
     out.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
     out.extend_from_slice(&header_bytes);
+    (out, order)
+}
+
+/// Serialize tensors to safetensors bytes in memory ([`layout`]'s order).
+pub fn serialize(tensors: &[(String, HostTensor)], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let (mut out, order) = layout(tensors, metadata);
     for (_, t) in &order {
         out.extend_from_slice(t.bytes());
     }
     out
+}
+
+/// Stream the safetensors file of `tensors` into `w` (the bytes of [`serialize`], without holding them): the
+/// header, then each tensor, after which `done(name, tensor)` is called and the tensor's mapped input pages are
+/// released ([`HostTensor::release_pages`]), so that a copy of a large checkpoint does not keep it resident.
+pub fn write_to(
+    w: &mut impl Write,
+    tensors: &[(String, HostTensor)],
+    metadata: &BTreeMap<String, String>,
+    mut done: impl FnMut(&str, &HostTensor),
+) -> std::io::Result<u64> {
+    let (header, order) = layout(tensors, metadata);
+    w.write_all(&header)?;
+    let mut n = header.len() as u64;
+    for (name, t) in order {
+        w.write_all(t.bytes())?;
+        n += t.nbytes() as u64;
+        done(name, t);
+        t.release_pages();
+    }
+    Ok(n)
 }
 
 /// Write tensors to `path` (see [`serialize`]).
@@ -400,8 +431,20 @@ pub fn write(
     tensors: &[(String, HostTensor)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let bytes = serialize(tensors, metadata);
-    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(&bytes).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))
+    // Written beside `path` and renamed over it: the tensors may be mapped from the very file being replaced
+    // (truncating it in place would pull the pages from under the mapping), and a failed write leaves no
+    // half-written file.
+    let tmp = crate::fsio::temp_beside(path);
+    let result = (|| {
+        let f = std::fs::File::create(&tmp)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        write_to(&mut w, tensors, metadata, |_, _| {})?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }

@@ -455,7 +455,10 @@ impl TensorStore {
                 got: t.shape.clone(),
             });
         }
-        t.to_f32(name)
+        let values = t.to_f32(name);
+        // The values are copied out: the checkpoint's pages need not stay resident.
+        t.release_pages();
+        values
     }
 
     /// Replace or add a tensor (copy-on-write overlay).

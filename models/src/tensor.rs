@@ -135,6 +135,26 @@ impl HostTensor {
         Self::from_bytes(DType::I64, shape, bytes)
     }
 
+    /// Let the kernel drop this tensor's pages of a memory-mapped checkpoint from the process (they are read from
+    /// the file again if used again); nothing for owned tensors. Called once a tensor has been read or copied, so
+    /// that a pass over a large checkpoint holds about one tensor of it at a time.
+    pub fn release_pages(&self) {
+        if let Bytes::Mapped { map, start, end } = &self.bytes {
+            // SAFETY: the mapping is read-only and file-backed (MAP_SHARED); MADV_DONTNEED only drops its pages
+            // from this process, and later reads fault them back in from the file unchanged.
+            #[cfg(unix)]
+            unsafe {
+                let _ = map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    *start,
+                    end - start,
+                );
+            }
+            #[cfg(not(unix))]
+            let _ = (map, start, end);
+        }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         match &self.bytes {
             Bytes::Mapped { map, start, end } => &map[*start..*end],

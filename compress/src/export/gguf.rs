@@ -264,6 +264,7 @@ fn tensor_bytes(ckpt: &Checkpoint, entry: &mut Entry) -> anyhow::Result<Vec<u8>>
     }
     let t = ckpt.store.get(name)?;
     let values = t.to_f32(name)?;
+    t.release_pages();
     Ok(blocks::encode(entry.info.ty, &values))
 }
 
