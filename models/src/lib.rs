@@ -17,6 +17,7 @@ pub mod error;
 pub mod forms;
 pub mod fsio;
 pub mod names;
+pub mod onnx;
 pub mod quant;
 pub mod remote_code;
 pub mod rng;
