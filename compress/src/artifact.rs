@@ -146,6 +146,24 @@ pub struct Request<'a> {
     pub parameters: usize,
     /// Run on the staged folder once the model files are in it; its results go into the manifest.
     pub evaluate: Option<Evaluate<'a>>,
+    /// What holds the weights.
+    pub model: ModelFiles<'a>,
+}
+
+/// Writes a custom format's model files into the staging folder; returns their records and the tensors written.
+pub type WriteModel<'a> = &'a dyn Fn(&Path) -> anyhow::Result<(Vec<FileRecord>, Vec<TensorRecord>)>;
+
+/// The files that hold the weights in an artifact.
+pub enum ModelFiles<'a> {
+    /// `model.safetensors` from the store and `config.json` from [`output_config`].
+    Safetensors,
+    /// Another format (`manifest.json` names it under `output.format`): `write` puts its files into the staging
+    /// folder; `config` is the config.json written beside them.
+    Custom {
+        format: &'static str,
+        config: Vec<u8>,
+        write: WriteModel<'a>,
+    },
 }
 
 /// The relative paths of the side files present in `model_dir` (tokenizer files, sentence-transformers configs and
@@ -421,35 +439,49 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
     side.dedup();
     progress.on_pass_start("write", 3 + side.len());
 
-    // model.safetensors: every tensor under its on-disk name (model prefix restored).
-    progress.on_unit("model.safetensors");
-    let tensors: Vec<(String, HostTensor)> = req.store.disk_tensors(req.config)?;
-    let mut metadata: BTreeMap<String, String> = req.store.disk_metadata(req.config);
-    metadata
-        .entry("format".into())
-        .or_insert_with(|| "pt".into());
-    let model_bytes = st::serialize(&tensors, &metadata);
-    write_synced(&staging_dir.join("model.safetensors"), &model_bytes)?;
-    let records: Vec<TensorRecord> = tensors
-        .iter()
-        .map(|(name, t)| TensorRecord {
-            name: name.clone(),
-            dtype: t.dtype.as_str().to_string(),
-            shape: t.shape.clone(),
-            bytes: t.nbytes(),
-            sha256: sha256_hex(t.bytes()),
-        })
-        .collect();
+    let (format, mut files, records, config) = match &req.model {
+        ModelFiles::Safetensors => {
+            // model.safetensors: every tensor under its on-disk name (model prefix restored).
+            progress.on_unit("model.safetensors");
+            let tensors: Vec<(String, HostTensor)> = req.store.disk_tensors(req.config)?;
+            let mut metadata: BTreeMap<String, String> = req.store.disk_metadata(req.config);
+            metadata
+                .entry("format".into())
+                .or_insert_with(|| "pt".into());
+            let model_bytes = st::serialize(&tensors, &metadata);
+            write_synced(&staging_dir.join("model.safetensors"), &model_bytes)?;
+            let records: Vec<TensorRecord> = tensors
+                .iter()
+                .map(|(name, t)| TensorRecord {
+                    name: name.clone(),
+                    dtype: t.dtype.as_str().to_string(),
+                    shape: t.shape.clone(),
+                    bytes: t.nbytes(),
+                    sha256: sha256_hex(t.bytes()),
+                })
+                .collect();
+            let files = vec![FileRecord {
+                path: "model.safetensors".into(),
+                bytes: model_bytes.len() as u64,
+                sha256: sha256_hex(&model_bytes),
+            }];
+            drop(model_bytes);
+            let config = output_config(req.config, req.store)?;
+            ("safetensors", files, records, config)
+        }
+        ModelFiles::Custom {
+            format,
+            config,
+            write,
+        } => {
+            progress.on_unit(format);
+            let (files, records) = write(&staging_dir)?;
+            (*format, files, records, config.clone())
+        }
+    };
     let tensor_bytes = records.iter().map(|r| r.bytes).sum();
-    let mut files = vec![FileRecord {
-        path: "model.safetensors".into(),
-        bytes: model_bytes.len() as u64,
-        sha256: sha256_hex(&model_bytes),
-    }];
-    drop(model_bytes);
 
     progress.on_unit("config.json");
-    let config = output_config(req.config, req.store)?;
     write_synced(&staging_dir.join("config.json"), &config)?;
     files.push(FileRecord {
         path: "config.json".into(),
@@ -513,7 +545,7 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
         pipeline: req.pipeline,
         passes: req.passes,
         output: OutputRecord {
-            format: "safetensors",
+            format,
             parameters: req.parameters,
             tensor_bytes,
             files,

@@ -131,6 +131,12 @@ enum Command {
         /// First cut an elastic `qa-svd` artifact at this rate (one of its `elastic-rates`)
         #[arg(long, value_name = "R")]
         rate: Option<f64>,
+        /// Tensor types of the written weights (onnx: auto, f32, int8, int4; default auto: as the artifact stores them)
+        #[arg(long = "type", value_name = "TYPE")]
+        tensor_type: Option<String>,
+        /// onnx: also output `sentence_embedding`, the checkpoint's pooling (and normalisation)
+        #[arg(long)]
+        pooling: bool,
         /// Replace an existing folder at --output
         #[arg(long)]
         force: bool,
@@ -545,9 +551,17 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             format,
             output,
             rate,
+            tensor_type,
+            pooling,
             force,
         } => {
-            let outcome = compressor::export::export(&dir, &output, format, rate, force, &bars)?;
+            let options = compressor::export::Options {
+                rate,
+                tensor_type,
+                pooling,
+                force,
+            };
+            let outcome = compressor::export::export(&dir, &output, format, &options, &bars)?;
             bars.on_pass_end();
             for note in &outcome.recovered {
                 eprintln!("note: {note}");
@@ -555,12 +569,26 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             for w in &outcome.warnings {
                 eprintln!("warning: {w}");
             }
-            eprintln!(
-                "wrote `{}`: {} decoded to dense, {} tensor bytes",
-                human::path(&output),
-                count(outcome.decoded, "tensor"),
-                thousands(outcome.manifest.output.tensor_bytes)
-            );
+            for n in &outcome.notes {
+                eprintln!("{n}");
+            }
+            if format == compressor::export::ExportFormat::Onnx {
+                let files = &outcome.manifest.output.files;
+                let model = files.iter().find(|f| f.path.ends_with(".onnx"));
+                eprintln!(
+                    "wrote `{}`: {} ({} bytes)",
+                    human::path(&output),
+                    model.map_or("?", |f| f.path.as_str()),
+                    thousands(model.map_or(0, |f| f.bytes as usize))
+                );
+            } else {
+                eprintln!(
+                    "wrote `{}`: {} decoded to dense, {} tensor bytes",
+                    human::path(&output),
+                    count(outcome.decoded, "tensor"),
+                    thousands(outcome.manifest.output.tensor_bytes)
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Embed {

@@ -151,6 +151,7 @@ pub fn run(
             } else {
                 Some(&evaluate)
             },
+            model: artifact::ModelFiles::Safetensors,
         },
         progress,
     )
