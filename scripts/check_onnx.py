@@ -2,6 +2,7 @@
 """Check `compressor export --format onnx` in onnxruntime against compressor's own runtime.
 
   python scripts/check_onnx.py fixtures FIXTURES_DIR [--compressor PATH]
+  python scripts/check_onnx.py speed EXPORT [EXPORT ...] --data /path/to/sts-b/test.jsonl [--speed 512] [--repeats 5]
   python scripts/check_onnx.py model DIR [DIR ...] --data /path/to/sts-b/test.jsonl [--types f32,int8,int4,auto]
                                 [--n 256] [--threads 2] [--speed 512] [--st-quantized] [--compressor PATH]
 
@@ -18,6 +19,9 @@ model: each DIR (a checkpoint or a compressor artifact) is exported with each --
   bytes of onnx/model.onnx, and a speed figure (--speed sentences, batch 32, sorted by length, one onnxruntime
   session with intra_op_num_threads = --threads). --st-quantized adds sentence-transformers' own
   export_dynamic_quantized_onnx_model(model, "avx2", ...) of the first DIR for the same figures.
+
+speed: times folders already exported (each holding onnx/model.onnx), interleaved round by round (the machine may
+  be shared), and prints the best and the median of --repeats rounds per folder.
 
 Functions meant for reuse (scripts/check_deploy.py): onnx_embeddings(out_dir, texts, threads), compressor_embed,
 export, sts_spearman.
@@ -190,6 +194,24 @@ def fixtures(args):
     return failures
 
 
+def speeds(args):
+    texts = [r["sentence1"] for r in read_rows(args.data)][: args.speed]
+    sessions = {d: session(d, args.threads) for d in args.dirs}
+    times = {d: [] for d in args.dirs}
+    for d, sess in sessions.items():
+        onnx_embeddings(d, texts[:32], args.threads, sess=sess)  # warm up
+    for _ in range(args.repeats):
+        for d, sess in sessions.items():
+            t = time.perf_counter()
+            onnx_embeddings(d, texts, args.threads, sess=sess)
+            times[d].append(time.perf_counter() - t)
+    for d, ts in times.items():
+        size = (pathlib.Path(d) / "onnx/model.onnx").stat().st_size
+        print(json.dumps({"export": str(d), "bytes": size, "best_s": min(ts), "median_s": float(np.median(ts)),
+                          "sentences_per_s": len(texts) / min(ts)}))
+    return 0
+
+
 def st_encode(out_dir, texts):
     from sentence_transformers import SentenceTransformer
 
@@ -284,13 +306,19 @@ def main():
     m.add_argument("--speed", type=int, default=512)
     m.add_argument("--min-cosine", type=float, default=0.999)
     m.add_argument("--st-quantized", action="store_true")
-    for s in (f, m):
+    sp = sub.add_parser("speed")
+    sp.add_argument("dirs", nargs="+")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--speed", type=int, default=512)
+    sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--repeats", type=int, default=5)
+    for s in (f, m, sp):
         s.add_argument("--compressor", default=DEFAULT_COMPRESSOR)
     args = p.parse_args()
     import onnxruntime
 
     print(f"onnxruntime {onnxruntime.__version__}")
-    failures = fixtures(args) if args.cmd == "fixtures" else models(args)
+    failures = {"fixtures": fixtures, "model": models, "speed": speeds}[args.cmd](args)
     sys.exit(1 if failures else 0)
 
 
