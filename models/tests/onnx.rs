@@ -479,3 +479,38 @@ fn tensor_types_and_refusals_name_the_valid_choices() {
         "4-bit channel codes fit int8 exactly"
     );
 }
+
+#[test]
+fn an_elastic_model_is_refused_until_cut() {
+    use compressor_models::arch::{ElasticRate, ElasticWidths};
+    let (_tmp, mut ckpt) = tiny();
+    let widths = ElasticWidths {
+        intermediate_size: 16,
+        qk_head_dim: 4,
+        vo_head_dim: 4,
+    };
+    ckpt.config
+        .set_elastic(vec![ElasticRate {
+            rate: 0.5,
+            layers: vec![widths.clone(), widths],
+        }])
+        .expect("valid table");
+    let err = onnx::plan(&ckpt.config, &ckpt.store, TensorType::Auto)
+        .expect_err("elastic")
+        .to_string();
+    assert_eq!(
+        err,
+        "the model is elastic (rates 0.5): cut it at one rate first\nhint: pass `--rate R`"
+    );
+    let cut = compressor_models::elastic::cut(&ckpt.config, &mut ckpt.store, 0.5).expect("cuts");
+    let plan = onnx::plan(&cut, &ckpt.store, TensorType::F32).expect("plans once cut");
+    let q = plan
+        .get("encoder.layer.0.attention.self.query.weight", None)
+        .expect("planned");
+    assert_eq!((q.rows, q.cols), (8, 16), "2 heads of width 4");
+    let model = bert::build(&cut, &ckpt.store, &plan, None).expect("builds");
+    assert_eq!(
+        dims(init(&model, "encoder.layer.0.intermediate.dense.weight")),
+        [16, 16]
+    );
+}
