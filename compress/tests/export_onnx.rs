@@ -82,13 +82,18 @@ fn onnx_export_reports_copied_and_requantized_codes() {
     let ws = Workspace::new();
     ws.write(
         "w8.toml",
-        "[model]\npath = \"model\"\n\n[[pass]]\nkind = \"blockwise-quant\"\nbits = 8\ngranularity = \"channel\"\n\n[output]\ndir = \"w8\"\n",
+        "[model]\npath = \"model\"\n\n[[pass]]\nkind = \"blockwise-quant\"\nbits = 8\ngranularity = \"channel\"\nembeddings = { word = 8 }\n\n[output]\ndir = \"w8\"\n",
     );
     ok(&ws.run(&["run", "w8.toml"]));
     let o = ws.run(&["export", "w8", "--format", "onnx", "--output", "auto"]);
     ok(&o);
     assert!(
         stderr(&o).contains("onnx --type auto: 12 int8 per channel (codes copied)\n"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("warning: `embeddings.word_embeddings.weight` stored quantized: decoded to f32 (the graph's Gather tables stay float)\n"),
         "{}",
         stderr(&o)
     );

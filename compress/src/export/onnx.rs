@@ -66,14 +66,27 @@ pub fn export(
     };
     let plan = graph::plan(&config, &store, tensor_type)
         .with_context(|| format!("cannot export `{}` as ONNX", dir.display()))?;
-    if store
-        .form("embeddings.word_embeddings.weight")
-        .is_some_and(|f| f.kind() != compressor_models::FormKind::Dense)
-    {
-        warnings.push(
-            "the word embeddings are stored quantized: they are decoded to f32 (ONNX Gather tables stay float)"
-                .into(),
-        );
+    let quantized_tables: Vec<&str> = [
+        "embeddings.word_embeddings.weight",
+        "embeddings.position_embeddings.weight",
+        "embeddings.token_type_embeddings.weight",
+    ]
+    .into_iter()
+    .filter(|t| {
+        store
+            .form(t)
+            .is_some_and(|f| f.kind() != compressor_models::FormKind::Dense)
+    })
+    .collect();
+    if !quantized_tables.is_empty() {
+        warnings.push(format!(
+            "{} stored quantized: decoded to f32 (the graph's Gather tables stay float)",
+            quantized_tables
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     let mut files = SideFiles::new(dir);
     if activations.is_some() {
