@@ -121,27 +121,7 @@ fn quantize_all(dir: &Path) -> Result<()> {
             quantize(&mut store, &format!("encoder.layer.{l}.{m}.weight"), e)?;
         }
     }
-    save(dir, &config, store)
-}
-
-/// Write `store` (with the `quantization_config` of its quantized modules) and `config` into `dir`.
-fn save(dir: &Path, config: &ModelConfig, store: TensorStore) -> Result<()> {
-    let mut raw = config.raw.clone();
-    raw.insert(
-        "quantization_config".into(),
-        compressor_models::quant::ct::quantization_config(&store.quantized_modules(config), true),
-    );
-    let tensors = store.disk_tensors(config)?;
-    let metadata = store.disk_metadata(config);
-    drop(store);
-    let text = serde_json::to_string_pretty(&serde_json::Value::Object(raw))
-        .map_err(|e| Error::Runtime(e.to_string()))?;
-    write_text(&dir.join("config.json"), &(text + "\n"))?;
-    // Written beside and renamed: the old file may still be mapped by the tensors just read.
-    let staged = dir.join("model.safetensors.partial");
-    compressor_models::st::write(&staged, &tensors, &metadata)?;
-    let path = dir.join("model.safetensors");
-    std::fs::rename(&staged, &path).map_err(|e| io(&path, e))
+    compressor_models::testing::save(dir, &config, store)
 }
 
 /// Give `dir`'s model the per-layer shapes and stored forms of the module docs.
@@ -254,7 +234,7 @@ fn reshape(dir: &Path) -> Result<()> {
 
     config.set_layers(layers)?;
     store.check(&config)?;
-    save(dir, &config, store)
+    compressor_models::testing::save(dir, &config, store)
 }
 
 /// `reference.json`: a padded batch with our runtime's last hidden state and sentence embedding.
