@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::forms::{Factor, Stored};
 use crate::quant::{Encoding, QuantTensor, Strategy};
 use crate::store::TensorStore;
+use crate::tensor::transposed;
 
 /// Graph input and output names (what optimum's `ORTModelForFeatureExtraction` expects).
 pub const INPUT_IDS: &str = "input_ids";
@@ -181,17 +182,6 @@ fn source(store: &TensorStore, m: &MatrixPlan) -> Result<Source> {
         Factor::Quant(q) => Source::Quant(q.clone()),
         Factor::Dense(t) => Source::Float(t.to_f32(&m.name())?),
     })
-}
-
-/// `[rows, cols]` row-major to `[cols, rows]` row-major.
-fn transposed<T: Copy + Default>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut t = vec![T::default(); w.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = w[r * cols + c];
-        }
-    }
-    t
 }
 
 /// Int8 codes with one scale per row: the checkpoint's (symmetric per-channel or per-tensor codes of up to 8
