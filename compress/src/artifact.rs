@@ -146,6 +146,24 @@ pub struct Request<'a> {
     pub parameters: usize,
     /// Run on the staged folder once the model files are in it; its results go into the manifest.
     pub evaluate: Option<Evaluate<'a>>,
+    /// What holds the weights.
+    pub model: ModelFiles<'a>,
+}
+
+/// Writes a custom format's model files into the staging folder; returns their records and the tensors written.
+pub type WriteModel<'a> = &'a dyn Fn(&Path) -> anyhow::Result<(Vec<FileRecord>, Vec<TensorRecord>)>;
+
+/// The files that hold the weights in an artifact.
+pub enum ModelFiles<'a> {
+    /// `model.safetensors` from the store and `config.json` from [`output_config`].
+    Safetensors,
+    /// Another format (`manifest.json` names it under `output.format`): `write` puts its files into the staging
+    /// folder; `config` is the config.json written beside them.
+    Custom {
+        format: &'static str,
+        config: Vec<u8>,
+        write: WriteModel<'a>,
+    },
 }
 
 /// The relative paths of the side files present in `model_dir` (tokenizer files, sentence-transformers configs and
@@ -438,49 +456,63 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
     side.dedup();
     progress.on_pass_start("write", 3 + side.len());
 
-    // model.safetensors: every tensor under its on-disk name (model prefix restored).
-    progress.on_unit("model.safetensors");
-    let tensors: Vec<(String, HostTensor)> = req.store.disk_tensors(req.config)?;
-    let mut metadata: BTreeMap<String, String> = req.store.disk_metadata(req.config);
-    metadata
-        .entry("format".into())
-        .or_insert_with(|| "pt".into());
-    // Streamed: the file is hashed as it is written, each tensor hashed after it is written, and mapped input
-    // pages released as they are copied, so the artifact is never held in memory whole.
-    let model_path = staging_dir.join("model.safetensors");
-    let file = File::create(&model_path)
-        .with_context(|| format!("cannot create `{}`", model_path.display()))?;
-    let mut w = HashingWriter {
-        inner: std::io::BufWriter::with_capacity(1 << 20, file),
-        hash: Sha256::new(),
+    let (format, mut files, records, config) = match &req.model {
+        ModelFiles::Safetensors => {
+            // model.safetensors: every tensor under its on-disk name (model prefix restored).
+            progress.on_unit("model.safetensors");
+            let tensors: Vec<(String, HostTensor)> = req.store.disk_tensors(req.config)?;
+            let mut metadata: BTreeMap<String, String> = req.store.disk_metadata(req.config);
+            metadata
+                .entry("format".into())
+                .or_insert_with(|| "pt".into());
+            // Streamed: the file is hashed as it is written, each tensor hashed after it is written, and mapped
+            // input pages released as they are copied, so the artifact is never held in memory whole.
+            let model_path = staging_dir.join("model.safetensors");
+            let file = File::create(&model_path)
+                .with_context(|| format!("cannot create `{}`", model_path.display()))?;
+            let mut w = HashingWriter {
+                inner: std::io::BufWriter::with_capacity(1 << 20, file),
+                hash: Sha256::new(),
+            };
+            let mut records: Vec<TensorRecord> = Vec::with_capacity(tensors.len());
+            let model_len = st::write_to(&mut w, &tensors, &metadata, |name, t| {
+                records.push(TensorRecord {
+                    name: name.to_string(),
+                    dtype: t.dtype.as_str().to_string(),
+                    shape: t.shape.clone(),
+                    bytes: t.nbytes(),
+                    sha256: sha256_hex(t.bytes()),
+                });
+            })
+            .with_context(|| format!("cannot write `{}`", model_path.display()))?;
+            let model_sha = hex(&w.hash.finalize_reset());
+            w.inner
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot sync `{}`", model_path.display()))?;
+            records.sort_by(|a, b| a.name.cmp(&b.name));
+            let files = vec![FileRecord {
+                path: "model.safetensors".into(),
+                bytes: model_len,
+                sha256: model_sha,
+            }];
+            let config = output_config(req.config, req.store)?;
+            ("safetensors", files, records, config)
+        }
+        ModelFiles::Custom {
+            format,
+            config,
+            write,
+        } => {
+            progress.on_unit(format);
+            let (files, records) = write(&staging_dir)?;
+            (*format, files, records, config.clone())
+        }
     };
-    let mut records: Vec<TensorRecord> = Vec::with_capacity(tensors.len());
-    let model_len = st::write_to(&mut w, &tensors, &metadata, |name, t| {
-        records.push(TensorRecord {
-            name: name.to_string(),
-            dtype: t.dtype.as_str().to_string(),
-            shape: t.shape.clone(),
-            bytes: t.nbytes(),
-            sha256: sha256_hex(t.bytes()),
-        });
-    })
-    .with_context(|| format!("cannot write `{}`", model_path.display()))?;
-    let model_sha = hex(&w.hash.finalize_reset());
-    w.inner
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("cannot sync `{}`", model_path.display()))?;
-    records.sort_by(|a, b| a.name.cmp(&b.name));
     let tensor_bytes = records.iter().map(|r| r.bytes).sum();
-    let mut files = vec![FileRecord {
-        path: "model.safetensors".into(),
-        bytes: model_len,
-        sha256: model_sha,
-    }];
 
     progress.on_unit("config.json");
-    let config = output_config(req.config, req.store)?;
     write_synced(&staging_dir.join("config.json"), &config)?;
     files.push(FileRecord {
         path: "config.json".into(),
@@ -544,7 +576,7 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
         pipeline: req.pipeline,
         passes: req.passes,
         output: OutputRecord {
-            format: "safetensors",
+            format,
             parameters: req.parameters,
             tensor_bytes,
             files,

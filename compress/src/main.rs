@@ -128,12 +128,15 @@ enum Command {
         /// The folder to write (must not exist unless --force); for gguf, the `.gguf` file
         #[arg(long, value_name = "PATH")]
         output: PathBuf,
-        /// Tensor type of the matrices (gguf: auto, f32, f16, q8_0, q4_0, q4_1; auto keeps an artifact's codes)
-        #[arg(long = "type", value_name = "TYPE")]
-        tensor_type: Option<String>,
         /// First cut an elastic `qa-svd` artifact at this rate (one of its `elastic-rates`)
         #[arg(long, value_name = "R")]
         rate: Option<f64>,
+        /// Tensor types of the written weights (onnx: auto, f32, int8, int4; gguf: auto, f32, f16, q8_0, q4_0, q4_1; default auto: as the artifact stores them)
+        #[arg(long = "type", value_name = "TYPE")]
+        tensor_type: Option<String>,
+        /// onnx: also output `sentence_embedding`, the checkpoint's pooling (and normalisation)
+        #[arg(long)]
+        pooling: bool,
         /// Replace an existing folder at --output
         #[arg(long)]
         force: bool,
@@ -547,11 +550,17 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             dir,
             format,
             output,
-            tensor_type,
             rate,
+            tensor_type,
+            pooling,
             force,
         } => {
             if format == compressor::export::ExportFormat::Gguf {
+                if pooling {
+                    anyhow::bail!(
+                        "`--pooling` does not apply to `--format gguf`: the file declares its pooling (`bert.pooling_type`), which llama.cpp applies\nhint: `--pooling` adds a sentence_embedding output to `--format onnx`"
+                    );
+                }
                 let requested = compressor::export::gguf::Requested::parse(tensor_type.as_deref())?;
                 let outcome =
                     compressor::export::gguf::export(&dir, &output, requested, rate, force, &bars)?;
@@ -581,13 +590,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            if let Some(t) = &tensor_type {
-                anyhow::bail!(
-                    "`--type {t}` applies to `--format gguf` only\nhint: `--format {}` writes the tensors without a type choice; `--format gguf --type {t}` writes a GGUF file",
-                    format.as_str()
-                );
-            }
-            let outcome = compressor::export::export(&dir, &output, format, rate, force, &bars)?;
+            let options = compressor::export::Options {
+                rate,
+                tensor_type,
+                pooling,
+                force,
+            };
+            let outcome = compressor::export::export(&dir, &output, format, &options, &bars)?;
             bars.on_pass_end();
             for note in &outcome.recovered {
                 eprintln!("note: {note}");
@@ -595,12 +604,26 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             for w in &outcome.warnings {
                 eprintln!("warning: {w}");
             }
-            eprintln!(
-                "wrote `{}`: {} decoded to dense, {} tensor bytes",
-                human::path(&output),
-                count(outcome.decoded, "tensor"),
-                thousands(outcome.manifest.output.tensor_bytes)
-            );
+            for n in &outcome.notes {
+                eprintln!("{n}");
+            }
+            if format == compressor::export::ExportFormat::Onnx {
+                let files = &outcome.manifest.output.files;
+                let model = files.iter().find(|f| f.path.ends_with(".onnx"));
+                eprintln!(
+                    "wrote `{}`: {} ({} bytes)",
+                    human::path(&output),
+                    model.map_or("?", |f| f.path.as_str()),
+                    thousands(model.map_or(0, |f| f.bytes as usize))
+                );
+            } else {
+                eprintln!(
+                    "wrote `{}`: {} decoded to dense, {} tensor bytes",
+                    human::path(&output),
+                    count(outcome.decoded, "tensor"),
+                    thousands(outcome.manifest.output.tensor_bytes)
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Embed {

@@ -154,6 +154,7 @@ pub fn run(
             } else {
                 Some(&evaluate)
             },
+            model: artifact::ModelFiles::Safetensors,
         },
         progress,
     )

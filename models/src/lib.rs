@@ -18,6 +18,7 @@ pub mod forms;
 pub mod fsio;
 pub mod gguf;
 pub mod names;
+pub mod onnx;
 pub mod quant;
 pub mod remote_code;
 pub mod rng;

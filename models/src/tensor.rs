@@ -284,6 +284,18 @@ fn encode_floats(values: &[f32], dtype: DType) -> Result<Vec<u8>> {
 /// Looks up the part of a stored tensor by its full name (the readers of `forms` and `quant::ct` take one).
 pub type PartOf<'a> = dyn Fn(&str) -> Option<HostTensor> + 'a;
 
+/// A row-major `[rows, cols]` matrix as row-major `[cols, rows]` (HF `[out, in]` weights for `x W` products: the
+/// runtime's burn Linears and the ONNX graph's MatMuls).
+pub(crate) fn transposed<T: Copy + Default>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut t = vec![T::default(); w.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = w[r * cols + c];
+        }
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -244,23 +244,33 @@ impl TinyBert {
             ("attention.self.key".to_string(), 4),
         ]);
         config.set_layers(layers)?;
-        let mut raw = config.raw.clone();
-        raw.insert(
-            "quantization_config".into(),
-            crate::quant::ct::quantization_config(&store.quantized_modules(&config), true),
-        );
-        let tensors = store.disk_tensors(&config)?;
-        let metadata = store.disk_metadata(&config);
-        drop(store);
-        let text = serde_json::to_string_pretty(&serde_json::Value::Object(raw))
-            .map_err(|e| Error::Runtime(e.to_string()))?;
-        let config_path = dir.join("config.json");
-        std::fs::write(&config_path, text + "\n").map_err(|e| Error::io(&config_path, e))?;
-        // Written beside and renamed: the old file may still be mapped by the tensors just read.
-        let staged = dir.join("model.safetensors.partial");
-        crate::st::write(&staged, &tensors, &metadata)?;
-        let path = dir.join("model.safetensors");
-        std::fs::rename(&staged, &path).map_err(|e| Error::io(&path, e))?;
+        save(dir, &config, store)?;
         Ok(decoded)
     }
+}
+
+/// Write `store` and `config` back into `dir` as our artifact writer would: every tensor in its stored form (the
+/// `quantization_config` of the quantized modules in config.json), `model.safetensors` written beside and renamed
+/// (the old file may still be mapped by the tensors just read).
+pub fn save(
+    dir: &Path,
+    config: &crate::arch::ModelConfig,
+    store: crate::store::TensorStore,
+) -> Result<()> {
+    let mut raw = config.raw.clone();
+    raw.insert(
+        "quantization_config".into(),
+        crate::quant::ct::quantization_config(&store.quantized_modules(config), true),
+    );
+    let tensors = store.disk_tensors(config)?;
+    let metadata = store.disk_metadata(config);
+    drop(store);
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(raw))
+        .map_err(|e| Error::Runtime(e.to_string()))?;
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, text + "\n").map_err(|e| Error::io(&config_path, e))?;
+    let staged = dir.join("model.safetensors.partial");
+    crate::st::write(&staged, &tensors, &metadata)?;
+    let path = dir.join("model.safetensors");
+    std::fs::rename(&staged, &path).map_err(|e| Error::io(&path, e))
 }

@@ -3,10 +3,11 @@
 //! values our runtime computes with; sparse ones with their zeros), per-layer shapes (pruned heads and neurons) are
 //! zero-padded back to the uniform BERT shapes, `quantization_config` is dropped, and
 //! settings no standard format expresses (static activation scales) are left out, with a warning.
-//!
-//! `--format gguf` writes one llama.cpp file instead ([`gguf`]).
+//! `--format remote-code` keeps per-layer shapes and adds the modeling file; `--format onnx` writes the encoder as
+//! an ONNX graph ([`onnx`]); `--format gguf` writes one llama.cpp file ([`gguf`]).
 
 pub mod gguf;
+pub mod onnx;
 
 use std::path::Path;
 
@@ -29,6 +30,9 @@ pub enum ExportFormat {
     /// Dense safetensors keeping per-layer shapes, plus a PyTorch modeling file (`auto_map`): transformers and
     /// sentence-transformers load it with `trust_remote_code=True` and run the smaller model.
     RemoteCode,
+    /// The encoder as an ONNX graph (`onnx/model.onnx`) for onnxruntime and sentence-transformers' ONNX backend,
+    /// per-layer shapes kept, weights f32, int8 or 4-bit (`--type`).
+    Onnx,
     /// One GGUF file (`--output NAME.gguf`) that llama.cpp loads as a `bert` embedder or classifier; `--type` picks
     /// the matrix type (auto keeps an artifact's 4- and 8-bit codes).
     Gguf,
@@ -39,6 +43,7 @@ impl ExportFormat {
         match self {
             ExportFormat::Dense => "dense",
             ExportFormat::RemoteCode => "remote-code",
+            ExportFormat::Onnx => "onnx",
             ExportFormat::Gguf => "gguf",
         }
     }
@@ -49,20 +54,44 @@ pub struct ExportOutcome {
     pub manifest: Manifest,
     pub decoded: usize,
     pub warnings: Vec<String>,
+    /// What the export chose, one line each (ONNX: how many matrices went into which type).
+    pub notes: Vec<String>,
     /// What recovery did to folders a killed writer left beside the output.
     pub recovered: Vec<String>,
 }
 
-/// Write `dir` as a dense checkpoint into `out` (atomically; `force` replaces an existing folder). GGUF has its own
-/// entry point, [`gguf::export`].
-pub fn export(
+/// The options of `compressor export` besides the folders and the format.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// First cut an elastic model at this rate.
+    pub rate: Option<f64>,
+    /// `--type`: the tensor types of formats that have a choice (onnx).
+    pub tensor_type: Option<String>,
+    /// `--pooling`: also output the sentence embedding (onnx).
+    pub pooling: bool,
+    /// Replace an existing output folder.
+    pub force: bool,
+}
+
+/// A checkpoint opened for export, with the output locked.
+pub(crate) struct Opened {
+    pub config: compressor_models::ModelConfig,
+    pub store: compressor_models::TensorStore,
+    pub pooling: compressor_models::Pooling,
+    pub activations: Option<act::ActivationQuant>,
+    pub parameters: usize,
+    pub input: artifact::InputRecord,
+    pub lock: OutputLock,
+}
+
+/// What every export does first: check the output policy, open and validate `dir`, lock `out` (and check again),
+/// hash the inputs, and check every weight is finite.
+pub(crate) fn open(
     dir: &Path,
     out: &Path,
-    format: ExportFormat,
-    rate: Option<f64>,
     force: bool,
     progress: &dyn Progress,
-) -> anyhow::Result<ExportOutcome> {
+) -> anyhow::Result<Opened> {
     crate::output::require(dir, out, crate::output::Mode::Write { force })
         .with_context(|| format!("cannot export to `{}`", out.display()))?;
     let ckpt =
@@ -70,8 +99,9 @@ pub fn export(
     let parameters = ckpt.parameter_count();
     let Checkpoint {
         config,
-        mut store,
+        store,
         activations,
+        pooling,
         ..
     } = ckpt;
     let lock = OutputLock::acquire(out)
@@ -82,6 +112,52 @@ pub fn export(
     // The finiteness rule of every command: no tensor (quantized ones decoded) may hold NaN or Inf.
     crate::runner::check_finite(&store, progress)
         .with_context(|| format!("cannot use the weights of `{}`", dir.display()))?;
+    Ok(Opened {
+        config,
+        store,
+        pooling,
+        activations,
+        parameters,
+        input,
+        lock,
+    })
+}
+
+/// Write `dir` into `out` in `format` (atomically; `options.force` replaces an existing folder).
+pub fn export(
+    dir: &Path,
+    out: &Path,
+    format: ExportFormat,
+    options: &Options,
+    progress: &dyn Progress,
+) -> anyhow::Result<ExportOutcome> {
+    if format == ExportFormat::Onnx {
+        return onnx::export(dir, out, options, progress);
+    }
+    if let Some(t) = &options.tensor_type {
+        anyhow::bail!(
+            "`--type {t}` does not apply to `--format {}`: it writes the checkpoint's own tensor forms\nhint: `--type` chooses the tensor types of `--format onnx` ({}) and `--format gguf` ({}); leave it out here",
+            format.as_str(),
+            compressor_models::onnx::TensorType::NAMES.join(", "),
+            gguf::TYPES
+        );
+    }
+    if options.pooling {
+        anyhow::bail!(
+            "`--pooling` does not apply to `--format {}`: the pooling files are copied as they are\nhint: `--pooling` adds a sentence_embedding output to `--format onnx`",
+            format.as_str()
+        );
+    }
+    let (rate, force) = (options.rate, options.force);
+    let Opened {
+        config,
+        mut store,
+        activations,
+        parameters,
+        input,
+        lock,
+        ..
+    } = open(dir, out, force, progress)?;
     let decoded = store.densify_all()?;
     // An elastic model is cut first: its leading channels at the rate asked for.
     let config = match rate {
@@ -99,7 +175,8 @@ pub fn export(
         // Per-layer shapes (pruned heads and neurons) come back as zeros, so the result is a plain BERT.
         ExportFormat::Dense => compressor_models::densify::densify(&config, &mut store)
             .with_context(|| format!("cannot re-densify `{}`", dir.display()))?,
-        ExportFormat::Gguf => anyhow::bail!("the GGUF export is `export::gguf::export`"),
+        ExportFormat::Onnx => anyhow::bail!("the ONNX export has its own writer (export::onnx)"),
+        ExportFormat::Gguf => anyhow::bail!("the GGUF export has its own writer (export::gguf)"),
         ExportFormat::RemoteCode => {
             files.set(
                 remote_code::MODELING_FILE,
@@ -135,6 +212,7 @@ pub fn export(
             passes: Vec::new(),
             parameters,
             evaluate: None,
+            model: artifact::ModelFiles::Safetensors,
         },
         progress,
     )
@@ -143,6 +221,7 @@ pub fn export(
         manifest,
         decoded,
         warnings,
+        notes: Vec::new(),
         recovered: lock.recovered.clone(),
     })
 }

@@ -9,6 +9,7 @@ use crate::batch::EncodedBatch;
 use crate::error::{Error, Result};
 use crate::quant::act::{ActivationQuant, Observer, Site};
 use crate::store::TensorStore;
+use crate::tensor::transposed;
 
 /// `y = x W^T + b`, with `W` kept transposed (`[in, out]`) for burn's matmul.
 #[derive(Debug, Clone)]
@@ -38,7 +39,7 @@ impl<B: Backend> Linear<B> {
         let w = store.get_f32(&name, &[out_f, in_f])?;
         let weight_t = param(
             Tensor::from_data(
-                TensorData::new(transpose(&w, out_f, in_f), [in_f, out_f]),
+                TensorData::new(transposed(&w, out_f, in_f), [in_f, out_f]),
                 device,
             ),
             grad(&name),
@@ -49,9 +50,11 @@ impl<B: Backend> Linear<B> {
                 let u = lr.u().to_f32(&name)?;
                 let v = lr.v().to_f32(&name)?;
                 let v_t =
-                    Tensor::from_data(TensorData::new(transpose(&v, r, in_f), [in_f, r]), device);
-                let u_t =
-                    Tensor::from_data(TensorData::new(transpose(&u, out_f, r), [r, out_f]), device);
+                    Tensor::from_data(TensorData::new(transposed(&v, r, in_f), [in_f, r]), device);
+                let u_t = Tensor::from_data(
+                    TensorData::new(transposed(&u, out_f, r), [r, out_f]),
+                    device,
+                );
                 Some((v_t, u_t))
             }
             _ => None,
@@ -85,17 +88,6 @@ impl<B: Backend> Linear<B> {
         out[D - 1] = out_f;
         y.reshape(out)
     }
-}
-
-/// `[rows, cols]` row-major to `[cols, rows]` row-major.
-fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; w.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = w[r * cols + c];
-        }
-    }
-    t
 }
 
 /// LayerNorm over the last dimension with biased variance, as torch.
