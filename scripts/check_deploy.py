@@ -87,8 +87,12 @@ def onnx_model(out_dir, threads=2):
         return None
 
     class OnnxModel:
+        sess = check_onnx.session(out_dir, threads)
+
         def embed(self, texts):
-            return np.asarray(check_onnx.onnx_embeddings(out_dir, list(texts), threads), dtype=np.float64)
+            return np.asarray(
+                check_onnx.onnx_embeddings(out_dir, list(texts), threads, sess=self.sess), dtype=np.float64
+            )
 
     return OnnxModel()
 

@@ -460,7 +460,10 @@ fn tensor_types_and_refusals_name_the_valid_choices() {
     assert_eq!(plan.matrices.len(), 8);
     assert_eq!(
         plan.summary(),
-        ["8 int4 blocks of 32 (re-quantized)".to_string()]
+        [
+            "8 int4 blocks of 32 (re-quantized)".to_string(),
+            "word embeddings int8, one scale per row (re-quantized)".to_string()
+        ]
     );
     assert_eq!(
         onnx::choose(TensorType::Int4, Some(&Encoding::symmetric(4, Strategy::Group { size: 48 }))),

@@ -66,12 +66,15 @@ pub fn export(
     };
     let plan = graph::plan(&config, &store, tensor_type)
         .with_context(|| format!("cannot export `{}` as ONNX", dir.display()))?;
+    // The word table is written as int8 codes unless the export is float; the small tables stay float.
+    let word_float = plan.word_embeddings == compressor_models::onnx::TableKind::F32;
     let quantized_tables: Vec<&str> = [
         "embeddings.word_embeddings.weight",
         "embeddings.position_embeddings.weight",
         "embeddings.token_type_embeddings.weight",
     ]
     .into_iter()
+    .filter(|t| word_float || !t.starts_with("embeddings.word_"))
     .filter(|t| {
         store
             .form(t)

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use super::proto::{
     Attribute, DataType, Dim, Graph, Model, Node, OpsetId, Tensor, ValueInfo, IR_VERSION,
 };
-use super::{MatrixKind, MatrixPlan, Plan, MS_DOMAIN, MS_OPSET, OPSET};
+use super::{MatrixKind, MatrixPlan, Plan, TableKind, MS_DOMAIN, MS_OPSET, OPSET};
 use crate::arch::{Activation, ModelConfig, Pooling, PoolingMode};
 use crate::error::{Error, Result};
 use crate::forms::{Factor, Stored};
@@ -504,7 +504,11 @@ pub fn build(
         let v = store.get_f32(name, &[rows, h])?;
         Ok(b.init(Tensor::f32(name, &[rows, h], &v)))
     };
-    let word = table(&mut b, "embeddings.word_embeddings.weight", c.vocab_size)?;
+    let word_name = "embeddings.word_embeddings.weight";
+    let word = match plan.word_embeddings {
+        TableKind::F32 => Some(table(&mut b, word_name, c.vocab_size)?),
+        TableKind::Int8 { .. } => None,
+    };
     let pos = table(
         &mut b,
         "embeddings.position_embeddings.weight",
@@ -515,12 +519,18 @@ pub fn build(
         "embeddings.token_type_embeddings.weight",
         c.type_vocab_size,
     )?;
-    let words = b.node(
-        "Gather",
-        &[&word, INPUT_IDS],
-        vec![Attribute::int("axis", 0)],
-        "embeddings/word/Gather",
-    );
+    let words = match (&word, plan.word_embeddings) {
+        (Some(word), _) => b.node(
+            "Gather",
+            &[word, INPUT_IDS],
+            vec![Attribute::int("axis", 0)],
+            "embeddings/word/Gather",
+        ),
+        (None, TableKind::Int8 { groups, copied }) => {
+            int8_table(&mut b, store, word_name, c.vocab_size, h, groups, copied)?
+        }
+        (None, TableKind::F32) => unreachable!("a float table is initialised above"),
+    };
     let type_rows = b.node(
         "Gather",
         &[&types, TOKEN_TYPE_IDS],
@@ -765,6 +775,74 @@ pub fn build(
 }
 
 /// Give the node producing `value` the graph output name `name`.
+/// The looked-up rows of an int8 table `[vocab, groups, hidden / groups]` with per-group scales: `Gather` of codes
+/// and scales, `Cast`, `Mul`, `Reshape` to `[batch, tokens, hidden]`.
+fn int8_table(
+    b: &mut Builder,
+    store: &TensorStore,
+    name: &str,
+    vocab: usize,
+    h: usize,
+    groups: usize,
+    copied: bool,
+) -> Result<String> {
+    let size = h / groups;
+    let (codes, scales) = match store.get_quant(name).filter(|_| copied) {
+        Some(q) => {
+            let scales: Vec<f32> = (0..vocab)
+                .flat_map(|r| (0..groups).map(move |g| (r, g)))
+                .map(|(r, g)| q.scales[q.scale_index(r, g * size)])
+                .collect();
+            (q.codes.clone(), scales)
+        }
+        None => {
+            let values = store.get_f32(name, &[vocab, h])?;
+            let q =
+                QuantTensor::quantize(&values, vocab, h, Encoding::symmetric(8, Strategy::Channel))
+                    .map_err(|p| {
+                        Error::Runtime(format!("cannot quantize `{name}` to int8: {p}"))
+                    })?;
+            (q.codes, q.scales)
+        }
+    };
+    let codes = b.init(Tensor::i8(
+        &format!("{name}_codes"),
+        &[vocab, groups, size],
+        &codes,
+    ));
+    let scales = b.init(Tensor::f32(
+        &format!("{name}_scales"),
+        &[vocab, groups, 1],
+        &scales,
+    ));
+    let rows = b.node(
+        "Gather",
+        &[&codes, INPUT_IDS],
+        vec![Attribute::int("axis", 0)],
+        "embeddings/word/Gather",
+    );
+    let rows = b.node(
+        "Cast",
+        &[&rows],
+        vec![Attribute::int("to", DataType::Float as i64)],
+        "embeddings/word/Cast",
+    );
+    let row_scales = b.node(
+        "Gather",
+        &[&scales, INPUT_IDS],
+        vec![Attribute::int("axis", 0)],
+        "embeddings/word/scales/Gather",
+    );
+    let rows = b.node("Mul", &[&rows, &row_scales], vec![], "embeddings/word/Mul");
+    let shape = b.ints(&[0, 0, h as i64]);
+    Ok(b.node(
+        "Reshape",
+        &[&rows, &shape],
+        vec![],
+        "embeddings/word/Reshape",
+    ))
+}
+
 fn rename_output(b: &mut Builder, value: &str, name: &str) {
     for n in &mut b.nodes {
         for o in &mut n.outputs {

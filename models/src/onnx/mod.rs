@@ -105,11 +105,58 @@ impl MatrixPlan {
     }
 }
 
+/// How the word-embedding table is written (the position and token-type tables are small and stay f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "as")]
+pub enum TableKind {
+    /// A float table, `Gather`ed.
+    F32,
+    /// Int8 codes `[vocab, groups, hidden / groups]` with one f32 scale per group of a row: the codes and scales
+    /// of the looked-up rows are `Gather`ed, cast and multiplied (a weight-only lookup: the sum that follows is
+    /// float). `copied`: the checkpoint's own symmetric codes (of up to 8 bits) and scales.
+    Int8 { groups: usize, copied: bool },
+}
+
+/// The word-embedding table's form for `tensor_type`: f32 for `f32` (and for a float table under `auto`), else
+/// int8 codes: the checkpoint's when they are symmetric with one scale per row or per group of a row, otherwise
+/// a symmetric per-row quantization of the decoded table.
+pub fn table_kind(
+    tensor_type: TensorType,
+    encoding: Option<&Encoding>,
+    hidden: usize,
+) -> TableKind {
+    let copyable = encoding.and_then(|e| {
+        if !e.symmetric || e.bits > 8 {
+            return None;
+        }
+        match e.strategy {
+            Strategy::Channel | Strategy::Tensor => Some(1),
+            Strategy::Group { size } if size > 0 && hidden.is_multiple_of(size) => {
+                Some(hidden / size)
+            }
+            _ => None,
+        }
+    });
+    match (tensor_type, encoding, copyable) {
+        (TensorType::F32, _, _) | (TensorType::Auto, None, _) => TableKind::F32,
+        (_, _, Some(groups)) => TableKind::Int8 {
+            groups,
+            copied: true,
+        },
+        _ => TableKind::Int8 {
+            groups: 1,
+            copied: false,
+        },
+    }
+}
+
 /// Every encoder matrix of the export, in model order.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Plan {
     pub tensor_type: &'static str,
     pub matrices: Vec<MatrixPlan>,
+    /// The word-embedding table.
+    pub word_embeddings: TableKind,
 }
 
 impl Plan {
@@ -135,10 +182,27 @@ impl Plan {
             };
             *counts.entry(format!("{kind}{how}")).or_default() += 1;
         }
-        counts
+        let mut lines: Vec<String> = counts
             .into_iter()
             .map(|(k, n)| format!("{n} {k}"))
-            .collect()
+            .collect();
+        lines.push(match self.word_embeddings {
+            TableKind::F32 => "word embeddings f32".into(),
+            TableKind::Int8 { groups, copied } => format!(
+                "word embeddings int8, {} ({})",
+                if groups == 1 {
+                    "one scale per row".to_string()
+                } else {
+                    format!("{groups} scales per row")
+                },
+                if copied {
+                    "codes copied"
+                } else {
+                    "re-quantized"
+                }
+            ),
+        });
+        lines
     }
 }
 
@@ -324,9 +388,12 @@ pub fn plan(config: &ModelConfig, store: &TensorStore, tensor_type: TensorType) 
             }
         }
     }
+    let word = "embeddings.word_embeddings.weight";
+    let word_embeddings = table_kind(tensor_type, store.encoding(word).as_ref(), h);
     Ok(Plan {
         tensor_type: tensor_type.as_str(),
         matrices,
+        word_embeddings,
     })
 }
 
