@@ -9,7 +9,8 @@ Runtimes (each measured in its own process, so that peak RSS is its own):
   st-int8   sentence-transformers' own int8 ONNX export of the same model (`export_dynamic_quantized_onnx_model`,
             config "avx2": per-channel int8 weights, dynamic activations), run with backend="onnx";
   onnx:DIR  a `compressor export --format onnx` folder, run the same way (backend="onnx", file onnx/model.onnx);
-  gguf:FILE a `compressor export --format gguf` file in llama.cpp (llama-cpp-python), pooling as the file declares.
+  gguf:FILE a `compressor export --format gguf` file in llama.cpp (llama-cpp-python), pooling as the file declares,
+            n_ctx = n_batch = n_ubatch = 512 (llama.cpp decodes as many sequences as fit, then the next ones).
 Workloads, encode only (model load excluded), best of --repeats: 512 STS-B test sentences (sentence1), and 128 BBC
 News articles cut to 256 tokens (the same texts for every runtime: cut with the model's tokenizer, then decoded),
 each at batch 32 and batch 1. STS-B Spearman x100 over every test pair at batch 32. Peak RSS is the process's
@@ -54,7 +55,10 @@ def load_runtime(kind, arg, model_dir, threads):
     if kind == "gguf":
         from llama_cpp import Llama
 
-        n = 32 * 260
+        # llama.cpp attends across every token of a micro-batch (other sequences masked), so its cost grows with
+        # the micro-batch squared: 512 tokens (llama-server's default n_ubatch) holds two 256-token documents or a
+        # batch of short sentences.
+        n = 512
         llm = Llama(
             model_path=arg,
             embedding=True,
@@ -169,6 +173,7 @@ def main():
     p.add_argument("--bbc", default=str(ROOT.parent / "shared/data/bbc-news/all.jsonl"))
     p.add_argument("--work", default=str(ROOT / ".cache/bench-deploy"), help="where the incumbent export is kept")
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--no-peers", action="store_true", help="measure only the exports named (not torch and st-int8)")
     p.add_argument("--runtime", help=argparse.SUPPRESS)
     p.add_argument("--long-texts", help=argparse.SUPPRESS)
     p.add_argument("--st-int8-dir", help=argparse.SUPPRESS)
@@ -181,7 +186,8 @@ def main():
     make_long_texts(args.model, args.bbc, long_texts)
     st_dir = work / "st-int8"
     make_st_int8(args.model, str(st_dir))
-    runtimes = ["torch", "st-int8"] + [f"onnx:{d}" for d in args.onnx] + [f"gguf:{f}" for f in args.gguf]
+    runtimes = [] if args.no_peers else ["torch", "st-int8"]
+    runtimes += [f"onnx:{d}" for d in args.onnx] + [f"gguf:{f}" for f in args.gguf]
     results = []
     for r in runtimes:
         cmd = [sys.executable, __file__, "--model", args.model, "--runtime", r, "--threads", str(args.threads),
