@@ -341,6 +341,27 @@ fn int8_copies_per_channel_codes_and_emits_the_dynamic_quantization_pattern() {
         (DataType::Int8, vec![0u8; 32])
     );
 
+    // int8-weights: the same codes and scales, decoded in the graph, then a float MatMul (no activation
+    // quantization); the word table becomes int8 codes with one scale per row.
+    let plan8w = onnx::plan(&ckpt.config, &ckpt.store, TensorType::Int8Weights).expect("plans");
+    let m = plan8w.get(name, None).expect("planned");
+    assert_eq!((m.kind, m.copied), (MatrixKind::Int8Weights, true));
+    let model8w = bert::build(&ckpt.config, &ckpt.store, &plan8w, None).expect("builds");
+    assert_eq!(
+        ops(&model8w, "encoder.layer.0.intermediate.dense.weight/"),
+        ["DequantizeLinear", "MatMul"]
+    );
+    assert_eq!(init(&model8w, &format!("{name}_quantized")).raw, codes.raw);
+    assert_eq!(init(&model8w, &format!("{name}_scale")).raw, scales.raw);
+    assert_eq!(
+        ops(&model8w, "embeddings/word/"),
+        ["Gather", "Cast", "Gather", "Mul", "Reshape"]
+    );
+    assert_eq!(
+        dims(init(&model8w, "embeddings.word_embeddings.weight_codes")),
+        [64, 1, 16]
+    );
+
     // int4 copies the 4-bit group-16 codes; auto takes int8 for 8 bits and int4 for 4 bits, f32 for floats.
     let plan4 = onnx::plan(&ckpt.config, &ckpt.store, TensorType::Int4).expect("plans");
     let m = plan4.get(g, None).expect("planned");
@@ -452,7 +473,7 @@ fn tensor_types_and_refusals_name_the_valid_choices() {
     assert_eq!(TensorType::parse("int4"), Ok(TensorType::Int4));
     assert_eq!(
         TensorType::parse("fp16").expect_err("unknown"),
-        "unknown tensor type `fp16` for ONNX (valid: auto, f32, int8, int4)"
+        "unknown tensor type `fp16` for ONNX (valid: auto, f32, int8, int8-weights, int4)"
     );
     let (_tmp, config, store) = pruned();
     let plan = onnx::plan(&config, &store, TensorType::Int4).expect("plans");

@@ -324,7 +324,7 @@ fn matmul(b: &mut Builder, store: &TensorStore, m: &MatrixPlan, x: &str) -> Resu
             ));
             b.node("MatMul", &[x, &w], vec![], &format!("{name}/MatMul"))
         }
-        MatrixKind::Int8 => {
+        MatrixKind::Int8 | MatrixKind::Int8Weights => {
             let q = match &src {
                 Source::Quant(q) if m.copied => Some(&**q),
                 _ => None,
@@ -341,6 +341,15 @@ fn matmul(b: &mut Builder, store: &TensorStore, m: &MatrixPlan, x: &str) -> Resu
                 &[rows],
                 &vec![0i8; rows],
             ));
+            if m.kind == MatrixKind::Int8Weights {
+                let w = b.node(
+                    "DequantizeLinear",
+                    &[&w, &ws, &wz],
+                    vec![Attribute::int("axis", 1)],
+                    &format!("{name}/DequantizeLinear"),
+                );
+                return Ok(b.node("MatMul", &[x, &w], vec![], &format!("{name}/MatMul")));
+            }
             let outs = b.node_n(
                 "DynamicQuantizeLinear",
                 "",

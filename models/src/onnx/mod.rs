@@ -34,17 +34,21 @@ pub enum TensorType {
     Auto,
     F32,
     Int8,
+    /// Int8 weights decoded in the graph (`DequantizeLinear`, then a float `MatMul`): the artifact's values
+    /// exactly, with float activations, at the size of int8.
+    Int8Weights,
     Int4,
 }
 
 impl TensorType {
-    pub const NAMES: [&'static str; 4] = ["auto", "f32", "int8", "int4"];
+    pub const NAMES: [&'static str; 5] = ["auto", "f32", "int8", "int8-weights", "int4"];
 
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
         match s {
             "auto" => Ok(Self::Auto),
             "f32" => Ok(Self::F32),
             "int8" => Ok(Self::Int8),
+            "int8-weights" => Ok(Self::Int8Weights),
             "int4" => Ok(Self::Int4),
             other => Err(format!(
                 "unknown tensor type `{other}` for ONNX (valid: {})",
@@ -58,6 +62,7 @@ impl TensorType {
             Self::Auto => "auto",
             Self::F32 => "f32",
             Self::Int8 => "int8",
+            Self::Int8Weights => "int8-weights",
             Self::Int4 => "int4",
         }
     }
@@ -72,6 +77,9 @@ pub enum MatrixKind {
     /// `DynamicQuantizeLinear` + `MatMulInteger` with int8 codes `[in, out]`, one scale per output channel
     /// (symmetric, zero point 0), then the scale product.
     Int8,
+    /// `DequantizeLinear` of int8 codes `[in, out]` (one scale per output channel, symmetric), then a float
+    /// `MatMul`: weight-only, activations stay float.
+    Int8Weights,
     /// com.microsoft `MatMulNBits` with 4-bit codes in blocks of `block` inputs, one scale (and zero point) per
     /// block.
     Int4 { block: usize },
@@ -173,6 +181,7 @@ impl Plan {
             let kind = match m.kind {
                 MatrixKind::F32 => "f32".to_string(),
                 MatrixKind::Int8 => "int8 per channel".to_string(),
+                MatrixKind::Int8Weights => "int8 weight-only per channel".to_string(),
                 MatrixKind::Int4 { block } => format!("int4 blocks of {block}"),
             };
             let how = match (m.kind, m.copied) {
@@ -256,6 +265,15 @@ pub fn choose(
     tensor_type: TensorType,
     encoding: Option<&Encoding>,
 ) -> (MatrixKind, bool, Option<String>) {
+    if tensor_type == TensorType::Int8Weights {
+        // The codes are chosen as for int8; only the product differs.
+        let (kind, copied, note) = choose(TensorType::Int8, encoding);
+        let kind = match kind {
+            MatrixKind::Int8 => MatrixKind::Int8Weights,
+            other => other,
+        };
+        return (kind, copied, note);
+    }
     let requant_block = |e: Option<&Encoding>| match e.map(|e| e.strategy) {
         Some(Strategy::Group { size }) if valid_block(size) => size,
         _ => DEFAULT_BLOCK,
@@ -263,7 +281,7 @@ pub fn choose(
     let Some(e) = encoding else {
         return match tensor_type {
             TensorType::Auto | TensorType::F32 => (MatrixKind::F32, false, None),
-            TensorType::Int8 => (
+            TensorType::Int8 | TensorType::Int8Weights => (
                 MatrixKind::Int8,
                 false,
                 Some("stored float: quantized to int8 per channel".into()),
@@ -286,7 +304,7 @@ pub fn choose(
             false,
             Some(format!("{described} codes decoded to f32")),
         ),
-        TensorType::Int8 => match int8_copies(e) {
+        TensorType::Int8 | TensorType::Int8Weights => match int8_copies(e) {
             Ok(()) => (MatrixKind::Int8, true, None),
             Err(why) => (
                 MatrixKind::Int8,
