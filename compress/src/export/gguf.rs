@@ -21,7 +21,7 @@ use compressor_models::Checkpoint;
 use compressor_passes::Progress;
 
 /// What `--type` may name.
-pub const TYPES: &str = "auto, f32, f16, q8_0, q4_0, q4_1";
+pub const TYPES: &str = "auto, f32, f16, q8_0, q6_k, q4_0, q4_1";
 
 /// The requested matrix type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ impl Requested {
             Some(name) => match GgmlType::parse(name) {
                 Some(t) => Ok(Requested::Type(t)),
                 None => bail!(
-                    "unknown GGUF tensor type `{name}`\nhint: valid types: {TYPES} (k-quants are not written yet)"
+                    "unknown GGUF tensor type `{name}`\nhint: valid types: {TYPES} (q2_k to q5_k are not written yet)"
                 ),
             },
         }
@@ -156,12 +156,26 @@ fn plan(ckpt: &Checkpoint, requested: Requested) -> anyhow::Result<Vec<Entry>> {
                 (Requested::Auto, Some(q)) => auto_type(&q.encoding),
                 (Requested::Auto, None) => GgmlType::F16,
             };
-            if !want.fits(cols) {
+            // A k-quant falls back to q8_0 where rows are not whole super-blocks (as llama-quantize does); the
+            // note says so, and the q8_0 then follows the usual rules (codes copied where they fit).
+            let mut fell_back = None;
+            let want = if want == GgmlType::Q6K && !want.fits(cols) && GgmlType::Q8_0.fits(cols) {
+                fell_back = Some(format!(
+                    "rows of {cols} values are not whole {}-value super-blocks of {}: written as q8_0",
+                    want.block_size(),
+                    want.name()
+                ));
+                GgmlType::Q8_0
+            } else {
+                want
+            };
+            let (ty, source, note) = if !want.fits(cols) {
                 (
                     GgmlType::F16,
                     Source::Float,
                     Some(format!(
-                        "rows of {cols} values are not whole {QK}-value blocks of {}: written as f16",
+                        "rows of {cols} values are not whole {}-value blocks of {}: written as f16",
+                        want.block_size(),
                         want.name()
                     )),
                 )
@@ -182,6 +196,7 @@ fn plan(ckpt: &Checkpoint, requested: Requested) -> anyhow::Result<Vec<Entry>> {
                         let e = q.encoding;
                         let fits_range = match want {
                             GgmlType::Q8_0 => e.symmetric,
+                            GgmlType::Q6K => false,
                             GgmlType::Q4_0 => e.bits <= 4 && e.symmetric,
                             GgmlType::Q4_1 => e.bits <= 4,
                             _ => false,
@@ -211,7 +226,12 @@ fn plan(ckpt: &Checkpoint, requested: Requested) -> anyhow::Result<Vec<Entry>> {
                         }
                     }
                 }
-            }
+            };
+            let note = match (fell_back, note) {
+                (Some(f), Some(n)) => Some(format!("{f}; {n}")),
+                (f, n) => f.or(n),
+            };
+            (ty, source, note)
         };
         entries.push(Entry {
             source_name: name.to_string(),

@@ -21,16 +21,20 @@ pub enum GgmlType {
     Q4_0 = 2,
     Q4_1 = 3,
     Q8_0 = 8,
+    Q6K = 14,
 }
 
 /// Values per block of the quantized types.
 pub const QK: usize = 32;
+/// Values per super-block of the k-quants.
+pub const QK_K: usize = 256;
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 5] = [
+    pub const ALL: [GgmlType; 6] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q8_0,
+        GgmlType::Q6K,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
     ];
@@ -47,6 +51,7 @@ impl GgmlType {
             GgmlType::Q4_0 => "q4_0",
             GgmlType::Q4_1 => "q4_1",
             GgmlType::Q8_0 => "q8_0",
+            GgmlType::Q6K => "q6_k",
         }
     }
 
@@ -59,6 +64,7 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 => 1,
+            GgmlType::Q6K => QK_K,
             _ => QK,
         }
     }
@@ -70,6 +76,7 @@ impl GgmlType {
             GgmlType::Q8_0 => 2 + QK,
             GgmlType::Q4_0 => 2 + QK / 2,
             GgmlType::Q4_1 => 4 + QK / 2,
+            GgmlType::Q6K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
         }
     }
 
@@ -91,6 +98,7 @@ impl GgmlType {
     pub fn bits(self) -> Option<u8> {
         match self {
             GgmlType::Q8_0 => Some(8),
+            GgmlType::Q6K => Some(6),
             GgmlType::Q4_0 | GgmlType::Q4_1 => Some(4),
             _ => None,
         }
@@ -104,6 +112,7 @@ impl GgmlType {
             GgmlType::Q4_0 => 2,
             GgmlType::Q4_1 => 3,
             GgmlType::Q8_0 => 7,
+            GgmlType::Q6K => 18,
         }
     }
 }
@@ -160,8 +169,122 @@ pub fn encode(ty: GgmlType, x: &[f32]) -> Vec<u8> {
                 }
             }
         }
+        GgmlType::Q6K => x.chunks(QK_K).for_each(|b| encode_q6_k(b, &mut out)),
     }
     out
+}
+
+/// ggml's `nearest_int`: round to nearest, ties to even, through the float-add trick.
+fn nearest_int(v: f32) -> i32 {
+    let f = v + 12_582_912.0;
+    (f.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// ggml's `make_qx_quants` with `rmse_type = 1` (weights `x^2`): codes `L` in `0..2 nmax` of the best scale among
+/// 19 candidates around `-nmax / max`; returns the scale.
+fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < 1e-15 {
+        l_out.iter_mut().for_each(|l| *l = 0);
+        return 0.0;
+    }
+    let nmaxf = nmax as f32;
+    let code = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+    let sums = |iscale: f32| {
+        let (mut sumlx, mut suml2) = (0f32, 0f32);
+        for &v in x {
+            let l = code(iscale, v) as f32;
+            let w = v * v;
+            sumlx += w * v * l;
+            suml2 += w * l * l;
+        }
+        (sumlx, suml2)
+    };
+    let mut iscale = -nmaxf / max;
+    for (i, &v) in x.iter().enumerate() {
+        l_out[i] = (code(iscale, v) + nmax) as i8;
+    }
+    let (sumlx, suml2) = sums(iscale);
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        iscale = -(nmaxf + 0.1 * is as f32) / max;
+        let (sumlx, suml2) = sums(iscale);
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            for (i, &v) in x.iter().enumerate() {
+                l_out[i] = (code(iscale, v) + nmax) as i8;
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// One q6_K super-block (`quantize_row_q6_K_ref`): 16 sub-blocks of 16 values with 8-bit scales under one f16
+/// scale, 6-bit codes split into low nibbles (`ql`) and high bit pairs (`qh`).
+fn encode_q6_k(x: &[f32], out: &mut Vec<u8>) {
+    let mut l = [0i8; QK_K];
+    let mut scales = [0f32; QK_K / 16];
+    let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
+    for ib in 0..QK_K / 16 {
+        let s = make_qx_quants(&x[16 * ib..16 * ib + 16], 32, &mut l[16 * ib..16 * ib + 16]);
+        scales[ib] = s;
+        if s.abs() > max_abs_scale {
+            max_abs_scale = s.abs();
+            max_scale = s;
+        }
+    }
+    let start = out.len();
+    out.resize(start + GgmlType::Q6K.block_bytes(), 0);
+    if max_abs_scale < 1e-15 {
+        return;
+    }
+    let iscale = -128.0 / max_scale;
+    let d = f16::from_f32(1.0 / iscale);
+    let sc: Vec<i8> = scales
+        .iter()
+        .map(|s| nearest_int(iscale * s).min(127) as i8)
+        .collect();
+    for j in 0..QK_K / 16 {
+        let dj = d.to_f32() * f32::from(sc[j]);
+        if dj == 0.0 {
+            continue;
+        }
+        for ii in 0..16 {
+            let q = nearest_int(x[16 * j + ii] / dj).clamp(-32, 31);
+            l[16 * j + ii] = (q + 32) as i8;
+        }
+    }
+    let b = &mut out[start..];
+    let (ql, rest) = b.split_at_mut(QK_K / 2);
+    let (qh, rest) = rest.split_at_mut(QK_K / 4);
+    let (scale_bytes, d_bytes) = rest.split_at_mut(QK_K / 16);
+    let lu = |i: usize| l[i] as u8;
+    for (half, j) in (0..QK_K).step_by(128).enumerate() {
+        let (ql, qh) = (&mut ql[64 * half..], &mut qh[32 * half..]);
+        for k in 0..32 {
+            ql[k] = (lu(j + k) & 0xf) | ((lu(j + k + 64) & 0xf) << 4);
+            ql[k + 32] = (lu(j + k + 32) & 0xf) | ((lu(j + k + 96) & 0xf) << 4);
+            qh[k] = (lu(j + k) >> 4)
+                | ((lu(j + k + 32) >> 4) << 2)
+                | ((lu(j + k + 64) >> 4) << 4)
+                | ((lu(j + k + 96) >> 4) << 6);
+        }
+    }
+    for (o, s) in scale_bytes.iter_mut().zip(&sc) {
+        *o = *s as u8;
+    }
+    d_bytes.copy_from_slice(&d.to_le_bytes());
 }
 
 /// One block's integer codes as an artifact stores them: signed codes in `[qmin, qmax]` of `bits`, decoding to
@@ -229,7 +352,7 @@ pub fn encode_codes(
                     out.push(n(b.codes[j]) | (n(b.codes[j + QK / 2]) << 4));
                 }
             }
-            GgmlType::F32 | GgmlType::F16 => return Err(CodeMismatch::Range),
+            GgmlType::F32 | GgmlType::F16 | GgmlType::Q6K => return Err(CodeMismatch::Range),
         }
     }
     Ok(out)
@@ -241,6 +364,27 @@ pub fn decode(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
     let mut out = Vec::with_capacity(bytes.len() / ty.block_bytes() * ty.block_size());
     for b in bytes.chunks(ty.block_bytes()) {
         match ty {
+            GgmlType::Q6K => {
+                let (ql, qh) = (&b[..QK_K / 2], &b[QK_K / 2..QK_K / 2 + QK_K / 4]);
+                let sc = &b[QK_K / 2 + QK_K / 4..QK_K / 2 + QK_K / 4 + QK_K / 16];
+                let d = h(&b[QK_K / 2 + QK_K / 4 + QK_K / 16..]);
+                let mut y = [0f32; QK_K];
+                for half in 0..2 {
+                    let (ql, qh, sc) = (&ql[64 * half..], &qh[32 * half..], &sc[8 * half..]);
+                    let y = &mut y[128 * half..];
+                    for l in 0..32 {
+                        let is = l / 16;
+                        let q =
+                            |lo: u8, hi: u8| f32::from(((lo & 0xf) | ((hi & 3) << 4)) as i8 - 32);
+                        let s = |k: usize| d * f32::from(sc[is + k] as i8);
+                        y[l] = s(0) * q(ql[l], qh[l]);
+                        y[l + 32] = s(2) * q(ql[l + 32], qh[l] >> 2);
+                        y[l + 64] = s(4) * q(ql[l] >> 4, qh[l] >> 4);
+                        y[l + 96] = s(6) * q(ql[l + 32] >> 4, qh[l] >> 6);
+                    }
+                }
+                out.extend_from_slice(&y);
+            }
             GgmlType::F32 => out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             GgmlType::F16 => out.push(h(b)),
             GgmlType::Q8_0 => {
@@ -367,9 +511,37 @@ mod tests {
     }
 
     #[test]
+    fn q6_k_holds_16_sub_blocks_under_one_scale() {
+        // Sub-blocks of growing range, so that their 8-bit scales differ.
+        let x: Vec<f32> = (0..QK_K)
+            .map(|i| ((i * 37 % 61) as f32 - 30.0) / 30.0 * (1.0 + (i / 16) as f32 * 0.25))
+            .collect();
+        let bytes = encode(GgmlType::Q6K, &x);
+        assert_eq!(bytes.len(), 210);
+        // The largest sub-block scale maps to -128 (its sign follows ggml's choice of the scale's sign).
+        let scales: Vec<i8> = bytes[192..208].iter().map(|&b| b as i8).collect();
+        assert!(scales.iter().any(|&s| s == -128 || s == 127), "{scales:?}");
+        let back = decode(GgmlType::Q6K, &bytes);
+        for (ib, (g, w)) in back.chunks(16).zip(x.chunks(16)).enumerate() {
+            let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            // Half a step of 2 * amax / 63, plus the rounding of the sub-block scale to 8 bits.
+            assert!(diff <= amax / 63.0 + amax * 0.02, "sub-block {ib}: {diff}");
+        }
+        // An all-zero block is all zero bytes.
+        assert_eq!(encode(GgmlType::Q6K, &[0.0; QK_K]), vec![0u8; 210]);
+        assert_eq!(nearest_int(2.5), 2);
+        assert_eq!(nearest_int(-3.5), -4);
+        assert_eq!(nearest_int(1.49), 1);
+    }
+
+    #[test]
     fn names_and_sizes() {
         assert_eq!(GgmlType::parse("Q4_1"), Some(GgmlType::Q4_1));
         assert_eq!(GgmlType::parse("q5_k"), None);
+        assert_eq!(GgmlType::parse("Q6_K"), Some(GgmlType::Q6K));
+        assert_eq!(GgmlType::Q6K.row_bytes(1536), 6 * 210);
+        assert!(!GgmlType::Q6K.fits(384));
         assert_eq!(GgmlType::Q8_0.row_bytes(384), 12 * 34);
         assert!(!GgmlType::Q4_0.fits(48));
         assert_eq!(GgmlType::from_id(8), Some(GgmlType::Q8_0));
