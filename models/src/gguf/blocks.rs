@@ -21,6 +21,7 @@ pub enum GgmlType {
     Q4_0 = 2,
     Q4_1 = 3,
     Q8_0 = 8,
+    Q4K = 12,
     Q6K = 14,
 }
 
@@ -30,11 +31,12 @@ pub const QK: usize = 32;
 pub const QK_K: usize = 256;
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 6] = [
+    pub const ALL: [GgmlType; 7] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q8_0,
         GgmlType::Q6K,
+        GgmlType::Q4K,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
     ];
@@ -52,6 +54,7 @@ impl GgmlType {
             GgmlType::Q4_1 => "q4_1",
             GgmlType::Q8_0 => "q8_0",
             GgmlType::Q6K => "q6_k",
+            GgmlType::Q4K => "q4_k",
         }
     }
 
@@ -64,7 +67,7 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 => 1,
-            GgmlType::Q6K => QK_K,
+            GgmlType::Q6K | GgmlType::Q4K => QK_K,
             _ => QK,
         }
     }
@@ -77,6 +80,7 @@ impl GgmlType {
             GgmlType::Q4_0 => 2 + QK / 2,
             GgmlType::Q4_1 => 4 + QK / 2,
             GgmlType::Q6K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
+            GgmlType::Q4K => 2 + 2 + 12 + QK_K / 2,
         }
     }
 
@@ -99,6 +103,7 @@ impl GgmlType {
         match self {
             GgmlType::Q8_0 => Some(8),
             GgmlType::Q6K => Some(6),
+            GgmlType::Q4K => Some(4),
             GgmlType::Q4_0 | GgmlType::Q4_1 => Some(4),
             _ => None,
         }
@@ -113,6 +118,7 @@ impl GgmlType {
             GgmlType::Q4_1 => 3,
             GgmlType::Q8_0 => 7,
             GgmlType::Q6K => 18,
+            GgmlType::Q4K => 14,
         }
     }
 }
@@ -170,6 +176,7 @@ pub fn encode(ty: GgmlType, x: &[f32]) -> Vec<u8> {
             }
         }
         GgmlType::Q6K => x.chunks(QK_K).for_each(|b| encode_q6_k(b, &mut out)),
+        GgmlType::Q4K => x.chunks(QK_K).for_each(|b| encode_q4_k(b, &mut out)),
     }
     out
 }
@@ -287,6 +294,157 @@ fn encode_q6_k(x: &[f32], out: &mut Vec<u8>) {
     d_bytes.copy_from_slice(&d.to_le_bytes());
 }
 
+/// ggml's `make_qkx2_quants` (codes in `0..=nmax` of a scale and an offset fitted by weighted least squares over
+/// `nstep + 1` candidate scales); returns `(scale, -min)`.
+#[allow(clippy::too_many_arguments)]
+fn make_qkx2_quants(
+    x: &[f32],
+    weights: &[f32],
+    nmax: i32,
+    l_out: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> (f32, f32) {
+    let n = x.len();
+    let (mut min, mut max) = (x[0], x[0]);
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        sum_w += weights[i];
+        sum_x += weights[i] * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l_out.iter_mut().for_each(|l| *l = 0);
+        return (0.0, -min);
+    }
+    let nmaxf = nmax as f32;
+    let mut iscale = nmaxf / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0f32;
+    for i in 0..n {
+        let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+        l_out[i] = l as u8;
+        let diff = scale * l as f32 + min - x[i];
+        best_error += weights[i] * (diff * diff);
+    }
+    let mut aux = vec![0u8; n];
+    for is in 0..=nstep {
+        iscale = (rmin + rdelta * is as f32 + nmaxf) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
+        for i in 0..n {
+            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            aux[i] = l as u8;
+            let (w, l) = (weights[i], l as f32);
+            sum_l += w * l;
+            sum_l2 += w * l * l;
+            sum_xl += w * l * x[i];
+        }
+        let d = sum_w * sum_l2 - sum_l * sum_l;
+        if d > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0f32;
+            for i in 0..n {
+                let diff = this_scale * f32::from(aux[i]) + this_min - x[i];
+                cur_error += weights[i] * (diff * diff);
+            }
+            if cur_error < best_error {
+                l_out.copy_from_slice(&aux);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// The 6-bit scale and min of sub-block `j` of a q4_K block's 12 packed bytes (`get_scale_min_k4`).
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// One q4_K super-block (`quantize_row_q4_K_ref`): 8 sub-blocks of 32 with 6-bit scales and mins under two f16
+/// scales, 4-bit codes.
+fn encode_q4_k(x: &[f32], out: &mut Vec<u8>) {
+    let mut l = [0u8; QK_K];
+    let (mut scales, mut mins) = ([0f32; QK_K / 32], [0f32; QK_K / 32]);
+    let (mut max_scale, mut max_min) = (0f32, 0f32);
+    let mut weights = [0f32; 32];
+    for j in 0..QK_K / 32 {
+        let xs = &x[32 * j..32 * j + 32];
+        let sum_x2: f32 = xs.iter().fold(0.0, |a, v| a + v * v);
+        let av_x = (sum_x2 / 32.0).sqrt();
+        for (w, v) in weights.iter_mut().zip(xs) {
+            *w = av_x + v.abs();
+        }
+        let (s, m) = make_qkx2_quants(xs, &weights, 15, &mut l[32 * j..32 * j + 32], -1.0, 0.1, 20);
+        scales[j] = s;
+        mins[j] = m;
+        max_scale = max_scale.max(s);
+        max_min = max_min.max(m);
+    }
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let mut packed = [0u8; 12];
+    for j in 0..QK_K / 32 {
+        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        if j < 4 {
+            packed[j] = ls;
+            packed[j + 4] = lm;
+        } else {
+            packed[j + 4] = (ls & 0xf) | ((lm & 0xf) << 4);
+            packed[j - 4] |= (ls >> 4) << 6;
+            packed[j] |= (lm >> 4) << 6;
+        }
+    }
+    let d = f16::from_f32(max_scale / 63.0);
+    let dmin = f16::from_f32(max_min / 63.0);
+    for j in 0..QK_K / 32 {
+        let (sc, m) = scale_min_k4(j, &packed);
+        let dj = d.to_f32() * f32::from(sc);
+        if dj == 0.0 {
+            continue;
+        }
+        let dm = dmin.to_f32() * f32::from(m);
+        for ii in 0..32 {
+            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / dj).clamp(0, 15) as u8;
+        }
+    }
+    out.extend_from_slice(&d.to_le_bytes());
+    out.extend_from_slice(&dmin.to_le_bytes());
+    out.extend_from_slice(&packed);
+    for j in (0..QK_K).step_by(64) {
+        out.extend((0..32).map(|k| l[j + k] | (l[j + k + 32] << 4)));
+    }
+}
+
 /// One block's integer codes as an artifact stores them: signed codes in `[qmin, qmax]` of `bits`, decoding to
 /// `(code - zero_point) * scale`.
 #[derive(Debug, Clone, Copy)]
@@ -352,7 +510,9 @@ pub fn encode_codes(
                     out.push(n(b.codes[j]) | (n(b.codes[j + QK / 2]) << 4));
                 }
             }
-            GgmlType::F32 | GgmlType::F16 | GgmlType::Q6K => return Err(CodeMismatch::Range),
+            GgmlType::F32 | GgmlType::F16 | GgmlType::Q6K | GgmlType::Q4K => {
+                return Err(CodeMismatch::Range)
+            }
         }
     }
     Ok(out)
@@ -364,6 +524,18 @@ pub fn decode(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
     let mut out = Vec::with_capacity(bytes.len() / ty.block_bytes() * ty.block_size());
     for b in bytes.chunks(ty.block_bytes()) {
         match ty {
+            GgmlType::Q4K => {
+                let (d, dmin) = (h(b), h(&b[2..]));
+                let (sc, qs) = (&b[4..16], &b[16..]);
+                for (k, q) in qs.chunks(32).enumerate() {
+                    let (s1, m1) = scale_min_k4(2 * k, sc);
+                    let (s2, m2) = scale_min_k4(2 * k + 1, sc);
+                    let (d1, m1) = (d * f32::from(s1), dmin * f32::from(m1));
+                    let (d2, m2) = (d * f32::from(s2), dmin * f32::from(m2));
+                    out.extend(q.iter().map(|v| d1 * f32::from(v & 0xf) - m1));
+                    out.extend(q.iter().map(|v| d2 * f32::from(v >> 4) - m2));
+                }
+            }
             GgmlType::Q6K => {
                 let (ql, qh) = (&b[..QK_K / 2], &b[QK_K / 2..QK_K / 2 + QK_K / 4]);
                 let sc = &b[QK_K / 2 + QK_K / 4..QK_K / 2 + QK_K / 4 + QK_K / 16];
@@ -533,6 +705,41 @@ mod tests {
         assert_eq!(nearest_int(2.5), 2);
         assert_eq!(nearest_int(-3.5), -4);
         assert_eq!(nearest_int(1.49), 1);
+    }
+
+    #[test]
+    fn q4_k_holds_8_sub_blocks_with_6_bit_scales_and_mins() {
+        let x: Vec<f32> = (0..QK_K)
+            .map(|i| ((i * 53 % 67) as f32 - 20.0) / 25.0 * (1.0 + (i / 32) as f32 * 0.5))
+            .collect();
+        let bytes = encode(GgmlType::Q4K, &x);
+        assert_eq!(bytes.len(), 144);
+        // The largest sub-block scale and min map to 63.
+        let (scales, mins): (Vec<u8>, Vec<u8>) =
+            (0..8).map(|j| scale_min_k4(j, &bytes[4..16])).unzip();
+        assert!(
+            scales.contains(&63) && mins.contains(&63),
+            "{scales:?} {mins:?}"
+        );
+        let back = decode(GgmlType::Q4K, &bytes);
+        for (ib, (g, w)) in back.chunks(32).zip(x.chunks(32)).enumerate() {
+            let (lo, hi) = w
+                .iter()
+                .fold((0f32, 0f32), |(l, h), v| (l.min(*v), h.max(*v)));
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            // Within a step of (hi - lo) / 15 (the fitted scale and the 6-bit rounding of scale and min).
+            assert!(diff <= (hi - lo) / 15.0, "sub-block {ib}: {diff}");
+        }
+        // 6-bit values above 15 put their high bits in the top of bytes 0..8.
+        let mut packed = [0u8; 12];
+        packed[0] = 0b1100_0001;
+        packed[4] = 0b0100_0010;
+        packed[8] = 0x5a;
+        assert_eq!(scale_min_k4(0, &packed), (1, 2));
+        assert_eq!(
+            scale_min_k4(4, &packed),
+            (0x0a | (0b11 << 4), 0x05 | (0b01 << 4))
+        );
     }
 
     #[test]
