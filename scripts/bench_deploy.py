@@ -29,17 +29,8 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def read_jsonl(path, n=None):
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
-            if n is not None and len(rows) >= n:
-                break
-    return rows
+sys.path.insert(0, str(ROOT / "scripts"))
+from check_onnx import cosines, read_rows as read_jsonl  # noqa: E402  (beside this script)
 
 
 def peak_rss_mb():
@@ -131,8 +122,7 @@ def child(args):
     rows = read_jsonl(args.sts)
     a = encode([r["sentence1"] for r in rows], 32)
     b = encode([r["sentence2"] for r in rows], 32)
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    result["sts_b"] = 100.0 * spearmanr(cos, [r["score"] for r in rows]).statistic
+    result["sts_b"] = 100.0 * spearmanr(cosines(a, b), [r["score"] for r in rows]).statistic
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result), flush=True)
 

@@ -23,22 +23,9 @@ import tempfile
 
 import numpy as np
 
-
-def cosines(a, b):
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
-
-
-def read_rows(path, n=None):
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
-            if n is not None and len(rows) >= n:
-                break
-    return rows
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import check_onnx  # noqa: E402  (beside this script)
+from check_onnx import cosines, read_rows  # noqa: E402
 
 
 def compressor_embed(compressor, model, texts):
@@ -78,13 +65,7 @@ class GgufModel:
 
 
 def onnx_model(out_dir, threads=2):
-    """An ONNX export in onnxruntime (scripts/check_onnx.py), or None when that script is absent."""
-    here = pathlib.Path(__file__).resolve().parent
-    sys.path.insert(0, str(here))
-    try:
-        import check_onnx
-    except ImportError:
-        return None
+    """An ONNX export in onnxruntime (scripts/check_onnx.py)."""
 
     class OnnxModel:
         sess = check_onnx.session(out_dir, threads)
@@ -140,9 +121,6 @@ def main():
     exports += [("onnx", o, lambda o=o: onnx_model(o, args.threads)) for o in args.onnx]
     for kind, path, load in exports:
         model = load()
-        if model is None:
-            print(f"{kind} {path}: skipped (scripts/check_onnx.py not found)")
-            continue
         got = model.embed(texts)
         classifier = got.ndim == 2 and got.shape[1] > ours.shape[1]
         if classifier:

@@ -139,12 +139,13 @@ def compressor_embed(folder, data, field, limit=None, compressor=DEFAULT_COMPRES
 def cosines(a, b):
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
 
 
 def read_rows(data, n=None):
+    """The first `n` (all when None) records of a JSONL file; shared by check_deploy.py and bench_deploy.py."""
     rows = []
-    with open(data) as f:
+    with open(data, encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 rows.append(json.loads(line))

@@ -14,6 +14,31 @@ pub fn temp_beside(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Write `path` atomically: `write` fills a buffered temporary file beside it ([`temp_beside`]), which is synced
+/// and renamed over `path`; on any error the temporary file is removed and `path` is untouched. Renaming (rather
+/// than truncating in place) also keeps safe a writer whose input is mapped from the file it replaces. I/O errors
+/// become `E` through `io_error`.
+pub fn write_replacing<T, E>(
+    path: &Path,
+    io_error: impl Fn(&Path, std::io::Error) -> E,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<T, E>,
+) -> Result<T, E> {
+    let tmp = temp_beside(path);
+    let result = (|| {
+        let file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let value = write(&mut w)?;
+        let file = w.into_inner().map_err(|e| io_error(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| io_error(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+        Ok(value)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -431,20 +431,11 @@ pub fn write(
     tensors: &[(String, HostTensor)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    // Written beside `path` and renamed over it: the tensors may be mapped from the very file being replaced
-    // (truncating it in place would pull the pages from under the mapping), and a failed write leaves no
-    // half-written file.
-    let tmp = crate::fsio::temp_beside(path);
-    let result = (|| {
-        let f = std::fs::File::create(&tmp)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        write_to(&mut w, tensors, metadata, |_, _| {})?;
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    // Renamed over `path`: the tensors may be mapped from the very file being replaced.
+    crate::fsio::write_replacing(
+        path,
+        |p: &Path, e| Error::io(p, e),
+        |w| write_to(w, tensors, metadata, |_, _| {}).map_err(|e| Error::io(path, e)),
+    )
+    .map(|_| ())
 }

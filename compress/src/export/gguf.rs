@@ -283,9 +283,9 @@ fn tensor_bytes(ckpt: &Checkpoint, entry: &mut Entry) -> anyhow::Result<Vec<u8>>
             }
         }
     }
-    let t = ckpt.store.get(name)?;
-    let values = t.to_f32(name)?;
-    t.release_pages();
+    // ggml dims are the checkpoint's shape reversed; `get_f32` releases the input's pages once read.
+    let shape: Vec<usize> = entry.info.dims.iter().rev().map(|&d| d as usize).collect();
+    let values = ckpt.store.get_f32(name, &shape)?;
     Ok(blocks::encode(entry.info.ty, &values))
 }
 

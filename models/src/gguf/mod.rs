@@ -188,47 +188,34 @@ pub fn write(
     tensors: &[TensorInfo],
     mut data: impl FnMut(usize) -> Result<Vec<u8>>,
 ) -> Result<u64> {
-    let tmp = crate::fsio::temp_beside(path);
-    let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-        let header = header_bytes(metadata, tensors);
-        w.write_all(&header).map_err(|e| Error::io(&tmp, e))?;
-        let mut size = header.len() as u64;
-        for (i, t) in tensors.iter().enumerate() {
-            let bytes = data(i)?;
-            if bytes.len() != t.bytes() {
-                return Err(Error::Runtime(format!(
-                    "GGUF tensor `{}` ({}, dims {:?}): {} bytes given, {} expected",
-                    t.name,
-                    t.ty.name(),
-                    t.dims,
-                    bytes.len(),
-                    t.bytes()
-                )));
+    crate::fsio::write_replacing(
+        path,
+        |p: &Path, e| Error::io(p, e),
+        |w| {
+            let header = header_bytes(metadata, tensors);
+            w.write_all(&header).map_err(|e| Error::io(path, e))?;
+            let mut size = header.len() as u64;
+            for (i, t) in tensors.iter().enumerate() {
+                let bytes = data(i)?;
+                if bytes.len() != t.bytes() {
+                    return Err(Error::Runtime(format!(
+                        "GGUF tensor `{}` ({}, dims {:?}): {} bytes given, {} expected",
+                        t.name,
+                        t.ty.name(),
+                        t.dims,
+                        bytes.len(),
+                        t.bytes()
+                    )));
+                }
+                let padding = pad(bytes.len()) - bytes.len();
+                w.write_all(&bytes)
+                    .and_then(|()| w.write_all(&[0u8; ALIGNMENT][..padding]))
+                    .map_err(|e| Error::io(path, e))?;
+                size += pad(bytes.len()) as u64;
             }
-            w.write_all(&bytes).map_err(|e| Error::io(&tmp, e))?;
-            let padding = pad(bytes.len()) - bytes.len();
-            w.write_all(&[0u8; ALIGNMENT][..padding])
-                .map_err(|e| Error::io(&tmp, e))?;
-            size += pad(bytes.len()) as u64;
-        }
-        let file = w
-            .into_inner()
-            .map_err(|e| Error::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        Ok(size)
-    })();
-    match result {
-        Ok(size) => {
-            std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
             Ok(size)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+        },
+    )
 }
 
 /// A GGUF file read back: its metadata and tensor descriptions, with each tensor's byte range.

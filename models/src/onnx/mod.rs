@@ -11,7 +11,6 @@
 pub mod bert;
 pub mod proto;
 
-use std::io::Write as _;
 use std::path::Path;
 
 use crate::arch::{ModelConfig, LAYER_LINEARS};
@@ -418,21 +417,10 @@ pub fn plan(config: &ModelConfig, store: &TensorStore, tensor_type: TensorType) 
 /// Write `model` to `path`: into a temporary file beside it, synced, then renamed. Returns the bytes written.
 pub fn write_model(model: &proto::Model, path: &Path) -> Result<u64> {
     use proto::Message as _;
-    let tmp = crate::fsio::temp_beside(path);
-    let result = (|| -> std::io::Result<()> {
-        let file = std::fs::File::create(&tmp)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-        model.write_to(&mut w)?;
-        w.flush()?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })?;
+    crate::fsio::write_replacing(
+        path,
+        |p: &Path, e| Error::io(p, e),
+        |w| model.write_to(w).map_err(|e| Error::io(path, e)),
+    )?;
     Ok(model.encoded_len() as u64)
 }
