@@ -211,6 +211,9 @@ fn a_failing_job_does_not_stop_the_others_and_finished_jobs_are_skipped() {
         .iter()
         .any(|p| p.extension().is_some_and(|e| e == "svg")));
     let first = artifacts(&sweep);
+    // A process killed after its artifact was in place left its lock file: the rerun that skips the job clears it.
+    let stale = sweep.join("jobs/tiny-quant-bits4-group-size16.lock");
+    std::fs::write(&stale, "4194303\n").expect("write");
     // The rerun skips the finished jobs (same bytes) and tries the failed ones again.
     let o = compressor_in(ws.path(), &["batch", "jobs.toml"]);
     assert_eq!(o.status.code(), Some(1));
@@ -219,6 +222,7 @@ fn a_failing_job_does_not_stop_the_others_and_finished_jobs_are_skipped() {
         "{}",
         stderr(&o)
     );
+    assert!(!stale.exists(), "the stale lock file is gone");
     assert_eq!(artifacts(&sweep), first);
     let report = json(&sweep, "report.json");
     assert_eq!(report["counts"]["skipped"], 2, "{report}");

@@ -543,6 +543,9 @@ fn run_job(batch: &Batch, job: &Job, force: bool) -> Ran {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> anyhow::Result<Ran> {
             let pipeline = batch.pipeline(job)?;
             if !force && batch.finished(job, &pipeline) {
+                // A writer killed after its artifact was in place leaves its lock file (and perhaps the folder it
+                // replaced) beside the job: taking the lock and letting it go clears them. Busy: its owner will.
+                drop(output::OutputLock::acquire(&batch.job_dir(job)));
                 return Ok(Ran::Skipped);
             }
             // A folder of ours from other settings (the pipeline file changed) is replaced: the batch owns OUTPUT/jobs.
