@@ -47,8 +47,8 @@ def main():
         help="load with AutoModel and trust_remote_code (a `compressor export --format remote-code` folder)",
     )
     args = ap.parse_args()
-    if args.iters < 10:
-        ap.error("--iters must be >= 10")
+    if args.iters < 3:
+        ap.error("--iters must be >= 3")
 
     import torch
 

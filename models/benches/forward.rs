@@ -1,8 +1,13 @@
-//! Forward throughput of the runtime on all-MiniLM-L6-v2: checkpoint load time, then sentences per second at
-//! batch 32 x 128 tokens (seeded random ids, attention mask all ones), median over timed iterations.
+//! Forward throughput of the runtime: checkpoint load time, then sentences per second at batch x seq tokens
+//! (seeded random ids in [1000, vocab), `[CLS]` first and `[SEP]` last, attention mask all ones, as
+//! scripts/bench_torch_forward.py builds them), median over timed iterations after untimed warm-up ones.
 //!
-//! `cargo bench -p compressor-models --bench forward -- [MODEL_DIR] [ITERATIONS]`
-//! Threads: the CPU backend uses rayon; set RAYON_NUM_THREADS to pin the count.
+//! `cargo bench -p compressor-models --bench forward -- [MODEL_DIR] [ITERATIONS] [--batch N] [--seq N]
+//! [--warmup N] [--tensor-ops]`
+//!
+//! Defaults: all-MiniLM-L6-v2 in .cache/models, 10 iterations, batch 32 x 128 tokens, 2 warm-up iterations.
+//! `--tensor-ops` runs the forward through burn's tensor ops instead of the host kernels. Threads: the CPU
+//! paths use rayon; set RAYON_NUM_THREADS to pin the count.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,22 +17,44 @@ use compressor_models::testing::SplitMix64;
 use compressor_models::{Checkpoint, EncodedBatch};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let dir = args.first().map(PathBuf::from).unwrap_or_else(|| {
+    let mut positional = Vec::new();
+    let (mut batch, mut seq, mut warmup, mut tensor_ops) = (32usize, 128usize, 2usize, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| -> Result<usize, Box<dyn std::error::Error>> {
+            let v = args.next().ok_or(format!("{name} needs a value"))?;
+            Ok(v.parse().map_err(|e| format!("{name} {v}: {e}"))?)
+        };
+        match a.as_str() {
+            "--batch" => batch = value("--batch")?,
+            "--seq" => seq = value("--seq")?,
+            "--warmup" => warmup = value("--warmup")?,
+            "--tensor-ops" => tensor_ops = true,
+            a if a.starts_with("--") => {} // cargo's own (`--bench`)
+            _ => positional.push(a),
+        }
+    }
+    if batch == 0 || seq < 2 {
+        return Err("--batch must be at least 1 and --seq at least 2".into());
+    }
+    let dir = positional.first().map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2")
     });
-    let iterations: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(10);
+    let iterations: usize = positional
+        .get(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(10)
+        .max(1);
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
 
     let t0 = Instant::now();
     let ckpt = Checkpoint::open(&dir)?;
-    let model = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())?;
+    let mut model =
+        Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())?;
+    model.host_kernels = !tensor_ops;
     let load_s = t0.elapsed().as_secs_f64();
 
-    let (batch, seq) = (32usize, 128usize);
     let mut rng = SplitMix64::new(0);
     let vocab = ckpt.config.bert().vocab_size as u64;
     let rows: Vec<(Vec<i64>, Vec<i64>)> = (0..batch)
@@ -41,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let input = EncodedBatch::from_rows(&rows, 0);
-    for _ in 0..2 {
+    for _ in 0..warmup {
         model.embed(&input)?;
     }
     let mut times = Vec::with_capacity(iterations);
@@ -54,7 +81,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     println!("model: {}", dir.display());
-    println!("threads: {threads}");
+    println!(
+        "threads: {threads}; path: {}",
+        if tensor_ops {
+            "burn tensor ops"
+        } else {
+            "host kernels"
+        }
+    );
     println!("load (open + build runtime): {:.3} s", load_s);
     println!(
         "batch {batch} x {seq} tokens: median {:.1} ms/batch, {:.1} sentences/s (min {:.1} ms, max {:.1} ms, {} iterations)",

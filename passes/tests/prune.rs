@@ -1,6 +1,7 @@
 //! `prune` on the tiny BERT fixture (hidden 32, 4 heads of 8, FFN 64, 2 layers): pruning nothing changes nothing,
 //! removing units whose weights are zero is exact, the per-layer shapes survive config.json, the zero-padded dense
 //! form computes the same outputs, layers can be dropped, and impossible targets are plan errors naming the key.
+//! Every embedding taken is also checked between the host kernels and burn's tensor ops on the pruned shapes.
 
 mod common;
 
@@ -31,10 +32,17 @@ fn batch() -> EncodedBatch {
     EncodedBatch::from_rows(&rows, 0)
 }
 
+/// The embeddings of `batch()`, from the host kernels, checked against burn's tensor ops on the same (pruned)
+/// shapes.
 fn embed(dir: &Path, config: &ModelConfig, store: &TensorStore) -> Vec<Vec<f32>> {
     let pooling = compressor_models::Pooling::load(dir).expect("pooling");
-    let model = Bert::<Cpu>::load(store, config, pooling, &Default::default()).expect("loads");
-    model.embed(&batch()).expect("embeds")
+    let mut model = Bert::<Cpu>::load(store, config, pooling, &Default::default()).expect("loads");
+    let host = model.embed(&batch()).expect("embeds");
+    model.host_kernels = false;
+    let tensor = model.embed(&batch()).expect("embeds");
+    let d = max_diff(&host, &tensor);
+    assert!(d <= 1e-5, "host kernels vs tensor ops: {d}");
+    host
 }
 
 fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {

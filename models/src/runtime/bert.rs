@@ -246,6 +246,12 @@ pub struct Bert<B: Backend> {
     pub exact_second_order: bool,
     /// Activation quantization (static scales) or calibration; `None` runs in float.
     pub act: Option<std::sync::Arc<ActMode>>,
+    /// Let [`Bert::embed`] and [`Bert::classify`] run on the host kernels (`host.rs`) on the CPU backends, unless
+    /// `act` observes calibration statistics. On by default; off runs them through burn's tensor ops (the
+    /// reference the host kernels are tested against).
+    pub host_kernels: bool,
+    /// The parameters copied for the host kernels, made on first use; [`Bert::linear_mut`] clears it.
+    host: std::sync::OnceLock<std::sync::Arc<super::host::HostBert>>,
     word: Tensor<B, 2>,
     position: Tensor<B, 2>,
     token_type: Tensor<B, 2>,
@@ -374,6 +380,8 @@ impl<B: Backend> Bert<B> {
             pooling,
             exact_second_order: false,
             act: None,
+            host_kernels: true,
+            host: std::sync::OnceLock::new(),
             word,
             position,
             token_type,
@@ -498,6 +506,7 @@ impl<B: Backend> Bert<B> {
     /// The Linear whose HF weight is `name`, to replace its parameters (sensitivity analysis perturbs or re-tracks
     /// one weight at a time).
     pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear<B>> {
+        self.host = std::sync::OnceLock::new();
         self.layers
             .iter_mut()
             .flat_map(Layer::linears_mut)
@@ -793,6 +802,10 @@ impl<B: Backend> Bert<B> {
     where
         Self: Sync,
     {
+        if let Some((host, table)) = self.host()? {
+            self.check_batch(batch)?;
+            return Ok(host.embed(self, batch, table));
+        }
         self.by_row_groups(batch, &|m, b| super::rows(m.pool(m.encode(b)?, b)))
     }
 
@@ -801,7 +814,69 @@ impl<B: Backend> Bert<B> {
     where
         Self: Sync,
     {
+        if let Some((host, table)) = self.host()? {
+            self.check_batch(batch)?;
+            return host.classify(self, batch, table);
+        }
         self.by_row_groups(batch, &|m, b| super::rows(m.logits(m.encode(b)?)?))
+    }
+
+    /// The host kernels' copy of the parameters and the activation table they apply, when they run this model:
+    /// on a CPU backend (with or without autodiff: embeddings and logits come back as host rows either way), in
+    /// float or with static activation scales (observing calibration statistics stays on burn), unless turned off.
+    #[allow(clippy::type_complexity)]
+    fn host(
+        &self,
+    ) -> Result<
+        Option<(
+            std::sync::Arc<super::host::HostBert>,
+            Option<&ActivationQuant>,
+        )>,
+    > {
+        use std::any::TypeId;
+        let cpu = TypeId::of::<B>() == TypeId::of::<super::Cpu>()
+            || TypeId::of::<B>() == TypeId::of::<super::CpuAutodiff>();
+        let table = match self.act.as_deref() {
+            None => None,
+            Some(ActMode::Quantize(table)) => Some(table),
+            Some(ActMode::Observe(_)) => return Ok(None),
+        };
+        if !cpu || !self.host_kernels {
+            return Ok(None);
+        }
+        if let Some(h) = self.host.get() {
+            return Ok(Some((h.clone(), table)));
+        }
+        let made = std::sync::Arc::new(super::host::HostBert::new(self.host_parts())?);
+        Ok(Some((self.host.get_or_init(|| made).clone(), table)))
+    }
+
+    fn host_parts(&self) -> super::host::Parts<'_, B> {
+        super::host::Parts {
+            word: &self.word,
+            position: &self.position,
+            token_type: &self.token_type,
+            emb_norm: &self.emb_norm,
+            layers: self
+                .layers
+                .iter()
+                .map(|l| super::host::LayerParts {
+                    shape: &l.shape,
+                    attention: match &l.attention {
+                        Sublayer::Kept(a) => Ok([&a.query, &a.key, &a.value, &a.attn_out]),
+                        Sublayer::Dropped { bias } => Err(bias),
+                    },
+                    attn_norm: &l.attn_norm,
+                    ffn: match &l.ffn {
+                        Sublayer::Kept(f) => Ok([&f.up, &f.down]),
+                        Sublayer::Dropped { bias } => Err(bias),
+                    },
+                    out_norm: &l.out_norm,
+                })
+                .collect(),
+            pooler: self.pooler.as_ref(),
+            classifier: self.classifier.as_ref(),
+        }
     }
 
     /// Run `f` on groups of rows in parallel, one group per worker thread, and concatenate the rows. Many of the

@@ -7,6 +7,7 @@
 //! Reference: transformers `models/bert/modeling_bert.py` (BertEmbeddings, BertSelfAttention, BertLayer, BertPooler).
 
 mod bert;
+mod host;
 
 pub use bert::{ActMode, Bert, LayerNorm, LayerTrace, Linear};
 

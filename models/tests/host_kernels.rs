@@ -1,0 +1,181 @@
+//! The host kernels (`runtime::host`, what `Bert::embed` and `Bert::classify` run on the CPU) against burn's tensor
+//! ops (`host_kernels = false`), on the tiny checkpoint with a weight in every storage form (low-rank factors
+//! included) and a classification head: every pooling mode with and without normalisation, on a padded batch
+//! with token types, within 1e-5, and with activation quantization. Their parity with transformers is models/tests/parity_*.rs; pruned per-layer
+//! shapes are compared in passes/tests/prune.rs.
+
+use compressor_models::arch::{Pooling, PoolingMode};
+use compressor_models::runtime::{Bert, Cpu, CpuAutodiff};
+use compressor_models::testing::TinyBert;
+use compressor_models::{Checkpoint, EncodedBatch};
+
+fn batch() -> EncodedBatch {
+    let rows: Vec<(Vec<i64>, Vec<i64>)> = [
+        (
+            vec![2, 17, 40, 33, 9, 3, 5, 44, 3],
+            vec![0, 0, 0, 0, 0, 0, 1, 1, 1],
+        ),
+        (vec![2, 50, 61, 3], vec![0; 4]),
+        (
+            vec![2, 8, 8, 60, 11, 63, 12, 3],
+            vec![0, 0, 0, 1, 1, 1, 1, 1],
+        ),
+    ]
+    .into_iter()
+    .collect();
+    EncodedBatch::from_rows(&rows, 0)
+}
+
+/// A tiny classifier with `labels` labels: hidden 32, 4 heads of 8, FFN 64.
+fn classifier(labels: usize) -> TinyBert {
+    TinyBert {
+        num_labels: Some(labels),
+        hidden_size: 32,
+        heads: 4,
+        intermediate_size: 64,
+        ..Default::default()
+    }
+}
+
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| {
+            assert_eq!(x.len(), y.len());
+            x.iter().zip(y).map(|(x, y)| (x - y).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn host_kernels_match_the_tensor_ops_on_every_form_pooling_and_head() {
+    let dir = tempfile::tempdir().expect("tmp");
+    classifier(3).write_every_form(dir.path()).expect("writes");
+    let ckpt = Checkpoint::open(dir.path()).expect("opens");
+    assert!(
+        !ckpt.config.bert().layers[0].low_rank.is_empty(),
+        "the fixture has low-rank factors"
+    );
+    let mut model = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
+        .expect("loads");
+    let b = batch();
+    for mode in [PoolingMode::Mean, PoolingMode::Cls, PoolingMode::Max] {
+        for normalize in [false, true] {
+            model.pooling = Pooling {
+                mode,
+                normalize,
+                declared: true,
+            };
+            model.host_kernels = true;
+            let host = model.embed(&b).expect("host");
+            model.host_kernels = false;
+            let tensor = model.embed(&b).expect("tensor ops");
+            let d = max_diff(&host, &tensor);
+            assert!(d <= 1e-5, "{mode:?} normalize={normalize}: {d}");
+        }
+    }
+    model.host_kernels = true;
+    let host = model.classify(&b).expect("host");
+    model.host_kernels = false;
+    let tensor = model.classify(&b).expect("tensor ops");
+    assert_eq!(host[0].len(), 3);
+    let d = max_diff(&host, &tensor);
+    assert!(d <= 1e-5, "logits: {d}");
+    // The autodiff backend takes the host kernels for host rows too, with the same result.
+    let ad =
+        Bert::<CpuAutodiff>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
+            .expect("loads");
+    assert!(max_diff(&ad.classify(&b).expect("autodiff"), &host) <= 1e-6);
+}
+
+#[test]
+fn a_replaced_weight_is_seen_by_the_host_kernels() {
+    let dir = tempfile::tempdir().expect("tmp");
+    TinyBert::default().write(dir.path()).expect("writes");
+    let ckpt = Checkpoint::open(dir.path()).expect("opens");
+    let mut model = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
+        .expect("loads");
+    let b = batch();
+    let before = model.embed(&b).expect("embeds");
+    let lin = model
+        .linear_mut("encoder.layer.1.output.dense.weight")
+        .expect("linear");
+    lin.weight_t = lin.weight_t.clone() * 2.0;
+    let after = model.embed(&b).expect("embeds");
+    model.host_kernels = false;
+    let tensor = model.embed(&b).expect("tensor ops");
+    assert!(max_diff(&before, &after) > 1e-3, "the change shows");
+    assert!(max_diff(&after, &tensor) <= 1e-5);
+}
+
+#[test]
+fn bad_batches_are_the_same_errors_on_both_paths() {
+    let dir = tempfile::tempdir().expect("tmp");
+    TinyBert::default().write(dir.path()).expect("writes");
+    let ckpt = Checkpoint::open(dir.path()).expect("opens");
+    let mut model = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
+        .expect("loads");
+    let bad = EncodedBatch::from_rows(&[(vec![2, 64, 3], vec![0, 0, 0])], 0);
+    let host = model
+        .embed(&bad)
+        .expect_err("out of vocabulary")
+        .to_string();
+    model.host_kernels = false;
+    let tensor = model
+        .embed(&bad)
+        .expect_err("out of vocabulary")
+        .to_string();
+    assert_eq!(host, tensor);
+    assert!(
+        host.contains("token id 64 is outside the vocabulary (size 64)"),
+        "{host}"
+    );
+    model.host_kernels = true;
+    let host = model.classify(&batch()).expect_err("no head").to_string();
+    model.host_kernels = false;
+    let tensor = model.classify(&batch()).expect_err("no head").to_string();
+    assert_eq!(host, tensor);
+    assert!(
+        host.contains("the checkpoint has no classification head (BertModel)"),
+        "{host}"
+    );
+}
+
+/// Activation quantization: the host kernels fake-quantize at the same points as the tensor ops (4-bit codes,
+/// scales calibrated on the batch itself), within 1e-5. Only a value within float error of a rounding boundary
+/// could round differently on the two paths; 4-bit steps are coarse enough that none of this batch's does.
+#[test]
+fn host_kernels_quantize_activations_at_the_same_points() {
+    use compressor_models::quant::act::{ActivationQuant, Observer, RangeRule};
+    use compressor_models::runtime::ActMode;
+    let dir = tempfile::tempdir().expect("tmp");
+    classifier(2).write(dir.path()).expect("writes");
+    let ckpt = Checkpoint::open(dir.path()).expect("opens");
+    let mut model = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
+        .expect("loads");
+    let b = batch();
+    let float = model.classify(&b).expect("float");
+    let observer = std::sync::Arc::new(ActMode::Observe(std::sync::Mutex::new(Observer::new(
+        RangeRule::Max,
+        8,
+    ))));
+    model.act = Some(observer.clone());
+    model.classify(&b).expect("observes");
+    let table: ActivationQuant = match &*observer {
+        ActMode::Observe(o) => o.lock().expect("lock").finish(4, "max".into()),
+        ActMode::Quantize(_) => unreachable!(),
+    };
+    assert_eq!(table.points.len(), model.activation_points(8).len());
+    model.set_activation_quant(table).expect("sets");
+    let host = model.classify(&b).expect("host");
+    model.host_kernels = false;
+    let tensor = model.classify(&b).expect("tensor ops");
+    let d = max_diff(&host, &tensor);
+    let moved = max_diff(&host, &float);
+    assert!(moved > 1e-3, "4-bit activations move the logits: {moved}");
+    assert!(
+        d <= 1e-5,
+        "host vs tensor ops: {d} (float vs quantized: {moved})"
+    );
+}
