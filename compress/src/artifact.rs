@@ -246,15 +246,43 @@ pub fn input_record(
     parameters: usize,
     progress: &dyn Progress,
 ) -> anyhow::Result<InputRecord> {
-    let files = input_files(model_dir, store)?;
-    Ok(InputRecord {
-        model_type: config.model_type.clone(),
-        architecture: config.architecture.clone(),
-        prefix: store.prefix.clone(),
-        parameters,
-        tensor_bytes: store.total_bytes(),
-        files: hash_files(model_dir, &files, "hash", progress)?,
+    pending_input(model_dir, config, store, parameters)?.hash(progress)
+}
+
+/// An [`InputRecord`] whose files are listed but not hashed yet: the store is free again (passes may run) while
+/// [`PendingInput::hash`] reads the files, on another thread if the caller likes.
+pub struct PendingInput {
+    dir: std::path::PathBuf,
+    files: Vec<String>,
+    record: InputRecord,
+}
+
+pub fn pending_input(
+    model_dir: &Path,
+    config: &ModelConfig,
+    store: &TensorStore,
+    parameters: usize,
+) -> anyhow::Result<PendingInput> {
+    Ok(PendingInput {
+        dir: model_dir.to_path_buf(),
+        files: input_files(model_dir, store)?,
+        record: InputRecord {
+            model_type: config.model_type.clone(),
+            architecture: config.architecture.clone(),
+            prefix: store.prefix.clone(),
+            parameters,
+            tensor_bytes: store.total_bytes(),
+            files: Vec::new(),
+        },
     })
+}
+
+impl PendingInput {
+    pub fn hash(self, progress: &dyn Progress) -> anyhow::Result<InputRecord> {
+        let mut record = self.record;
+        record.files = hash_files(&self.dir, &self.files, "hash", progress)?;
+        Ok(record)
+    }
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -74,44 +74,27 @@ pub fn run(
     let mut side_files = SideFiles::new(&model_dir);
     let calibration = pipeline.calibration_spec();
 
-    let input = artifact::input_record(&model_dir, &config, &store, parameters, progress)?;
-    check_finite(&store, progress)
-        .with_context(|| format!("cannot use the weights of `{}`", model_dir.display()))?;
-
-    let mut records = Vec::with_capacity(passes.len());
-    let mut reports = Vec::with_capacity(passes.len());
-    for p in &passes {
-        let kind = p.spec.kind();
-        let _span = tracing::info_span!("pass", index = p.index, kind).entered();
-        progress.on_pass_start(&format!("pass[{}] {kind}", p.index), p.plan.changes.len());
-        let report = p
-            .pass
-            .run(&mut PassContext {
-                config: &mut config,
-                store: &mut store,
-                files: &mut side_files,
-                calibration: calibration.as_ref(),
-                plan: &p.plan,
-                progress,
-                seed: pipeline.seed(),
-            })
-            .with_context(|| format!("`pass[{}]` (`{kind}`) failed", p.index))?;
-        progress.on_pass_end();
-        store
-            .check(&config)
-            .with_context(|| format!("`pass[{}]` (`{kind}`) left an invalid model", p.index))?;
-        for name in &report.changed {
-            store.get(name)?.check_finite(name).with_context(|| {
-                format!("`pass[{}]` (`{kind}`) produced non-finite values", p.index)
-            })?;
-        }
-        records.push(PassRecord {
-            index: p.index,
-            phase: p.spec.info().phase,
-            report: report.clone(),
-        });
-        reports.push((p.index, report));
-    }
+    // The input files are hashed on a thread of their own while the passes run (the hash reads the files; the
+    // passes read the mapped tensors).
+    let pending = artifact::pending_input(&model_dir, &config, &store, parameters)?;
+    let (input, records, reports) = std::thread::scope(|scope| -> anyhow::Result<_> {
+        let hashing = scope.spawn(move || pending.hash(&compressor_passes::progress::NoProgress));
+        let ran = run_passes(
+            &passes,
+            &pipeline,
+            &model_dir,
+            &mut config,
+            &mut store,
+            &mut side_files,
+            calibration.as_ref(),
+            progress,
+        );
+        let input = hashing
+            .join()
+            .map_err(|_| anyhow::anyhow!("hashing the input files panicked"))??;
+        let (records, reports) = ran?;
+        Ok((input, records, reports))
+    })?;
 
     let parameters_out = config.parameter_count(|n| store.contains(n));
     let pipeline_json =
@@ -166,4 +149,59 @@ pub fn run(
         evaluation: eval_report.into_inner(),
         recovered: lock.recovered.clone(),
     })
+}
+
+/// What the passes did: their manifest records and their reports by index.
+type Ran = (Vec<PassRecord>, Vec<(usize, PassReport)>);
+
+/// Check the input's weights, then run every pass in order, checking what each leaves.
+#[allow(clippy::too_many_arguments)]
+fn run_passes(
+    passes: &[crate::plan::PlannedPass],
+    pipeline: &crate::pipeline::Pipeline,
+    model_dir: &Path,
+    config: &mut compressor_models::ModelConfig,
+    store: &mut TensorStore,
+    side_files: &mut SideFiles,
+    calibration: Option<&compressor_passes::CalibrationSpec>,
+    progress: &dyn Progress,
+) -> anyhow::Result<Ran> {
+    check_finite(store, progress)
+        .with_context(|| format!("cannot use the weights of `{}`", model_dir.display()))?;
+
+    let mut records = Vec::with_capacity(passes.len());
+    let mut reports = Vec::with_capacity(passes.len());
+    for p in passes {
+        let kind = p.spec.kind();
+        let _span = tracing::info_span!("pass", index = p.index, kind).entered();
+        progress.on_pass_start(&format!("pass[{}] {kind}", p.index), p.plan.changes.len());
+        let report = p
+            .pass
+            .run(&mut PassContext {
+                config,
+                store,
+                files: side_files,
+                calibration,
+                plan: &p.plan,
+                progress,
+                seed: pipeline.seed(),
+            })
+            .with_context(|| format!("`pass[{}]` (`{kind}`) failed", p.index))?;
+        progress.on_pass_end();
+        store
+            .check(config)
+            .with_context(|| format!("`pass[{}]` (`{kind}`) left an invalid model", p.index))?;
+        for name in &report.changed {
+            store.get(name)?.check_finite(name).with_context(|| {
+                format!("`pass[{}]` (`{kind}`) produced non-finite values", p.index)
+            })?;
+        }
+        records.push(PassRecord {
+            index: p.index,
+            phase: p.spec.info().phase,
+            report: report.clone(),
+        });
+        reports.push((p.index, report));
+    }
+    Ok((records, reports))
 }
