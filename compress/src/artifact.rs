@@ -503,16 +503,21 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
                 hash: Sha256::new(),
             };
             let mut records: Vec<TensorRecord> = Vec::with_capacity(tensors.len());
-            let model_len = st::write_to(&mut w, &tensors, &metadata, |name, t| {
-                records.push(TensorRecord {
-                    name: name.to_string(),
-                    dtype: t.dtype.as_str().to_string(),
-                    shape: t.shape.clone(),
-                    bytes: t.nbytes(),
-                    sha256: sha256_hex(t.bytes()),
-                });
-            })
-            .with_context(|| format!("cannot write `{}`", model_path.display()))?;
+            // Each tensor's sha256 from the slices as they are written (reading it again would fault a mapped
+            // input back in).
+            let mut tensor_hash = Sha256::new();
+            let model_len =
+                st::write_to(&mut w, &tensors, &metadata, |name, t, slice| match slice {
+                    Some(bytes) => tensor_hash.update(bytes),
+                    None => records.push(TensorRecord {
+                        name: name.to_string(),
+                        dtype: t.dtype.as_str().to_string(),
+                        shape: t.shape.clone(),
+                        bytes: t.nbytes(),
+                        sha256: hex(&tensor_hash.finalize_reset()),
+                    }),
+                })
+                .with_context(|| format!("cannot write `{}`", model_path.display()))?;
             let model_sha = hex(&w.hash.finalize_reset());
             w.inner
                 .into_inner()

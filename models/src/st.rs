@@ -405,22 +405,28 @@ pub fn serialize(tensors: &[(String, HostTensor)], metadata: &BTreeMap<String, S
 }
 
 /// Stream the safetensors file of `tensors` into `w` (the bytes of [`serialize`], without holding them): the
-/// header, then each tensor, after which `done(name, tensor)` is called and the tensor's mapped input pages are
-/// released ([`HostTensor::release_pages`]), so that a copy of a large checkpoint does not keep it resident.
+/// header, then each tensor in slices of 8 MiB. `visit(name, tensor, Some(slice))` sees every slice as it is
+/// written and `visit(name, tensor, None)` follows the tensor's last; each slice's mapped input pages are then
+/// released ([`HostTensor::release_range`]), so that a copy of a large checkpoint does not keep it resident.
 pub fn write_to(
     w: &mut impl Write,
     tensors: &[(String, HostTensor)],
     metadata: &BTreeMap<String, String>,
-    mut done: impl FnMut(&str, &HostTensor),
+    mut visit: impl FnMut(&str, &HostTensor, Option<&[u8]>),
 ) -> std::io::Result<u64> {
     let (header, order) = layout(tensors, metadata);
     w.write_all(&header)?;
     let mut n = header.len() as u64;
     for (name, t) in order {
-        w.write_all(t.bytes())?;
+        let mut at = 0;
+        for slice in t.bytes().chunks(8 << 20) {
+            w.write_all(slice)?;
+            visit(name, t, Some(slice));
+            t.release_range(at, at + slice.len());
+            at += slice.len();
+        }
         n += t.nbytes() as u64;
-        done(name, t);
-        t.release_pages();
+        visit(name, t, None);
     }
     Ok(n)
 }
@@ -435,7 +441,7 @@ pub fn write(
     crate::fsio::write_replacing(
         path,
         |p: &Path, e| Error::io(p, e),
-        |w| write_to(w, tensors, metadata, |_, _| {}).map_err(|e| Error::io(path, e)),
+        |w| write_to(w, tensors, metadata, |_, _, _| {}).map_err(|e| Error::io(path, e)),
     )
     .map(|_| ())
 }

@@ -139,19 +139,24 @@ impl HostTensor {
     /// the file again if used again); nothing for owned tensors. Called once a tensor has been read or copied, so
     /// that a pass over a large checkpoint holds about one tensor of it at a time.
     pub fn release_pages(&self) {
+        self.release_range(0, self.nbytes());
+    }
+
+    /// [`HostTensor::release_pages`] for the bytes `from..to` of this tensor only (a tensor read in chunks).
+    pub fn release_range(&self, from: usize, to: usize) {
         if let Bytes::Mapped { map, start, end } = &self.bytes {
+            let (a, b) = ((start + from).min(*end), (start + to).min(*end));
+            if a >= b {
+                return;
+            }
             // SAFETY: the mapping is read-only and file-backed (MAP_SHARED); MADV_DONTNEED only drops its pages
             // from this process, and later reads fault them back in from the file unchanged.
             #[cfg(unix)]
             unsafe {
-                let _ = map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    *start,
-                    end - start,
-                );
+                let _ = map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a);
             }
             #[cfg(not(unix))]
-            let _ = (map, start, end);
+            let _ = (map, a, b);
         }
     }
 
@@ -172,33 +177,14 @@ impl HostTensor {
 
     /// The values widened to f32; `name` is used in the error for non-float dtypes.
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let b = self.bytes();
-        Ok(match self.dtype {
-            DType::F32 => b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            DType::F16 => b
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            DType::BF16 => b
-                .chunks_exact(2)
-                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            DType::F64 => b
-                .chunks_exact(8)
-                .map(|c| {
-                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })
-                .collect(),
-            other => {
-                return Err(Error::UnsupportedDtype {
-                    name: name.to_string(),
-                    dtype: other.to_string(),
-                    purpose: "a float computation",
-                })
-            }
+        let mut out = Vec::with_capacity(self.numel());
+        if decode_floats(self.dtype, self.bytes(), &mut out) {
+            return Ok(out);
+        }
+        Err(Error::UnsupportedDtype {
+            name: name.to_string(),
+            dtype: self.dtype.to_string(),
+            purpose: "a float computation",
         })
     }
 
@@ -244,18 +230,57 @@ impl HostTensor {
         if !self.dtype.is_float() {
             return Ok(());
         }
-        let values = self.to_f32(name)?;
-        let mut bad = values.iter().enumerate().filter(|(_, v)| !v.is_finite());
-        if let Some((index, &first)) = bad.next() {
-            return Err(Error::NonFinite {
+        // In chunks of about 4 MiB, each decoded, checked and its mapped pages released: a large tensor is never
+        // held whole, as floats or as resident pages.
+        let size = self.dtype.size();
+        let chunk = ((4 << 20) / size) * size;
+        let (mut found, mut count, mut values) = (None, 0usize, Vec::new());
+        for (c, bytes) in self.bytes().chunks(chunk).enumerate() {
+            decode_floats(self.dtype, bytes, &mut values);
+            for (i, &v) in values.iter().enumerate() {
+                if !v.is_finite() {
+                    found.get_or_insert((c * chunk / size + i, v));
+                    count += 1;
+                }
+            }
+            self.release_range(c * chunk, c * chunk + bytes.len());
+        }
+        match found {
+            Some((index, first)) => Err(Error::NonFinite {
                 name: name.to_string(),
-                count: 1 + bad.count(),
+                count,
                 first,
                 index,
-            });
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
+}
+
+/// Decode little-endian floats of `dtype` into `out` (cleared first); false for a dtype that is not a float.
+fn decode_floats(dtype: DType, b: &[u8], out: &mut Vec<f32>) -> bool {
+    out.clear();
+    match dtype {
+        DType::F32 => out.extend(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        DType::F16 => out.extend(
+            b.chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        DType::BF16 => out.extend(
+            b.chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        DType::F64 => {
+            out.extend(b.chunks_exact(8).map(|c| {
+                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+            }))
+        }
+        _ => return false,
+    }
+    true
 }
 
 fn encode_floats(values: &[f32], dtype: DType) -> Result<Vec<u8>> {

@@ -406,45 +406,42 @@ impl Pass for BlockwiseQuant {
 
     fn run(&self, ctx: &mut PassContext) -> Result<PassReport> {
         let changes = &ctx.plan.changes;
-        // Quantize every planned tensor (in parallel; results are collected in plan order).
-        let inputs: Vec<(String, Vec<f32>, Encoding, [usize; 2])> = changes
+        // Quantize every planned tensor (in parallel; results are collected in plan order). Each is decoded to f32
+        // inside its task, so that only the tensors in flight are held in float, not the whole model.
+        let inputs: Vec<(String, Encoding, [usize; 2])> = changes
             .iter()
             .map(|c| -> Result<_> {
                 let e = c.encoding_after.ok_or_else(|| Error::Config {
                     key: "plan".into(),
                     problem: format!("`{}` has no planned encoding", c.name),
                 })?;
-                let values = ctx.store.get_f32(&c.name, &c.shape_before)?;
-                Ok((
-                    c.name.clone(),
-                    values,
-                    e,
-                    [c.shape_before[0], c.shape_before[1]],
-                ))
+                Ok((c.name.clone(), e, [c.shape_before[0], c.shape_before[1]]))
             })
             .collect::<Result<_>>()?;
         let covariance = match self.config.rounding {
             Rounding::Gptq => Some(ctx.covariance("rounding = \"gptq\"", &self.cache)?),
             Rounding::Nearest => None,
         };
+        let store: &compressor_models::TensorStore = ctx.store;
         let progress = ctx.progress;
         let done = Mutex::new(());
         let gptq_settings = self.config.gptq;
         // Sparse weights keep their masks (pruned elements stay exactly 0).
         let ctx_masks: BTreeMap<String, Vec<bool>> = inputs
             .iter()
-            .filter_map(|(name, ..)| ctx.store.sparse_mask(name).map(|m| (name.clone(), m)))
+            .filter_map(|(name, ..)| store.sparse_mask(name).map(|m| (name.clone(), m)))
             .collect();
         // GPTQ's layer error next to round-to-nearest's, per Linear: tr((W - Q) H (W - Q)^T).
         let layer_errors: Mutex<BTreeMap<String, (f64, f64)>> = Mutex::new(BTreeMap::new());
         let results: Vec<Result<(String, QuantTensor, compressor_models::quant::QuantError)>> =
             inputs
                 .par_iter()
-                .map(|(name, values, e, [rows, cols])| {
+                .map(|(name, e, [rows, cols])| {
                     let fail = |problem: String| Error::Config {
                         key: "bits".into(),
                         problem: format!("cannot quantize `{name}`: {problem}"),
                     };
+                    let values = &store.get_f32(name, &[*rows, *cols])?;
                     let nearest = QuantTensor::quantize(values, *rows, *cols, *e).map_err(fail)?;
                     let h = covariance
                         .as_ref()
