@@ -142,8 +142,8 @@ fn bad_batches_are_the_same_errors_on_both_paths() {
     );
 }
 
-/// Activation quantization: the host kernels fake-quantize at the same points as the tensor ops (4-bit codes,
-/// scales calibrated on the batch itself), within 1e-5. Only a value within float error of a rounding boundary
+/// Activation quantization: the host kernels observe the same values as the tensor ops (the calibrated scales
+/// agree) and fake-quantize at the same points (4-bit codes, scales calibrated on the batch itself), within 1e-5. Only a value within float error of a rounding boundary
 /// could round differently on the two paths; 4-bit steps are coarse enough that none of this batch's does.
 #[test]
 fn host_kernels_quantize_activations_at_the_same_points() {
@@ -162,10 +162,38 @@ fn host_kernels_quantize_activations_at_the_same_points() {
     ))));
     model.act = Some(observer.clone());
     model.classify(&b).expect("observes");
-    let table: ActivationQuant = match &*observer {
-        ActMode::Observe(o) => o.lock().expect("lock").finish(4, "max".into()),
-        ActMode::Quantize(_) => unreachable!(),
+    let finish = |mode: &ActMode| -> ActivationQuant {
+        let ActMode::Observe(o) = mode else {
+            panic!("an observer");
+        };
+        o.lock().expect("lock").finish(4, "max".into())
     };
+    let table = finish(&observer);
+    // The tensor ops observe the same values (one batch: the same maxima).
+    let reference = std::sync::Arc::new(ActMode::Observe(std::sync::Mutex::new(Observer::new(
+        RangeRule::Max,
+        8,
+    ))));
+    model.act = Some(reference.clone());
+    model.host_kernels = false;
+    let hidden = model.encode(&b).expect("observes");
+    model.logits(hidden).expect("observes");
+    model.host_kernels = true;
+    let reference = finish(&reference);
+    assert_eq!(
+        table.points.keys().collect::<Vec<_>>(),
+        reference.points.keys().collect::<Vec<_>>()
+    );
+    for (name, p) in &table.points {
+        let r = &reference.points[name];
+        assert_eq!(p.unsigned, r.unsigned, "{name}");
+        for (a, b) in p.scales.iter().zip(&r.scales) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1e-3),
+                "{name}: {a} vs {b}"
+            );
+        }
+    }
     assert_eq!(table.points.len(), model.activation_points(8).len());
     model.set_activation_quant(table).expect("sets");
     let host = model.classify(&b).expect("host");

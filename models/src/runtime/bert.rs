@@ -246,9 +246,9 @@ pub struct Bert<B: Backend> {
     pub exact_second_order: bool,
     /// Activation quantization (static scales) or calibration; `None` runs in float.
     pub act: Option<std::sync::Arc<ActMode>>,
-    /// Let [`Bert::embed`] and [`Bert::classify`] run on the host kernels (`host.rs`) on the CPU backends, unless
-    /// `act` observes calibration statistics. On by default; off runs them through burn's tensor ops (the
-    /// reference the host kernels are tested against).
+    /// Let [`Bert::embed`] and [`Bert::classify`] run on the host kernels (`host.rs`) on the CPU backends, with
+    /// `act` applied at the same points. On by default; off runs them through burn's tensor ops (the reference the
+    /// host kernels are tested against).
     pub host_kernels: bool,
     /// The parameters copied for the host kernels, made on first use; [`Bert::linear_mut`] clears it.
     host: std::sync::OnceLock<std::sync::Arc<super::host::HostBert>>,
@@ -821,26 +821,15 @@ impl<B: Backend> Bert<B> {
         self.by_row_groups(batch, &|m, b| super::rows(m.logits(m.encode(b)?)?))
     }
 
-    /// The host kernels' copy of the parameters and the activation table they apply, when they run this model:
-    /// on a CPU backend (with or without autodiff: embeddings and logits come back as host rows either way), in
-    /// float or with static activation scales (observing calibration statistics stays on burn), unless turned off.
+    /// The host kernels' copy of the parameters and what they do at the activation points (quantize or observe),
+    /// when they run this model: on a CPU backend (with or without autodiff: embeddings and logits come back as
+    /// host rows either way), unless turned off.
     #[allow(clippy::type_complexity)]
-    fn host(
-        &self,
-    ) -> Result<
-        Option<(
-            std::sync::Arc<super::host::HostBert>,
-            Option<&ActivationQuant>,
-        )>,
-    > {
+    fn host(&self) -> Result<Option<(std::sync::Arc<super::host::HostBert>, Option<&ActMode>)>> {
         use std::any::TypeId;
         let cpu = TypeId::of::<B>() == TypeId::of::<super::Cpu>()
             || TypeId::of::<B>() == TypeId::of::<super::CpuAutodiff>();
-        let table = match self.act.as_deref() {
-            None => None,
-            Some(ActMode::Quantize(table)) => Some(table),
-            Some(ActMode::Observe(_)) => return Ok(None),
-        };
+        let table = self.act.as_deref();
         if !cpu || !self.host_kernels {
             return Ok(None);
         }

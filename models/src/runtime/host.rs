@@ -13,11 +13,12 @@
 use rayon::prelude::*;
 
 use super::bert::{Bert, Linear};
+use super::ActMode;
 use super::Backend;
 use crate::arch::{Activation, LayerShape, PoolingMode};
 use crate::batch::EncodedBatch;
 use crate::error::{Error, Result};
-use crate::quant::act::{ActivationQuant, Site};
+use crate::quant::act::{Observer, Site};
 
 /// A Linear on the host: `W^T` as `[in, out]` row-major, the bias, and the factors `(V^T [in, r], U^T [r, out])`
 /// of a low-rank weight.
@@ -243,7 +244,7 @@ impl HostBert {
         &self,
         model: &Bert<B>,
         batch: &EncodedBatch,
-        table: Option<&ActivationQuant>,
+        mode: Option<&ActMode>,
     ) -> Vec<f32> {
         let (b, t, h) = (batch.batch_size, batch.seq_len, self.hidden);
         let n = b * t;
@@ -264,7 +265,7 @@ impl HostBert {
                     }
                 }
             });
-        let fq = |site: Site, layer: Option<usize>| point(table, site, layer);
+        let fq = |site: Site, layer: Option<usize>| point(mode, site, layer);
         fq(Site::EmbNormIn, None).apply(&mut x, h, 0, h);
         self.emb_norm.apply(&mut x);
         fq(Site::EmbNormOut, None).apply(&mut x, h, 0, h);
@@ -280,7 +281,7 @@ impl HostBert {
             additive: &additive,
             scale: 1.0 / (model.config.head_dim() as f32).sqrt(),
             act: model.config.hidden_act,
-            table,
+            mode,
         };
         let mut buffers = Buffers::default();
         for (l, layer) in self.layers.iter().enumerate() {
@@ -300,7 +301,7 @@ impl HostBert {
         let (b, t, h) = (run.batch.batch_size, run.batch.seq_len, self.hidden);
         let n = b * t;
         let s = &layer.shape;
-        let fq = |site: Site| point(run.table, site, Some(l));
+        let fq = |site: Site| point(run.mode, site, Some(l));
         let mut a = std::mem::take(&mut buf.residual);
         a.clear();
         a.extend_from_slice(&x);
@@ -315,7 +316,7 @@ impl HostBert {
                 att.value.apply(&x, n, qkv, w, 2 * qk, false);
                 // The score scale goes into the product, unless the scaled query is quantized (as `Bert::aq` sees it).
                 let q_point = fq(Site::Q);
-                let alpha = if q_point.is_some() {
+                let alpha = if q_point.is_on() {
                     for row in qkv.chunks_exact_mut(w) {
                         row[..qk].iter_mut().for_each(|v| *v *= run.scale);
                     }
@@ -373,9 +374,9 @@ impl HostBert {
         &self,
         model: &Bert<B>,
         batch: &EncodedBatch,
-        table: Option<&ActivationQuant>,
+        mode: Option<&ActMode>,
     ) -> Vec<Vec<f32>> {
-        let hidden = self.encode(model, batch, table);
+        let hidden = self.encode(model, batch, mode);
         let (t, h) = (batch.seq_len, self.hidden);
         (0..batch.batch_size)
             .map(|bi| {
@@ -419,7 +420,7 @@ impl HostBert {
         &self,
         model: &Bert<B>,
         batch: &EncodedBatch,
-        table: Option<&ActivationQuant>,
+        mode: Option<&ActMode>,
     ) -> Result<Vec<Vec<f32>>> {
         // In the order `Bert::logits` checks them.
         let classifier = self.classifier.as_ref().ok_or_else(|| {
@@ -428,7 +429,7 @@ impl HostBert {
         let pooler = self.pooler.as_ref().ok_or_else(|| {
             Error::Runtime("the checkpoint has no pooler (pooler.dense.*)".into())
         })?;
-        let hidden = self.encode(model, batch, table);
+        let hidden = self.encode(model, batch, mode);
         let (b, t, h) = (batch.batch_size, batch.seq_len, self.hidden);
         let cls: Vec<f32> = (0..b)
             .flat_map(|bi| hidden[bi * t * h..bi * t * h + h].iter().copied())
@@ -436,7 +437,7 @@ impl HostBert {
         let mut pooled = vec![0.0f32; b * h];
         pooler.apply(&cls, b, &mut pooled, h, 0, false);
         pooled.iter_mut().for_each(|v| *v = v.tanh());
-        point(table, Site::PoolerOut, None).apply(&mut pooled, h, 0, h);
+        point(mode, Site::PoolerOut, None).apply(&mut pooled, h, 0, h);
         let labels = classifier.out_f;
         let mut logits = vec![0.0f32; b * labels];
         classifier.apply(&pooled, b, &mut logits, labels, 0, false);
@@ -452,60 +453,102 @@ struct Run<'a> {
     /// `1 / sqrt(original head width)`, whatever width a pruned or factorized head keeps.
     scale: f32,
     act: Activation,
-    table: Option<&'a ActivationQuant>,
+    mode: Option<&'a ActMode>,
 }
 
-/// One activation point of a table (`ActMode::Quantize`): a scale per block of the last dimension, or one.
-#[derive(Clone, Copy)]
-struct Point<'a> {
-    scales: &'a [f32],
-    block: usize,
-    qmin: f32,
-    qmax: f32,
+/// What happens at one activation point: nothing, fake quantization with the table's scales (`ActMode::Quantize`),
+/// or recording the values for calibration (`ActMode::Observe`), as `Bert::aq` does.
+enum Hook<'a> {
+    Off,
+    /// A scale per block of the last dimension, or one.
+    Quantize {
+        scales: &'a [f32],
+        block: usize,
+        qmin: f32,
+        qmax: f32,
+    },
+    Observe {
+        observer: &'a std::sync::Mutex<Observer>,
+        name: String,
+        per_tensor: bool,
+    },
 }
 
-fn point<'a>(
-    table: Option<&'a ActivationQuant>,
-    site: Site,
-    layer: Option<usize>,
-) -> Option<Point<'a>> {
-    let t = table?;
-    let p = t.points.get(&site.name(layer))?;
-    let (qmin, qmax) = t.range(p.unsigned);
-    Some(Point {
-        scales: &p.scales,
-        block: t.block_size.max(1),
-        qmin,
-        qmax,
-    })
-}
-
-/// Fake quantization where a point is set, as `Bert::aq`: `round_ties_even(x / s)` clamped to the code range,
-/// times `s`.
-trait FakeQuant {
-    /// On columns `col..col + width` of every row of `x` (row stride `rs`); blocks count from `col`.
-    fn apply(&self, x: &mut [f32], rs: usize, col: usize, width: usize);
-}
-
-impl FakeQuant for Option<Point<'_>> {
-    fn apply(&self, x: &mut [f32], rs: usize, col: usize, width: usize) {
-        let Some(p) = self else {
-            return;
-        };
-        let rows_per_task = (1usize << 14).div_ceil(rs.max(1));
-        x.par_chunks_mut(rs * rows_per_task).for_each(|rows| {
-            for row in rows.chunks_exact_mut(rs) {
-                let row = &mut row[col..col + width];
-                if let [s] = p.scales {
-                    kernels::fake_quant(row, *s, p.qmin, p.qmax);
-                    continue;
-                }
-                for (j, block) in row.chunks_mut(p.block).enumerate() {
-                    let s = p.scales[j.min(p.scales.len() - 1)];
-                    kernels::fake_quant(block, s, p.qmin, p.qmax);
+fn point<'a>(mode: Option<&'a ActMode>, site: Site, layer: Option<usize>) -> Hook<'a> {
+    match mode {
+        None => Hook::Off,
+        Some(ActMode::Quantize(t)) => match t.points.get(&site.name(layer)) {
+            None => Hook::Off,
+            Some(p) => {
+                let (qmin, qmax) = t.range(p.unsigned);
+                Hook::Quantize {
+                    scales: &p.scales,
+                    block: t.block_size.max(1),
+                    qmin,
+                    qmax,
                 }
             }
-        });
+        },
+        Some(ActMode::Observe(observer)) => Hook::Observe {
+            observer,
+            name: site.name(layer),
+            per_tensor: site.per_tensor(),
+        },
+    }
+}
+
+impl Hook<'_> {
+    fn is_on(&self) -> bool {
+        !matches!(self, Hook::Off)
+    }
+
+    /// On columns `col..col + width` of every row of `x` (row stride `rs`); blocks count from `col`. Fake
+    /// quantization is `round_ties_even(x / s)` clamped to the code range, times `s`; observation records the
+    /// columns as one `[rows, width]` tensor.
+    fn apply(&self, x: &mut [f32], rs: usize, col: usize, width: usize) {
+        match self {
+            Hook::Off => {}
+            Hook::Quantize {
+                scales,
+                block,
+                qmin,
+                qmax,
+            } => {
+                let rows_per_task = (1usize << 14).div_ceil(rs.max(1));
+                x.par_chunks_mut(rs * rows_per_task).for_each(|rows| {
+                    for row in rows.chunks_exact_mut(rs) {
+                        let row = &mut row[col..col + width];
+                        if let [s] = scales {
+                            kernels::fake_quant(row, *s, *qmin, *qmax);
+                            continue;
+                        }
+                        for (j, part) in row.chunks_mut(*block).enumerate() {
+                            let s = scales[j.min(scales.len() - 1)];
+                            kernels::fake_quant(part, s, *qmin, *qmax);
+                        }
+                    }
+                });
+            }
+            Hook::Observe {
+                observer,
+                name,
+                per_tensor,
+            } => {
+                let gathered;
+                let values: &[f32] = if col == 0 && rs == width {
+                    x
+                } else {
+                    gathered = x
+                        .chunks_exact(rs)
+                        .flat_map(|row| row[col..col + width].iter().copied())
+                        .collect::<Vec<f32>>();
+                    &gathered
+                };
+                if let Ok(mut o) = observer.lock() {
+                    o.observe(name, values, width, *per_tensor);
+                }
+            }
+        }
     }
 }
 
@@ -555,7 +598,7 @@ fn attention(
     d: Dims,
     run: &Run<'_>,
     alpha: f32,
-    [scores_point, probs_point]: [Option<Point<'_>>; 2],
+    [scores_hook, probs_hook]: [Hook<'_>; 2],
 ) {
     let Dims { b, t, nh, dq, dv } = d;
     let (additive, mask) = (run.additive, &run.batch.attention_mask);
@@ -563,6 +606,20 @@ fn attention(
     let w = 2 * qk + vo;
     assert!(qkv.len() >= b * t * w && ctx.len() >= b * t * vo && additive.len() >= b * t);
     let out = SharedOut(ctx.as_mut_ptr());
+    // Observed scores and probabilities are gathered for the whole batch (`[b, heads, t, t]`, as the tensor path
+    // observes them) and recorded once after the loop; quantization happens per pair.
+    let gather = |h: &Hook| matches!(h, Hook::Observe { .. }).then(|| vec![0.0f32; b * nh * t * t]);
+    let (mut scores_all, mut probs_all) = (gather(&scores_hook), gather(&probs_hook));
+    let scores_to = scores_all.as_mut().map(|v| SharedOut(v.as_mut_ptr()));
+    let probs_to = probs_all.as_mut().map(|v| SharedOut(v.as_mut_ptr()));
+    // SAFETY (both): pair `p` copies its t*t values to elements p*t*t..(p+1)*t*t of a b*nh*t*t buffer; no two
+    // pairs share an element, and the buffers outlive the loop.
+    let record = |to: &Option<SharedOut>, hook: &Hook, values: &mut [f32], pair: usize| match to {
+        Some(all) => unsafe {
+            std::ptr::copy_nonoverlapping(values.as_ptr(), all.at(pair * t * t), t * t);
+        },
+        None => hook.apply(values, t, 0, t),
+    };
     (0..b * nh).into_par_iter().for_each_init(
         || vec![0.0f32; t * t],
         |scores, pair| {
@@ -583,7 +640,7 @@ fn attention(
             let keep = &mask[bi * t..(bi + 1) * t];
             let any = keep.iter().any(|&m| m != 0);
             // Scores are quantized before the mask is added, so padding stays masked (as `Bert::aq`).
-            scores_point.apply(scores, t, 0, t);
+            record(&scores_to, &scores_hook, scores, pair);
             for row in scores.chunks_exact_mut(t) {
                 if any {
                     kernels::masked_softmax(row, add, keep);
@@ -591,7 +648,7 @@ fn attention(
                     row.fill(1.0 / t as f32);
                 }
             }
-            probs_point.apply(scores, t, 0, t);
+            record(&probs_to, &probs_hook, scores, pair);
             // ctx[:, head] = P V, written in place into this head's columns of this batch row's tokens. Pairs write
             // disjoint (row, column) ranges of `ctx`.
             // SAFETY: the destination of pair (bi, head) is rows bi*t..(bi+1)*t, columns head*dv..(head+1)*dv of a
@@ -616,6 +673,11 @@ fn attention(
             }
         },
     );
+    for (all, hook) in [(scores_all, scores_hook), (probs_all, probs_hook)] {
+        if let Some(mut all) = all {
+            hook.apply(&mut all, t, 0, t);
+        }
+    }
 }
 
 /// A raw destination shared by the attention's parallel tasks, which write disjoint parts of it.

@@ -624,10 +624,12 @@ impl BlockwiseQuant {
         for (i, batch) in batches.iter().enumerate() {
             ctx.progress
                 .on_unit(&format!("calibration batch {}/{}", i + 1, batches.len()));
-            let hidden = model.encode(batch)?;
+            // On the host kernels (one observation per point and batch, as the tensor ops would make); logits also
+            // observe the pooler output that feeds the classifier.
             if classifier {
-                // Also observe the pooler output that feeds the classifier.
-                model.logits(hidden)?;
+                model.classify(batch)?;
+            } else {
+                model.embed(batch)?;
             }
         }
         drop(model);
