@@ -207,3 +207,44 @@ fn host_kernels_quantize_activations_at_the_same_points() {
         "host vs tensor ops: {d} (float vs quantized: {moved})"
     );
 }
+
+/// `trace` and `layer_inputs` on the CPU backend come from the host kernels: every activation they return matches
+/// the tensor ops', on a model with low-rank factors.
+#[test]
+fn traces_and_layer_inputs_match_the_tensor_ops() {
+    let dir = tempfile::tempdir().expect("tmp");
+    classifier(3).write_every_form(dir.path()).expect("writes");
+    let ckpt = Checkpoint::open(dir.path()).expect("opens");
+    let mut model = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
+        .expect("loads");
+    let b = batch();
+    let flat = |t: &compressor_models::runtime::Tensor<Cpu, 3>| {
+        vec![compressor_models::runtime::flat(t.clone()).expect("host")]
+    };
+    let host = model.trace(&b).expect("host");
+    let host_inputs = model.layer_inputs(&b).expect("host");
+    model.host_kernels = false;
+    let tensor = model.trace(&b).expect("tensor ops");
+    let tensor_inputs = model.layer_inputs(&b).expect("tensor ops");
+    assert_eq!(host.len(), tensor.len());
+    for (l, (h, t)) in host.iter().zip(&tensor).enumerate() {
+        assert_eq!(h.output.dims(), t.output.dims());
+        let pairs = [
+            (h.input.as_ref(), t.input.as_ref()),
+            (h.context.as_ref(), t.context.as_ref()),
+            (h.ffn_input.as_ref(), t.ffn_input.as_ref()),
+            (h.activation.as_ref(), t.activation.as_ref()),
+            (Some(&h.output), Some(&t.output)),
+        ];
+        for (k, (x, y)) in pairs.into_iter().enumerate() {
+            let (x, y) = (x.expect("kept"), y.expect("kept"));
+            assert_eq!(x.dims(), y.dims(), "layer {l} entry {k}");
+            let d = max_diff(&flat(x), &flat(y));
+            assert!(d <= 1e-5, "layer {l} entry {k}: {d}");
+        }
+    }
+    assert_eq!(host_inputs.len(), ckpt.config.bert().layers.len() + 1);
+    for (x, y) in host_inputs.iter().zip(&tensor_inputs) {
+        assert!(max_diff(&flat(x), &flat(y)) <= 1e-5);
+    }
+}

@@ -582,6 +582,22 @@ impl<B: Backend> Bert<B> {
     /// `layers + 1` entries, entry 0 is the embeddings' output). With [`Bert::encode_from`], later computations
     /// can start at a layer.
     pub fn layer_inputs(&self, batch: &EncodedBatch) -> Result<Vec<Tensor<B, 3>>> {
+        if let Some(traces) = self.host_trace(batch)? {
+            let mut inputs: Vec<Tensor<B, 3>> = Vec::with_capacity(traces.len() + 1);
+            let mut last = None;
+            for t in traces {
+                inputs.extend(t.input);
+                last = Some(t.output);
+            }
+            return match last {
+                Some(out) => {
+                    inputs.push(out);
+                    Ok(inputs)
+                }
+                // No layer: the embeddings are the last hidden state.
+                None => Ok(vec![self.embeddings(batch)?]),
+            };
+        }
         let mut x = self.embeddings(batch)?;
         let additive = self.additive_mask(batch);
         let mut inputs = Vec::with_capacity(self.layers.len() + 1);
@@ -667,6 +683,9 @@ impl<B: Backend> Bert<B> {
     /// Per encoder layer, what the analyses measure: the layer's input and output and the input of each Linear
     /// (the attention context entering the output projection, the FFN input and its activation).
     pub fn trace(&self, batch: &EncodedBatch) -> Result<Vec<LayerTrace<B>>> {
+        if let Some(traces) = self.host_trace(batch)? {
+            return Ok(traces);
+        }
         let mut x = self.embeddings(batch)?;
         let additive = self.additive_mask(batch);
         let mut out = Vec::with_capacity(self.layers.len());
@@ -838,6 +857,34 @@ impl<B: Backend> Bert<B> {
         }
         let made = std::sync::Arc::new(super::host::HostBert::new(self.host_parts())?);
         Ok(Some((self.host.get_or_init(|| made).clone(), table)))
+    }
+
+    /// [`Bert::trace`] on the host kernels, for the CPU backend without autodiff (where no graph is wanted).
+    fn host_trace(&self, batch: &EncodedBatch) -> Result<Option<Vec<LayerTrace<B>>>> {
+        if std::any::TypeId::of::<B>() != std::any::TypeId::of::<super::Cpu>() {
+            return Ok(None);
+        }
+        let Some((host, mode)) = self.host()? else {
+            return Ok(None);
+        };
+        self.check_batch(batch)?;
+        let (b, t) = (batch.batch_size, batch.seq_len);
+        let tensor = |v: Vec<f32>| -> Tensor<B, 3> {
+            let n = v.len() / (b * t).max(1);
+            Tensor::from_data(TensorData::new(v, [b, t, n]), &self.device)
+        };
+        Ok(Some(
+            host.trace(self, batch, mode)
+                .into_iter()
+                .map(|tr| LayerTrace {
+                    input: Some(tensor(tr.input)),
+                    context: tr.context.map(tensor),
+                    ffn_input: Some(tensor(tr.ffn_input)),
+                    activation: tr.activation.map(tensor),
+                    output: tensor(tr.output),
+                })
+                .collect(),
+        ))
     }
 
     fn host_parts(&self) -> super::host::Parts<'_, B> {

@@ -246,6 +246,28 @@ impl HostBert {
         batch: &EncodedBatch,
         mode: Option<&ActMode>,
     ) -> Vec<f32> {
+        self.run(model, batch, mode, None)
+    }
+
+    /// Per encoder layer, what `Bert::trace` returns (as host buffers `[batch * seq, width]`).
+    pub(super) fn trace<B: Backend>(
+        &self,
+        model: &Bert<B>,
+        batch: &EncodedBatch,
+        mode: Option<&ActMode>,
+    ) -> Vec<HostTrace> {
+        let mut traces = Vec::with_capacity(self.layers.len());
+        self.run(model, batch, mode, Some(&mut traces));
+        traces
+    }
+
+    fn run<B: Backend>(
+        &self,
+        model: &Bert<B>,
+        batch: &EncodedBatch,
+        mode: Option<&ActMode>,
+        mut keep: Option<&mut Vec<HostTrace>>,
+    ) -> Vec<f32> {
         let (b, t, h) = (batch.batch_size, batch.seq_len, self.hidden);
         let n = b * t;
         let mut x = vec![0.0f32; n * h];
@@ -285,7 +307,7 @@ impl HostBert {
         };
         let mut buffers = Buffers::default();
         for (l, layer) in self.layers.iter().enumerate() {
-            x = self.layer(l, layer, x, &run, &mut buffers);
+            x = self.layer(l, layer, x, &run, &mut buffers, keep.as_deref_mut());
         }
         x
     }
@@ -297,11 +319,19 @@ impl HostBert {
         x: Vec<f32>,
         run: &Run<'_>,
         buf: &mut Buffers,
+        keep: Option<&mut Vec<HostTrace>>,
     ) -> Vec<f32> {
         let (b, t, h) = (run.batch.batch_size, run.batch.seq_len, self.hidden);
         let n = b * t;
         let s = &layer.shape;
         let fq = |site: Site| point(run.mode, site, Some(l));
+        let mut trace = keep.is_some().then(|| HostTrace {
+            input: x.clone(),
+            context: None,
+            ffn_input: Vec::new(),
+            activation: None,
+            output: Vec::new(),
+        });
         let mut a = std::mem::take(&mut buf.residual);
         a.clear();
         a.extend_from_slice(&x);
@@ -337,6 +367,9 @@ impl HostBert {
                     [fq(Site::Scores), fq(Site::Probs)],
                 );
                 fq(Site::Context).apply(ctx, vo, 0, vo);
+                if let Some(tr) = &mut trace {
+                    tr.context = Some(ctx.to_vec());
+                }
                 att.out.apply(ctx, n, &mut a, h, 0, true);
             }
             HostSub::Dropped(bias) => a.chunks_exact_mut(h).for_each(|r| add_assign(r, bias)),
@@ -344,6 +377,9 @@ impl HostBert {
         fq(Site::AttnNormIn).apply(&mut a, h, 0, h);
         layer.attn_norm.apply(&mut a);
         fq(Site::AttnNormOut).apply(&mut a, h, 0, h);
+        if let Some(tr) = &mut trace {
+            tr.ffn_input = a.clone();
+        }
         let mut y = x;
         y.copy_from_slice(&a);
         match &layer.ffn {
@@ -358,6 +394,9 @@ impl HostBert {
                     Activation::Relu => c.iter_mut().for_each(|v| *v = v.max(0.0)),
                 });
                 fq(Site::GeluOut).apply(mid, i, 0, i);
+                if let Some(tr) = &mut trace {
+                    tr.activation = Some(mid.to_vec());
+                }
                 down.apply(mid, n, &mut y, h, 0, true);
             }
             HostSub::Dropped(bias) => y.chunks_exact_mut(h).for_each(|r| add_assign(r, bias)),
@@ -366,6 +405,10 @@ impl HostBert {
         layer.out_norm.apply(&mut y);
         fq(Site::FfnNormOut).apply(&mut y, h, 0, h);
         buf.residual = a;
+        if let (Some(mut tr), Some(keep)) = (trace, keep) {
+            tr.output = y.clone();
+            keep.push(tr);
+        }
         y
     }
 
@@ -443,6 +486,16 @@ impl HostBert {
         classifier.apply(&pooled, b, &mut logits, labels, 0, false);
         Ok(logits.chunks(labels.max(1)).map(<[f32]>::to_vec).collect())
     }
+}
+
+/// One layer's activations (see `Bert::trace`), `[batch * seq, width]` row-major; the inner ones are `None` for a
+/// dropped sublayer.
+pub(super) struct HostTrace {
+    pub input: Vec<f32>,
+    pub context: Option<Vec<f32>>,
+    pub ffn_input: Vec<f32>,
+    pub activation: Option<Vec<f32>>,
+    pub output: Vec<f32>,
 }
 
 /// What every layer of one forward shares.
