@@ -311,6 +311,15 @@ fn percentile(values: &mut [f32], p: f64) -> f64 {
     f64::from(*v)
 }
 
+/// What a model does at its activation quantization points.
+#[derive(Debug)]
+pub enum ActMode {
+    /// Record the values passing each point (calibration); outputs are unchanged.
+    Observe(std::sync::Mutex<Observer>),
+    /// Fake-quantize at every point the table lists.
+    Quantize(ActivationQuant),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

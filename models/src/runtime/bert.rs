@@ -4,10 +4,11 @@ use burn::tensor::activation::{softmax, tanh};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
+use super::host::{HostAttention, HostBert, HostLayer, HostLinear, HostNorm, HostSub, Settings};
 use crate::arch::{Activation, BertConfig, Head, LayerShape, ModelConfig, Pooling, PoolingMode};
 use crate::batch::EncodedBatch;
 use crate::error::{Error, Result};
-use crate::quant::act::{ActivationQuant, Observer, Site};
+use crate::quant::act::{ActMode, ActivationQuant, Site};
 use crate::store::TensorStore;
 use crate::tensor::transposed;
 
@@ -224,15 +225,6 @@ pub struct LayerTrace<B: Backend> {
     pub output: Tensor<B, 3>,
 }
 
-/// What the model does at its activation quantization points.
-#[derive(Debug)]
-pub enum ActMode {
-    /// Record the values passing each point (calibration); outputs are unchanged.
-    Observe(std::sync::Mutex<Observer>),
-    /// Fake-quantize at every point the table lists.
-    Quantize(ActivationQuant),
-}
-
 /// A computation from a model and a batch to one host row per input.
 type RowsFn<B> = dyn Fn(&Bert<B>, &EncodedBatch) -> Result<Vec<Vec<f32>>> + Sync;
 
@@ -251,7 +243,7 @@ pub struct Bert<B: Backend> {
     /// host kernels are tested against).
     pub host_kernels: bool,
     /// The parameters copied for the host kernels, made on first use; [`Bert::linear_mut`] clears it.
-    host: std::sync::OnceLock<std::sync::Arc<super::host::HostBert>>,
+    host: std::sync::OnceLock<std::sync::Arc<HostBert>>,
     word: Tensor<B, 2>,
     position: Tensor<B, 2>,
     token_type: Tensor<B, 2>,
@@ -823,7 +815,7 @@ impl<B: Backend> Bert<B> {
     {
         if let Some((host, table)) = self.host()? {
             self.check_batch(batch)?;
-            return Ok(host.embed(self, batch, table));
+            return Ok(host.embed(&self.host_settings(), batch, table));
         }
         self.by_row_groups(batch, &|m, b| super::rows(m.pool(m.encode(b)?, b)))
     }
@@ -835,7 +827,7 @@ impl<B: Backend> Bert<B> {
     {
         if let Some((host, table)) = self.host()? {
             self.check_batch(batch)?;
-            return host.classify(self, batch, table);
+            return host.classify(&self.host_settings(), batch, table);
         }
         self.by_row_groups(batch, &|m, b| super::rows(m.logits(m.encode(b)?)?))
     }
@@ -844,7 +836,7 @@ impl<B: Backend> Bert<B> {
     /// when they run this model: on a CPU backend (with or without autodiff: embeddings and logits come back as
     /// host rows either way), unless turned off.
     #[allow(clippy::type_complexity)]
-    fn host(&self) -> Result<Option<(std::sync::Arc<super::host::HostBert>, Option<&ActMode>)>> {
+    fn host(&self) -> Result<Option<(std::sync::Arc<HostBert>, Option<&ActMode>)>> {
         use std::any::TypeId;
         let cpu = TypeId::of::<B>() == TypeId::of::<super::Cpu>()
             || TypeId::of::<B>() == TypeId::of::<super::CpuAutodiff>();
@@ -855,7 +847,7 @@ impl<B: Backend> Bert<B> {
         if let Some(h) = self.host.get() {
             return Ok(Some((h.clone(), table)));
         }
-        let made = std::sync::Arc::new(super::host::HostBert::new(self.host_parts())?);
+        let made = std::sync::Arc::new(self.host_copy()?);
         Ok(Some((self.host.get_or_init(|| made).clone(), table)))
     }
 
@@ -874,7 +866,7 @@ impl<B: Backend> Bert<B> {
             Tensor::from_data(TensorData::new(v, [b, t, n]), &self.device)
         };
         Ok(Some(
-            host.trace(self, batch, mode)
+            host.trace(&self.host_settings(), batch, mode)
                 .into_iter()
                 .map(|tr| LayerTrace {
                     input: Some(tensor(tr.input)),
@@ -887,31 +879,72 @@ impl<B: Backend> Bert<B> {
         ))
     }
 
-    fn host_parts(&self) -> super::host::Parts<'_, B> {
-        super::host::Parts {
-            word: &self.word,
-            position: &self.position,
-            token_type: &self.token_type,
-            emb_norm: &self.emb_norm,
-            layers: self
-                .layers
-                .iter()
-                .map(|l| super::host::LayerParts {
-                    shape: &l.shape,
-                    attention: match &l.attention {
-                        Sublayer::Kept(a) => Ok([&a.query, &a.key, &a.value, &a.attn_out]),
-                        Sublayer::Dropped { bias } => Err(bias),
-                    },
-                    attn_norm: &l.attn_norm,
-                    ffn: match &l.ffn {
-                        Sublayer::Kept(f) => Ok([&f.up, &f.down]),
-                        Sublayer::Dropped { bias } => Err(bias),
-                    },
-                    out_norm: &l.out_norm,
-                })
-                .collect(),
-            pooler: self.pooler.as_ref(),
-            classifier: self.classifier.as_ref(),
+    /// The parameters copied to host buffers for the host kernels.
+    fn host_copy(&self) -> Result<HostBert> {
+        let linear = |lin: &Linear<B>| -> Result<HostLinear> {
+            let [in_f, out_f] = lin.weight_t.dims();
+            let factors = match &lin.factors {
+                Some((v_t, u_t)) => Some((
+                    super::flat(v_t.clone())?,
+                    super::flat(u_t.clone())?,
+                    v_t.dims()[1],
+                )),
+                None => None,
+            };
+            Ok(HostLinear {
+                in_f,
+                out_f,
+                w_t: super::flat(lin.weight_t.clone())?,
+                bias: super::flat(lin.bias.clone())?,
+                factors,
+            })
+        };
+        let norm = |n: &LayerNorm<B>| -> Result<HostNorm> {
+            Ok(HostNorm {
+                gamma: super::flat(n.gamma.clone())?,
+                beta: super::flat(n.beta.clone())?,
+                eps: n.eps as f32,
+            })
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            layers.push(HostLayer {
+                shape: l.shape.clone(),
+                attention: match &l.attention {
+                    Sublayer::Kept(a) => HostSub::Kept(HostAttention {
+                        query: linear(&a.query)?,
+                        key: linear(&a.key)?,
+                        value: linear(&a.value)?,
+                        out: linear(&a.attn_out)?,
+                    }),
+                    Sublayer::Dropped { bias } => HostSub::Dropped(super::flat(bias.clone())?),
+                },
+                attn_norm: norm(&l.attn_norm)?,
+                ffn: match &l.ffn {
+                    Sublayer::Kept(f) => HostSub::Kept((linear(&f.up)?, linear(&f.down)?)),
+                    Sublayer::Dropped { bias } => HostSub::Dropped(super::flat(bias.clone())?),
+                },
+                out_norm: norm(&l.out_norm)?,
+            });
+        }
+        Ok(HostBert {
+            hidden: self.config.hidden_size,
+            word: super::flat(self.word.clone())?,
+            position: super::flat(self.position.clone())?,
+            token_type: super::flat(self.token_type.clone())?,
+            emb_norm: norm(&self.emb_norm)?,
+            layers,
+            pooler: self.pooler.as_ref().map(linear).transpose()?,
+            classifier: self.classifier.as_ref().map(linear).transpose()?,
+        })
+    }
+
+    /// What the host kernels read from the model besides its parameters.
+    fn host_settings(&self) -> Settings {
+        Settings {
+            head_dim: self.config.head_dim(),
+            act: self.config.hidden_act,
+            pooling: self.pooling,
         }
     }
 

@@ -1,56 +1,34 @@
-//! The CPU inference path of [`Bert`](super::Bert): the computation of `bert.rs`, operation by operation, run on
-//! host f32 buffers with fused kernels instead of burn tensor ops. `Bert::embed` and `Bert::classify` take it on
-//! the CPU backends, in float or with an activation quantization table (fake-quantized at the same points as
-//! `Bert::aq`); everything that needs tensors (gradients, traces, calibration's observers, the CUDA backend)
-//! stays on burn.
+//! The CPU inference path of `Bert` (bert.rs): the same computation, operation by operation, run on host f32
+//! buffers with fused kernels instead of burn tensor ops. `Bert::embed`, `Bert::classify` and (without autodiff)
+//! `Bert::trace` / `Bert::layer_inputs` take it on the CPU backends, in float, with an activation quantization
+//! table, or observing calibration statistics, at the same points as `Bert::aq`; what needs tensors (gradients,
+//! the CUDA backend) stays on burn. `Bert` copies its parameters into a [`HostBert`] on first use.
 //!
-//! What it saves over the tensor path (docs/benchmarks.md, "Forward throughput"): attention reads each head's
-//! query, key and value in place from the projections' output and writes its context in place (no head
-//! split / merge copies), softmax and GELU are vectorised loops (AVX-512 or AVX2 + FMA where the CPU has them, chosen
-//! at run time), biases and residuals are folded into the matrix products' destinations, every step runs on all rayon
-//! threads, and the activation buffers are reused across layers.
+//! What it saves over the tensor path (docs/benchmarks.md, "Forward throughput against PyTorch"): attention reads
+//! each head's query, key and value in place from the projections' output and writes its context in place (no head
+//! split / merge copies), softmax and GELU are vectorised loops (AVX-512 or AVX2 + FMA where the CPU has them,
+//! chosen at run time), biases and residuals are folded into the matrix products' destinations, every step runs on
+//! all rayon threads, and the activation buffers are reused across layers.
 
 use rayon::prelude::*;
 
-use super::bert::{Bert, Linear};
-use super::ActMode;
-use super::Backend;
-use crate::arch::{Activation, LayerShape, PoolingMode};
+use crate::arch::{Activation, LayerShape, Pooling, PoolingMode};
 use crate::batch::EncodedBatch;
 use crate::error::{Error, Result};
-use crate::quant::act::{Observer, Site};
+use crate::quant::act::{ActMode, Observer, Site};
 
 /// A Linear on the host: `W^T` as `[in, out]` row-major, the bias, and the factors `(V^T [in, r], U^T [r, out])`
 /// of a low-rank weight.
 #[derive(Debug)]
-struct HostLinear {
-    in_f: usize,
-    out_f: usize,
-    w_t: Vec<f32>,
-    bias: Vec<f32>,
-    factors: Option<(Vec<f32>, Vec<f32>, usize)>,
+pub(super) struct HostLinear {
+    pub in_f: usize,
+    pub out_f: usize,
+    pub w_t: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub factors: Option<(Vec<f32>, Vec<f32>, usize)>,
 }
 
 impl HostLinear {
-    fn new<B: Backend>(lin: &Linear<B>) -> Result<Self> {
-        let [in_f, out_f] = lin.weight_t.dims();
-        let factors = match &lin.factors {
-            Some((v_t, u_t)) => Some((
-                super::flat(v_t.clone())?,
-                super::flat(u_t.clone())?,
-                v_t.dims()[1],
-            )),
-            None => None,
-        };
-        Ok(Self {
-            in_f,
-            out_f,
-            w_t: super::flat(lin.weight_t.clone())?,
-            bias: super::flat(lin.bias.clone())?,
-            factors,
-        })
-    }
-
     /// `dst[r, col..col + out] (+)= x[r] W^T + b` for the `rows` rows of `x` (`[rows, in]`); `dst` has row stride
     /// `dst_rs`. `accumulate`: add to what `dst` holds (the residual) instead of overwriting it.
     fn apply(
@@ -111,21 +89,13 @@ impl HostLinear {
 }
 
 #[derive(Debug)]
-struct HostNorm {
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
-    eps: f32,
+pub(super) struct HostNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub eps: f32,
 }
 
 impl HostNorm {
-    fn new<B: Backend>(n: &super::LayerNorm<B>) -> Result<Self> {
-        Ok(Self {
-            gamma: super::flat(n.gamma.clone())?,
-            beta: super::flat(n.beta.clone())?,
-            eps: n.eps as f32,
-        })
-    }
-
     /// LayerNorm of every row of `x` (`[rows, h]`) in place, with biased variance (as torch).
     fn apply(&self, x: &mut [f32]) {
         let h = self.gamma.len();
@@ -145,125 +115,77 @@ impl HostNorm {
 
 /// A sublayer on the host: its parameters, or the output bias a dropped one leaves.
 #[derive(Debug)]
-enum HostSub<T> {
+pub(super) enum HostSub<T> {
     Kept(T),
     Dropped(Vec<f32>),
 }
 
 #[derive(Debug)]
-struct HostAttention {
-    query: HostLinear,
-    key: HostLinear,
-    value: HostLinear,
-    out: HostLinear,
+pub(super) struct HostAttention {
+    pub query: HostLinear,
+    pub key: HostLinear,
+    pub value: HostLinear,
+    pub out: HostLinear,
 }
 
 #[derive(Debug)]
-struct HostLayer {
-    shape: LayerShape,
-    attention: HostSub<HostAttention>,
-    attn_norm: HostNorm,
-    ffn: HostSub<(HostLinear, HostLinear)>,
-    out_norm: HostNorm,
+pub(super) struct HostLayer {
+    pub shape: LayerShape,
+    pub attention: HostSub<HostAttention>,
+    pub attn_norm: HostNorm,
+    pub ffn: HostSub<(HostLinear, HostLinear)>,
+    pub out_norm: HostNorm,
 }
 
-/// A [`Bert`]'s parameters copied to host buffers, for [`Bert::embed`] and [`Bert::classify`] on the CPU.
+/// A `Bert`'s parameters copied to host buffers (by `Bert` itself), for its `embed`, `classify` and `trace` on
+/// the CPU.
 #[derive(Debug)]
 pub(super) struct HostBert {
-    hidden: usize,
-    word: Vec<f32>,
-    position: Vec<f32>,
-    token_type: Vec<f32>,
-    emb_norm: HostNorm,
-    layers: Vec<HostLayer>,
-    pooler: Option<HostLinear>,
-    classifier: Option<HostLinear>,
+    pub hidden: usize,
+    pub word: Vec<f32>,
+    pub position: Vec<f32>,
+    pub token_type: Vec<f32>,
+    pub emb_norm: HostNorm,
+    pub layers: Vec<HostLayer>,
+    pub pooler: Option<HostLinear>,
+    pub classifier: Option<HostLinear>,
 }
 
-/// The parts of a [`Bert`] that [`HostBert::new`] copies.
-pub(super) struct Parts<'a, B: Backend> {
-    pub word: &'a super::Tensor<B, 2>,
-    pub position: &'a super::Tensor<B, 2>,
-    pub token_type: &'a super::Tensor<B, 2>,
-    pub emb_norm: &'a super::LayerNorm<B>,
-    /// Per layer: shape, the attention's four Linears or the dropped bias, its norm, the FFN's two Linears or the
-    /// dropped bias, its norm.
-    pub layers: Vec<LayerParts<'a, B>>,
-    pub pooler: Option<&'a Linear<B>>,
-    pub classifier: Option<&'a Linear<B>>,
-}
-
-pub(super) struct LayerParts<'a, B: Backend> {
-    pub shape: &'a LayerShape,
-    pub attention: std::result::Result<[&'a Linear<B>; 4], &'a super::Tensor<B, 1>>,
-    pub attn_norm: &'a super::LayerNorm<B>,
-    pub ffn: std::result::Result<[&'a Linear<B>; 2], &'a super::Tensor<B, 1>>,
-    pub out_norm: &'a super::LayerNorm<B>,
+/// What a forward reads from the model besides its parameters.
+pub(super) struct Settings {
+    /// The original head width, whose root scales the attention scores.
+    pub head_dim: usize,
+    pub act: Activation,
+    pub pooling: Pooling,
 }
 
 impl HostBert {
-    pub(super) fn new<B: Backend>(p: Parts<'_, B>) -> Result<Self> {
-        let mut layers = Vec::with_capacity(p.layers.len());
-        for l in p.layers {
-            let attention = match l.attention {
-                Ok([q, k, v, o]) => HostSub::Kept(HostAttention {
-                    query: HostLinear::new(q)?,
-                    key: HostLinear::new(k)?,
-                    value: HostLinear::new(v)?,
-                    out: HostLinear::new(o)?,
-                }),
-                Err(bias) => HostSub::Dropped(super::flat(bias.clone())?),
-            };
-            let ffn = match l.ffn {
-                Ok([up, down]) => HostSub::Kept((HostLinear::new(up)?, HostLinear::new(down)?)),
-                Err(bias) => HostSub::Dropped(super::flat(bias.clone())?),
-            };
-            layers.push(HostLayer {
-                shape: l.shape.clone(),
-                attention,
-                attn_norm: HostNorm::new(l.attn_norm)?,
-                ffn,
-                out_norm: HostNorm::new(l.out_norm)?,
-            });
-        }
-        Ok(Self {
-            hidden: p.word.dims()[1],
-            word: super::flat(p.word.clone())?,
-            position: super::flat(p.position.clone())?,
-            token_type: super::flat(p.token_type.clone())?,
-            emb_norm: HostNorm::new(p.emb_norm)?,
-            layers,
-            pooler: p.pooler.map(HostLinear::new).transpose()?,
-            classifier: p.classifier.map(HostLinear::new).transpose()?,
-        })
-    }
-
     /// The last hidden state `[batch * seq, hidden]` of a checked batch, fake-quantizing activations at the points
     /// of `table` as `Bert::aq` does.
-    pub(super) fn encode<B: Backend>(
+    pub(super) fn encode(
         &self,
-        model: &Bert<B>,
+        cfg: &Settings,
         batch: &EncodedBatch,
         mode: Option<&ActMode>,
     ) -> Vec<f32> {
-        self.run(model, batch, mode, None)
+        self.run(cfg, batch, mode, None)
     }
 
     /// Per encoder layer, what `Bert::trace` returns (as host buffers `[batch * seq, width]`).
-    pub(super) fn trace<B: Backend>(
+    pub(super) fn trace(
         &self,
-        model: &Bert<B>,
+        cfg: &Settings,
         batch: &EncodedBatch,
         mode: Option<&ActMode>,
     ) -> Vec<HostTrace> {
         let mut traces = Vec::with_capacity(self.layers.len());
-        self.run(model, batch, mode, Some(&mut traces));
+        self.run(cfg, batch, mode, Some(&mut traces));
         traces
     }
 
-    fn run<B: Backend>(
+    fn run(
         &self,
-        model: &Bert<B>,
+        cfg: &Settings,
         batch: &EncodedBatch,
         mode: Option<&ActMode>,
         mut keep: Option<&mut Vec<HostTrace>>,
@@ -301,8 +223,8 @@ impl HostBert {
         let run = Run {
             batch,
             additive: &additive,
-            scale: 1.0 / (model.config.head_dim() as f32).sqrt(),
-            act: model.config.hidden_act,
+            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+            act: cfg.act,
             mode,
         };
         let mut buffers = Buffers::default();
@@ -413,19 +335,19 @@ impl HostBert {
     }
 
     /// The sentence embeddings the checkpoint declares, one row per input.
-    pub(super) fn embed<B: Backend>(
+    pub(super) fn embed(
         &self,
-        model: &Bert<B>,
+        cfg: &Settings,
         batch: &EncodedBatch,
         mode: Option<&ActMode>,
     ) -> Vec<Vec<f32>> {
-        let hidden = self.encode(model, batch, mode);
+        let hidden = self.encode(cfg, batch, mode);
         let (t, h) = (batch.seq_len, self.hidden);
         (0..batch.batch_size)
             .map(|bi| {
                 let rows = &hidden[bi * t * h..(bi + 1) * t * h];
                 let mask = &batch.attention_mask[bi * t..(bi + 1) * t];
-                let mut pooled = match model.pooling.mode {
+                let mut pooled = match cfg.pooling.mode {
                     PoolingMode::Cls => rows[..h].to_vec(),
                     PoolingMode::Mean => {
                         let mut sum = vec![0.0f32; h];
@@ -449,7 +371,7 @@ impl HostBert {
                         max
                     }
                 };
-                if model.pooling.normalize {
+                if cfg.pooling.normalize {
                     let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
                     pooled.iter_mut().for_each(|v| *v /= norm);
                 }
@@ -459,9 +381,9 @@ impl HostBert {
     }
 
     /// Classifier logits, one row per input.
-    pub(super) fn classify<B: Backend>(
+    pub(super) fn classify(
         &self,
-        model: &Bert<B>,
+        cfg: &Settings,
         batch: &EncodedBatch,
         mode: Option<&ActMode>,
     ) -> Result<Vec<Vec<f32>>> {
@@ -472,7 +394,7 @@ impl HostBert {
         let pooler = self.pooler.as_ref().ok_or_else(|| {
             Error::Runtime("the checkpoint has no pooler (pooler.dense.*)".into())
         })?;
-        let hidden = self.encode(model, batch, mode);
+        let hidden = self.encode(cfg, batch, mode);
         let (b, t, h) = (batch.batch_size, batch.seq_len, self.hidden);
         let cls: Vec<f32> = (0..b)
             .flat_map(|bi| hidden[bi * t * h..bi * t * h + h].iter().copied())

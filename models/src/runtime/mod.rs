@@ -9,7 +9,8 @@
 mod bert;
 mod host;
 
-pub use bert::{ActMode, Bert, LayerNorm, LayerTrace, Linear};
+pub use crate::quant::act::ActMode;
+pub use bert::{Bert, LayerNorm, LayerTrace, Linear};
 
 /// The CPU backend (pure Rust, multi-threaded).
 pub type Cpu = burn::backend::Flex;
