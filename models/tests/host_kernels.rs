@@ -116,6 +116,22 @@ fn bad_batches_are_the_same_errors_on_both_paths() {
     let ckpt = Checkpoint::open(dir.path()).expect("opens");
     let mut model = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
         .expect("loads");
+    let empty = EncodedBatch {
+        batch_size: 2,
+        seq_len: 0,
+        input_ids: Vec::new(),
+        token_type_ids: Vec::new(),
+        attention_mask: Vec::new(),
+    };
+    for host_kernels in [true, false] {
+        model.host_kernels = host_kernels;
+        let e = model.embed(&empty).expect_err("no tokens").to_string();
+        assert!(
+            e.contains("batch of 2 rows has no tokens (sequence length 0)"),
+            "{e}"
+        );
+    }
+    model.host_kernels = true;
     let bad = EncodedBatch::from_rows(&[(vec![2, 64, 3], vec![0, 0, 0])], 0);
     let host = model
         .embed(&bad)

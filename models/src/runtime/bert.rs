@@ -535,6 +535,12 @@ impl<B: Backend> Bert<B> {
                 batch.attention_mask.len()
             )));
         }
+        if batch.batch_size > 0 && batch.seq_len == 0 {
+            return Err(Error::Runtime(format!(
+                "batch of {} rows has no tokens (sequence length 0); every input needs at least one",
+                batch.batch_size
+            )));
+        }
         if batch.seq_len > c.max_position_embeddings {
             return Err(Error::Runtime(format!(
                 "sequence length {} exceeds max_position_embeddings {}; truncate the input",
