@@ -22,6 +22,7 @@ pub enum GgmlType {
     Q4_1 = 3,
     Q8_0 = 8,
     Q4K = 12,
+    Q5K = 13,
     Q6K = 14,
 }
 
@@ -31,11 +32,12 @@ pub const QK: usize = 32;
 pub const QK_K: usize = 256;
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 7] = [
+    pub const ALL: [GgmlType; 8] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q8_0,
         GgmlType::Q6K,
+        GgmlType::Q5K,
         GgmlType::Q4K,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
@@ -54,6 +56,7 @@ impl GgmlType {
             GgmlType::Q4_1 => "q4_1",
             GgmlType::Q8_0 => "q8_0",
             GgmlType::Q6K => "q6_k",
+            GgmlType::Q5K => "q5_k",
             GgmlType::Q4K => "q4_k",
         }
     }
@@ -67,7 +70,7 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 => 1,
-            GgmlType::Q6K | GgmlType::Q4K => QK_K,
+            GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K => QK_K,
             _ => QK,
         }
     }
@@ -80,6 +83,7 @@ impl GgmlType {
             GgmlType::Q4_0 => 2 + QK / 2,
             GgmlType::Q4_1 => 4 + QK / 2,
             GgmlType::Q6K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
+            GgmlType::Q5K => 2 + 2 + 12 + QK_K / 8 + QK_K / 2,
             GgmlType::Q4K => 2 + 2 + 12 + QK_K / 2,
         }
     }
@@ -103,6 +107,7 @@ impl GgmlType {
         match self {
             GgmlType::Q8_0 => Some(8),
             GgmlType::Q6K => Some(6),
+            GgmlType::Q5K => Some(5),
             GgmlType::Q4K => Some(4),
             GgmlType::Q4_0 | GgmlType::Q4_1 => Some(4),
             _ => None,
@@ -118,6 +123,7 @@ impl GgmlType {
             GgmlType::Q4_1 => 3,
             GgmlType::Q8_0 => 7,
             GgmlType::Q6K => 18,
+            GgmlType::Q5K => 16,
             GgmlType::Q4K => 14,
         }
     }
@@ -176,6 +182,7 @@ pub fn encode(ty: GgmlType, x: &[f32]) -> Vec<u8> {
             }
         }
         GgmlType::Q6K => x.chunks(QK_K).for_each(|b| encode_q6_k(b, &mut out)),
+        GgmlType::Q5K => x.chunks(QK_K).for_each(|b| encode_q5_k(b, &mut out)),
         GgmlType::Q4K => x.chunks(QK_K).for_each(|b| encode_q4_k(b, &mut out)),
     }
     out
@@ -385,9 +392,17 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-/// One q4_K super-block (`quantize_row_q4_K_ref`): 8 sub-blocks of 32 with 6-bit scales and mins under two f16
-/// scales, 4-bit codes.
-fn encode_q4_k(x: &[f32], out: &mut Vec<u8>) {
+/// The shared part of ggml's `quantize_row_q4_K_ref` and `quantize_row_q5_K_ref` for one super-block: 8
+/// sub-blocks of 32, each fitted by `make_qkx2_quants` (codes `0..=nmax`, weights `sqrt(mean x^2) + |x|`, the
+/// search `rmin`, `rdelta`, `nstep`), their scales and mins rounded to 6 bits under two f16 scales, then every code
+/// taken again at the rounded scale and min. Returns `(d, dmin, the 12 packed scale bytes, the codes)`.
+fn k_quant_fit(
+    x: &[f32],
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> (f16, f16, [u8; 12], [u8; QK_K]) {
     let mut l = [0u8; QK_K];
     let (mut scales, mut mins) = ([0f32; QK_K / 32], [0f32; QK_K / 32]);
     let (mut max_scale, mut max_min) = (0f32, 0f32);
@@ -399,7 +414,15 @@ fn encode_q4_k(x: &[f32], out: &mut Vec<u8>) {
         for (w, v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
-        let (s, m) = make_qkx2_quants(xs, &weights, 15, &mut l[32 * j..32 * j + 32], -1.0, 0.1, 20);
+        let (s, m) = make_qkx2_quants(
+            xs,
+            &weights,
+            nmax,
+            &mut l[32 * j..32 * j + 32],
+            rmin,
+            rdelta,
+            nstep,
+        );
         scales[j] = s;
         mins[j] = m;
         max_scale = max_scale.max(s);
@@ -434,15 +457,42 @@ fn encode_q4_k(x: &[f32], out: &mut Vec<u8>) {
         }
         let dm = dmin.to_f32() * f32::from(m);
         for ii in 0..32 {
-            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / dj).clamp(0, 15) as u8;
+            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / dj).clamp(0, nmax) as u8;
         }
     }
+    (d, dmin, packed, l)
+}
+
+/// One q4_K super-block (`quantize_row_q4_K_ref`): 8 sub-blocks of 32 with 6-bit scales and mins under two f16
+/// scales, 4-bit codes.
+fn encode_q4_k(x: &[f32], out: &mut Vec<u8>) {
+    let (d, dmin, packed, l) = k_quant_fit(x, 15, -1.0, 0.1, 20);
     out.extend_from_slice(&d.to_le_bytes());
     out.extend_from_slice(&dmin.to_le_bytes());
     out.extend_from_slice(&packed);
     for j in (0..QK_K).step_by(64) {
         out.extend((0..32).map(|k| l[j + k] | (l[j + k + 32] << 4)));
     }
+}
+
+/// One q5_K super-block (`quantize_row_q5_K_ref`): as q4_K with 5-bit codes, whose high bits go to `qh` (bit
+/// `2 i` for the first 32 values of the i-th group of 64, bit `2 i + 1` for the second), the low four to `qs`.
+fn encode_q5_k(x: &[f32], out: &mut Vec<u8>) {
+    let (d, dmin, packed, l) = k_quant_fit(x, 31, -0.5, 0.1, 15);
+    out.extend_from_slice(&d.to_le_bytes());
+    out.extend_from_slice(&dmin.to_le_bytes());
+    out.extend_from_slice(&packed);
+    let mut qh = [0u8; QK_K / 8];
+    let mut qs = [0u8; QK_K / 2];
+    for (g, n) in (0..QK_K).step_by(64).enumerate() {
+        for j in 0..32 {
+            let (l1, l2) = (l[n + j], l[n + j + 32]);
+            qh[j] |= ((l1 >> 4) << (2 * g)) | ((l2 >> 4) << (2 * g + 1));
+            qs[32 * g + j] = (l1 & 0xf) | ((l2 & 0xf) << 4);
+        }
+    }
+    out.extend_from_slice(&qh);
+    out.extend_from_slice(&qs);
 }
 
 /// One block's integer codes as an artifact stores them: signed codes in `[qmin, qmax]` of `bits`, decoding to
@@ -510,7 +560,7 @@ pub fn encode_codes(
                     out.push(n(b.codes[j]) | (n(b.codes[j + QK / 2]) << 4));
                 }
             }
-            GgmlType::F32 | GgmlType::F16 | GgmlType::Q6K | GgmlType::Q4K => {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K => {
                 return Err(CodeMismatch::Range)
             }
         }
@@ -534,6 +584,27 @@ pub fn decode(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
                     let (d2, m2) = (d * f32::from(s2), dmin * f32::from(m2));
                     out.extend(q.iter().map(|v| d1 * f32::from(v & 0xf) - m1));
                     out.extend(q.iter().map(|v| d2 * f32::from(v >> 4) - m2));
+                }
+            }
+            GgmlType::Q5K => {
+                let (d, dmin) = (h(b), h(&b[2..]));
+                let (sc, qh, qs) = (&b[4..16], &b[16..16 + QK_K / 8], &b[16 + QK_K / 8..]);
+                for (g, q) in qs.chunks(32).enumerate() {
+                    let (s1, m1) = scale_min_k4(2 * g, sc);
+                    let (s2, m2) = scale_min_k4(2 * g + 1, sc);
+                    let (d1, m1) = (d * f32::from(s1), dmin * f32::from(m1));
+                    let (d2, m2) = (d * f32::from(s2), dmin * f32::from(m2));
+                    let hi = |j: usize, bit: usize| ((qh[j] >> bit) & 1) << 4;
+                    out.extend(
+                        q.iter()
+                            .enumerate()
+                            .map(|(j, v)| d1 * f32::from((v & 0xf) | hi(j, 2 * g)) - m1),
+                    );
+                    out.extend(
+                        q.iter()
+                            .enumerate()
+                            .map(|(j, v)| d2 * f32::from((v >> 4) | hi(j, 2 * g + 1)) - m2),
+                    );
                 }
             }
             GgmlType::Q6K => {
@@ -707,11 +778,59 @@ mod tests {
         assert_eq!(nearest_int(1.49), 1);
     }
 
+    /// One super-block whose sub-blocks differ in range.
+    fn k_quant_input() -> Vec<f32> {
+        (0..QK_K)
+            .map(|i| ((i * 53 % 67) as f32 - 20.0) / 25.0 * (1.0 + (i / 32) as f32 * 0.5))
+            .collect()
+    }
+
+    /// Every 32-value sub-block decodes within a step of (hi - lo) / levels (the fitted scale and the 6-bit
+    /// rounding of scale and min).
+    #[track_caller]
+    fn assert_within_a_step(back: &[f32], x: &[f32], levels: f32) {
+        for (ib, (g, w)) in back.chunks(32).zip(x.chunks(32)).enumerate() {
+            let (lo, hi) = w
+                .iter()
+                .fold((0f32, 0f32), |(l, h), v| (l.min(*v), h.max(*v)));
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff <= (hi - lo) / levels, "sub-block {ib}: {diff}");
+        }
+    }
+
+    #[test]
+    fn q5_k_puts_the_fifth_bit_in_qh_and_decodes_within_a_step() {
+        let x = k_quant_input();
+        let bytes = encode(GgmlType::Q5K, &x);
+        assert_eq!(bytes.len(), 176);
+        assert_within_a_step(&decode(GgmlType::Q5K, &bytes), &x, 31.0);
+        // The same fit as q4_K with 31 levels: the 5-bit decode is closer than the 4-bit one.
+        let err = |ty| {
+            decode(ty, &encode(ty, &x))
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f32>()
+        };
+        assert!(err(GgmlType::Q5K) < err(GgmlType::Q4K) / 3.0);
+        // A code of 16 or more sets its bit: value j of group g (64 values) is bit 2g of qh[j], value 32 + j bit
+        // 2g + 1; the low nibbles are in qs.
+        let mut block = vec![0u8; 176];
+        block[0..2].copy_from_slice(&f16::from_f32(1.0).to_le_bytes());
+        block[4] = 1; // sub-block 0: scale 1, min 0
+        block[5] = 1; // sub-block 1: scale 1, min 0
+        block[16] = 0b01; // value 0 of group 0 has its high bit
+        block[16 + 32] = 0x0f; // value 0: low nibble 15; value 32: low nibble 0
+        let y = decode(GgmlType::Q5K, &block);
+        assert_eq!((y[0], y[32], y[1]), (31.0, 0.0, 0.0));
+        block[16] = 0b10; // now value 32's high bit
+        let y = decode(GgmlType::Q5K, &block);
+        assert_eq!((y[0], y[32]), (15.0, 16.0));
+    }
+
     #[test]
     fn q4_k_holds_8_sub_blocks_with_6_bit_scales_and_mins() {
-        let x: Vec<f32> = (0..QK_K)
-            .map(|i| ((i * 53 % 67) as f32 - 20.0) / 25.0 * (1.0 + (i / 32) as f32 * 0.5))
-            .collect();
+        let x = k_quant_input();
         let bytes = encode(GgmlType::Q4K, &x);
         assert_eq!(bytes.len(), 144);
         // The largest sub-block scale and min map to 63.
@@ -721,15 +840,7 @@ mod tests {
             scales.contains(&63) && mins.contains(&63),
             "{scales:?} {mins:?}"
         );
-        let back = decode(GgmlType::Q4K, &bytes);
-        for (ib, (g, w)) in back.chunks(32).zip(x.chunks(32)).enumerate() {
-            let (lo, hi) = w
-                .iter()
-                .fold((0f32, 0f32), |(l, h), v| (l.min(*v), h.max(*v)));
-            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            // Within a step of (hi - lo) / 15 (the fitted scale and the 6-bit rounding of scale and min).
-            assert!(diff <= (hi - lo) / 15.0, "sub-block {ib}: {diff}");
-        }
+        assert_within_a_step(&decode(GgmlType::Q4K, &bytes), &x, 15.0);
         // 6-bit values above 15 put their high bits in the top of bytes 0..8.
         let mut packed = [0u8; 12];
         packed[0] = 0b1100_0001;
@@ -745,7 +856,10 @@ mod tests {
     #[test]
     fn names_and_sizes() {
         assert_eq!(GgmlType::parse("Q4_1"), Some(GgmlType::Q4_1));
-        assert_eq!(GgmlType::parse("q5_k"), None);
+        assert_eq!(GgmlType::parse("q5_k"), Some(GgmlType::Q5K));
+        assert_eq!(GgmlType::parse("q3_k"), None);
+        assert_eq!(GgmlType::Q5K.row_bytes(1536), 6 * 176);
+        assert_eq!(GgmlType::from_id(13), Some(GgmlType::Q5K));
         assert_eq!(GgmlType::parse("Q6_K"), Some(GgmlType::Q6K));
         assert_eq!(GgmlType::Q6K.row_bytes(1536), 6 * 210);
         assert!(!GgmlType::Q6K.fits(384));
