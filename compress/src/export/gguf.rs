@@ -21,7 +21,7 @@ use compressor_models::Checkpoint;
 use compressor_passes::Progress;
 
 /// What `--type` may name.
-pub const TYPES: &str = "auto, f32, f16, q8_0, q6_k, q5_k, q4_k, q4_0, q4_1";
+pub const TYPES: &str = "auto, f32, f16, q8_0, q6_k, q5_k, q4_k, q2_k, q4_0, q4_1";
 
 /// The requested matrix type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ impl Requested {
             Some(name) => match GgmlType::parse(name) {
                 Some(t) => Ok(Requested::Type(t)),
                 None => bail!(
-                    "unknown GGUF tensor type `{name}`\nhint: valid types: {TYPES} (q2_k and q3_k are not written yet)"
+                    "unknown GGUF tensor type `{name}`\nhint: valid types: {TYPES} (q3_k is not written yet)"
                 ),
             },
         }
@@ -159,7 +159,10 @@ fn plan(ckpt: &Checkpoint, requested: Requested) -> anyhow::Result<Vec<Entry>> {
             // A k-quant falls back to q8_0 where rows are not whole super-blocks (as llama-quantize does); the
             // note says so, and the q8_0 then follows the usual rules (codes copied where they fit).
             let mut fell_back = None;
-            let k_quant = matches!(want, GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K);
+            let k_quant = matches!(
+                want,
+                GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K | GgmlType::Q2K
+            );
             let want = if k_quant && !want.fits(cols) && GgmlType::Q8_0.fits(cols) {
                 fell_back = Some(format!(
                     "rows of {cols} values are not whole {}-value super-blocks of {}: written as q8_0",
@@ -197,7 +200,7 @@ fn plan(ckpt: &Checkpoint, requested: Requested) -> anyhow::Result<Vec<Entry>> {
                         let e = q.encoding;
                         let fits_range = match want {
                             GgmlType::Q8_0 => e.symmetric,
-                            GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K => false,
+                            GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K | GgmlType::Q2K => false,
                             GgmlType::Q4_0 => e.bits <= 4 && e.symmetric,
                             GgmlType::Q4_1 => e.bits <= 4,
                             _ => false,

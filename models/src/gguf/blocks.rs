@@ -21,6 +21,7 @@ pub enum GgmlType {
     Q4_0 = 2,
     Q4_1 = 3,
     Q8_0 = 8,
+    Q2K = 10,
     Q4K = 12,
     Q5K = 13,
     Q6K = 14,
@@ -32,13 +33,14 @@ pub const QK: usize = 32;
 pub const QK_K: usize = 256;
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 8] = [
+    pub const ALL: [GgmlType; 9] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q8_0,
         GgmlType::Q6K,
         GgmlType::Q5K,
         GgmlType::Q4K,
+        GgmlType::Q2K,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
     ];
@@ -58,6 +60,7 @@ impl GgmlType {
             GgmlType::Q6K => "q6_k",
             GgmlType::Q5K => "q5_k",
             GgmlType::Q4K => "q4_k",
+            GgmlType::Q2K => "q2_k",
         }
     }
 
@@ -70,7 +73,7 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 => 1,
-            GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K => QK_K,
+            GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K | GgmlType::Q2K => QK_K,
             _ => QK,
         }
     }
@@ -85,6 +88,7 @@ impl GgmlType {
             GgmlType::Q6K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
             GgmlType::Q5K => 2 + 2 + 12 + QK_K / 8 + QK_K / 2,
             GgmlType::Q4K => 2 + 2 + 12 + QK_K / 2,
+            GgmlType::Q2K => QK_K / 16 + QK_K / 4 + 2 + 2,
         }
     }
 
@@ -109,6 +113,7 @@ impl GgmlType {
             GgmlType::Q6K => Some(6),
             GgmlType::Q5K => Some(5),
             GgmlType::Q4K => Some(4),
+            GgmlType::Q2K => Some(2),
             GgmlType::Q4_0 | GgmlType::Q4_1 => Some(4),
             _ => None,
         }
@@ -125,6 +130,7 @@ impl GgmlType {
             GgmlType::Q6K => 18,
             GgmlType::Q5K => 16,
             GgmlType::Q4K => 14,
+            GgmlType::Q2K => 10,
         }
     }
 }
@@ -184,6 +190,7 @@ pub fn encode(ty: GgmlType, x: &[f32]) -> Vec<u8> {
         GgmlType::Q6K => x.chunks(QK_K).for_each(|b| encode_q6_k(b, &mut out)),
         GgmlType::Q5K => x.chunks(QK_K).for_each(|b| encode_q5_k(b, &mut out)),
         GgmlType::Q4K => x.chunks(QK_K).for_each(|b| encode_q4_k(b, &mut out)),
+        GgmlType::Q2K => x.chunks(QK_K).for_each(|b| encode_q2_k(b, &mut out)),
     }
     out
 }
@@ -302,7 +309,8 @@ fn encode_q6_k(x: &[f32], out: &mut Vec<u8>) {
 }
 
 /// ggml's `make_qkx2_quants` (codes in `0..=nmax` of a scale and an offset fitted by weighted least squares over
-/// `nstep + 1` candidate scales); returns `(scale, -min)`.
+/// `nstep + 1` candidate scales, judged by weighted squared error, or absolute error with `use_mad`); returns
+/// `(scale, -min)`.
 #[allow(clippy::too_many_arguments)]
 fn make_qkx2_quants(
     x: &[f32],
@@ -312,7 +320,9 @@ fn make_qkx2_quants(
     rmin: f32,
     rdelta: f32,
     nstep: i32,
+    use_mad: bool,
 ) -> (f32, f32) {
+    let cost = |d: f32| if use_mad { d.abs() } else { d * d };
     let n = x.len();
     let (mut min, mut max) = (x[0], x[0]);
     let mut sum_w = weights[0];
@@ -342,7 +352,7 @@ fn make_qkx2_quants(
         let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
         l_out[i] = l as u8;
         let diff = scale * l as f32 + min - x[i];
-        best_error += weights[i] * (diff * diff);
+        best_error += weights[i] * cost(diff);
     }
     let mut aux = vec![0u8; n];
     for is in 0..=nstep {
@@ -367,7 +377,7 @@ fn make_qkx2_quants(
             let mut cur_error = 0f32;
             for i in 0..n {
                 let diff = this_scale * f32::from(aux[i]) + this_min - x[i];
-                cur_error += weights[i] * (diff * diff);
+                cur_error += weights[i] * cost(diff);
             }
             if cur_error < best_error {
                 l_out.copy_from_slice(&aux);
@@ -422,6 +432,7 @@ fn k_quant_fit(
             rmin,
             rdelta,
             nstep,
+            false,
         );
         scales[j] = s;
         mins[j] = m;
@@ -495,6 +506,68 @@ fn encode_q5_k(x: &[f32], out: &mut Vec<u8>) {
     out.extend_from_slice(&qs);
 }
 
+/// One q2_K super-block (`quantize_row_q2_K_ref`): 16 sub-blocks of 16, each fitted by `make_qkx2_quants` (codes
+/// `0..=3`, weights `|x|`, absolute error), 4-bit scales and mins under two f16 scales, 2-bit codes four to a byte.
+fn encode_q2_k(x: &[f32], out: &mut Vec<u8>) {
+    const Q4SCALE: f32 = 15.0;
+    let mut l = [0u8; QK_K];
+    let (mut scales, mut mins) = ([0f32; QK_K / 16], [0f32; QK_K / 16]);
+    let (mut max_scale, mut max_min) = (0f32, 0f32);
+    let mut weights = [0f32; 16];
+    for j in 0..QK_K / 16 {
+        let xs = &x[16 * j..16 * j + 16];
+        for (w, v) in weights.iter_mut().zip(xs) {
+            *w = v.abs();
+        }
+        let (s, m) = make_qkx2_quants(
+            xs,
+            &weights,
+            3,
+            &mut l[16 * j..16 * j + 16],
+            -0.5,
+            0.1,
+            15,
+            true,
+        );
+        scales[j] = s;
+        mins[j] = m;
+        max_scale = max_scale.max(s);
+        max_min = max_min.max(m);
+    }
+    // Scales in the low nibbles, mins in the high ones, each as 4-bit multiples of (largest / 15).
+    let mut sc = [0u8; QK_K / 16];
+    let mut nibbles = |values: &[f32; QK_K / 16], largest: f32, shift: u32| -> f16 {
+        if largest <= 0.0 {
+            return f16::from_f32(0.0);
+        }
+        let iscale = Q4SCALE / largest;
+        for (b, v) in sc.iter_mut().zip(values) {
+            *b |= (nearest_int(iscale * v) as u8) << shift;
+        }
+        f16::from_f32(largest / Q4SCALE)
+    };
+    let d = nibbles(&scales, max_scale, 0);
+    let dmin = nibbles(&mins, max_min, 4);
+    for j in 0..QK_K / 16 {
+        let dj = d.to_f32() * f32::from(sc[j] & 0xf);
+        if dj == 0.0 {
+            continue;
+        }
+        let dm = dmin.to_f32() * f32::from(sc[j] >> 4);
+        for ii in 0..16 {
+            l[16 * j + ii] = nearest_int((x[16 * j + ii] + dm) / dj).clamp(0, 3) as u8;
+        }
+    }
+    out.extend_from_slice(&sc);
+    for j in (0..QK_K).step_by(128) {
+        out.extend((0..32).map(|k| {
+            l[j + k] | (l[j + k + 32] << 2) | (l[j + k + 64] << 4) | (l[j + k + 96] << 6)
+        }));
+    }
+    out.extend_from_slice(&d.to_le_bytes());
+    out.extend_from_slice(&dmin.to_le_bytes());
+}
+
 /// One block's integer codes as an artifact stores them: signed codes in `[qmin, qmax]` of `bits`, decoding to
 /// `(code - zero_point) * scale`.
 #[derive(Debug, Clone, Copy)]
@@ -560,9 +633,12 @@ pub fn encode_codes(
                     out.push(n(b.codes[j]) | (n(b.codes[j + QK / 2]) << 4));
                 }
             }
-            GgmlType::F32 | GgmlType::F16 | GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K => {
-                return Err(CodeMismatch::Range)
-            }
+            GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::Q6K
+            | GgmlType::Q5K
+            | GgmlType::Q4K
+            | GgmlType::Q2K => return Err(CodeMismatch::Range),
         }
     }
     Ok(out)
@@ -584,6 +660,24 @@ pub fn decode(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
                     let (d2, m2) = (d * f32::from(s2), dmin * f32::from(m2));
                     out.extend(q.iter().map(|v| d1 * f32::from(v & 0xf) - m1));
                     out.extend(q.iter().map(|v| d2 * f32::from(v >> 4) - m2));
+                }
+            }
+            GgmlType::Q2K => {
+                let (sc, qs) = (&b[..QK_K / 16], &b[QK_K / 16..QK_K / 16 + QK_K / 4]);
+                let (d, dmin) = (
+                    h(&b[QK_K / 16 + QK_K / 4..]),
+                    h(&b[QK_K / 16 + QK_K / 4 + 2..]),
+                );
+                let mut is = 0;
+                for q in qs.chunks(32) {
+                    for shift in [0, 2, 4, 6] {
+                        for half in [&q[..16], &q[16..]] {
+                            let (dl, ml) =
+                                (d * f32::from(sc[is] & 0xf), dmin * f32::from(sc[is] >> 4));
+                            is += 1;
+                            out.extend(half.iter().map(|v| dl * f32::from((v >> shift) & 3) - ml));
+                        }
+                    }
                 }
             }
             GgmlType::Q5K => {
@@ -799,6 +893,32 @@ mod tests {
     }
 
     #[test]
+    fn q2_k_holds_16_sub_blocks_of_2_bit_codes_with_4_bit_scales_and_mins() {
+        let x = k_quant_input();
+        let bytes = encode(GgmlType::Q2K, &x);
+        assert_eq!(bytes.len(), 84);
+        // 16-value sub-blocks: within a step of their range / 3 (the rounding of 4-bit scale and min included, a
+        // step and a half).
+        let back = decode(GgmlType::Q2K, &bytes);
+        for (ib, (g, w)) in back.chunks(16).zip(x.chunks(16)).enumerate() {
+            let (lo, hi) = w
+                .iter()
+                .fold((0f32, 0f32), |(l, h), v| (l.min(*v), h.max(*v)));
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff <= 1.5 * (hi - lo) / 3.0, "sub-block {ib}: {diff}");
+        }
+        // Layout: value 32 * s + k of a 128-value half sits at bits 2s of byte k; scales low nibble, mins high.
+        let mut block = vec![0u8; 84];
+        block[0] = 0x01; // sub-block 0: scale 1, min 0
+        block[2] = 0x21; // sub-block 2 (values 32..48): scale 1, min 2
+        block[16] = 0b0000_1011; // byte 0: value 0 = 3, value 32 = 2
+        block[80..82].copy_from_slice(&f16::from_f32(1.0).to_le_bytes());
+        block[82..84].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        let y = decode(GgmlType::Q2K, &block);
+        assert_eq!((y[0], y[1], y[32], y[33]), (3.0, 0.0, 2.0 - 1.0, -1.0));
+    }
+
+    #[test]
     fn q5_k_puts_the_fifth_bit_in_qh_and_decodes_within_a_step() {
         let x = k_quant_input();
         let bytes = encode(GgmlType::Q5K, &x);
@@ -858,6 +978,8 @@ mod tests {
         assert_eq!(GgmlType::parse("Q4_1"), Some(GgmlType::Q4_1));
         assert_eq!(GgmlType::parse("q5_k"), Some(GgmlType::Q5K));
         assert_eq!(GgmlType::parse("q3_k"), None);
+        assert_eq!(GgmlType::parse("q2_k"), Some(GgmlType::Q2K));
+        assert_eq!(GgmlType::Q2K.row_bytes(1536), 6 * 84);
         assert_eq!(GgmlType::Q5K.row_bytes(1536), 6 * 176);
         assert_eq!(GgmlType::from_id(13), Some(GgmlType::Q5K));
         assert_eq!(GgmlType::parse("Q6_K"), Some(GgmlType::Q6K));
