@@ -23,7 +23,8 @@ for round in 1 2 3; do
   t1=$(now)
   "$bin" quantize "$model" --bits 4 --group-size 128 --output "$out/w4" --force >/dev/null 2>&1
   t2=$(now)
-  floors+=("$(echo "$t1 - $t0" | bc -l)") runs+=("$(echo "$t2 - $t1" | bc -l)")
+  floors+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
+  runs+=("$(awk -v a="$t1" -v b="$t2" 'BEGIN { print b - a }')")
 done
 median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
 in_bytes=$(cat "$model"/*.safetensors | wc -c)

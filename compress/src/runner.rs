@@ -32,9 +32,8 @@ pub fn check_finite(store: &TensorStore, progress: &dyn Progress) -> compressor_
     for name in store.names() {
         progress.on_unit(name);
         let t = store.get(name)?;
+        // Releases the checkpoint's pages chunk by chunk as it reads them.
         t.check_finite(name)?;
-        // Read once: the checkpoint's pages need not stay resident.
-        t.release_pages();
     }
     progress.on_pass_end();
     Ok(())

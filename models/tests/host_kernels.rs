@@ -37,6 +37,10 @@ fn classifier(labels: usize) -> TinyBert {
     }
 }
 
+fn load(ckpt: &Checkpoint) -> Bert<Cpu> {
+    Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default()).expect("loads")
+}
+
 fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -57,8 +61,7 @@ fn host_kernels_match_the_tensor_ops_on_every_form_pooling_and_head() {
         !ckpt.config.bert().layers[0].low_rank.is_empty(),
         "the fixture has low-rank factors"
     );
-    let mut model = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
-        .expect("loads");
+    let mut model = load(&ckpt);
     let b = batch();
     for mode in [PoolingMode::Mean, PoolingMode::Cls, PoolingMode::Max] {
         for normalize in [false, true] {
@@ -94,8 +97,7 @@ fn a_replaced_weight_is_seen_by_the_host_kernels() {
     let dir = tempfile::tempdir().expect("tmp");
     TinyBert::default().write(dir.path()).expect("writes");
     let ckpt = Checkpoint::open(dir.path()).expect("opens");
-    let mut model = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
-        .expect("loads");
+    let mut model = load(&ckpt);
     let b = batch();
     let before = model.embed(&b).expect("embeds");
     let lin = model
@@ -114,8 +116,7 @@ fn bad_batches_are_the_same_errors_on_both_paths() {
     let dir = tempfile::tempdir().expect("tmp");
     TinyBert::default().write(dir.path()).expect("writes");
     let ckpt = Checkpoint::open(dir.path()).expect("opens");
-    let mut model = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
-        .expect("loads");
+    let mut model = load(&ckpt);
     let empty = EncodedBatch {
         batch_size: 2,
         seq_len: 0,
@@ -159,8 +160,9 @@ fn bad_batches_are_the_same_errors_on_both_paths() {
 }
 
 /// Activation quantization: the host kernels observe the same values as the tensor ops (the calibrated scales
-/// agree) and fake-quantize at the same points (4-bit codes, scales calibrated on the batch itself), within 1e-5. Only a value within float error of a rounding boundary
-/// could round differently on the two paths; 4-bit steps are coarse enough that none of this batch's does.
+/// agree) and fake-quantize at the same points (4-bit codes, scales calibrated on the batch itself), within 1e-5.
+/// Only a value within float error of a rounding boundary could round differently on the two paths; 4-bit steps
+/// are coarse enough that none of this batch's does.
 #[test]
 fn host_kernels_quantize_activations_at_the_same_points() {
     use compressor_models::quant::act::{ActivationQuant, Observer, RangeRule};
@@ -168,14 +170,16 @@ fn host_kernels_quantize_activations_at_the_same_points() {
     let dir = tempfile::tempdir().expect("tmp");
     classifier(2).write(dir.path()).expect("writes");
     let ckpt = Checkpoint::open(dir.path()).expect("opens");
-    let mut model = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
-        .expect("loads");
+    let mut model = load(&ckpt);
     let b = batch();
     let float = model.classify(&b).expect("float");
-    let observer = std::sync::Arc::new(ActMode::Observe(std::sync::Mutex::new(Observer::new(
-        RangeRule::Max,
-        8,
-    ))));
+    let new_observer = || {
+        std::sync::Arc::new(ActMode::Observe(std::sync::Mutex::new(Observer::new(
+            RangeRule::Max,
+            8,
+        ))))
+    };
+    let observer = new_observer();
     model.act = Some(observer.clone());
     model.classify(&b).expect("observes");
     let finish = |mode: &ActMode| -> ActivationQuant {
@@ -186,10 +190,7 @@ fn host_kernels_quantize_activations_at_the_same_points() {
     };
     let table = finish(&observer);
     // The tensor ops observe the same values (one batch: the same maxima).
-    let reference = std::sync::Arc::new(ActMode::Observe(std::sync::Mutex::new(Observer::new(
-        RangeRule::Max,
-        8,
-    ))));
+    let reference = new_observer();
     model.act = Some(reference.clone());
     model.host_kernels = false;
     let hidden = model.encode(&b).expect("observes");
@@ -231,8 +232,7 @@ fn traces_and_layer_inputs_match_the_tensor_ops() {
     let dir = tempfile::tempdir().expect("tmp");
     classifier(3).write_every_form(dir.path()).expect("writes");
     let ckpt = Checkpoint::open(dir.path()).expect("opens");
-    let mut model = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
-        .expect("loads");
+    let mut model = load(&ckpt);
     let b = batch();
     let flat = |t: &compressor_models::runtime::Tensor<Cpu, 3>| {
         vec![compressor_models::runtime::flat(t.clone()).expect("host")]

@@ -580,21 +580,13 @@ impl<B: Backend> Bert<B> {
     /// `layers + 1` entries, entry 0 is the embeddings' output). With [`Bert::encode_from`], later computations
     /// can start at a layer.
     pub fn layer_inputs(&self, batch: &EncodedBatch) -> Result<Vec<Tensor<B, 3>>> {
-        if let Some(traces) = self.host_trace(batch)? {
-            let mut inputs: Vec<Tensor<B, 3>> = Vec::with_capacity(traces.len() + 1);
-            let mut last = None;
-            for t in traces {
-                inputs.extend(t.input);
-                last = Some(t.output);
-            }
-            return match last {
-                Some(out) => {
-                    inputs.push(out);
-                    Ok(inputs)
-                }
-                // No layer: the embeddings are the last hidden state.
-                None => Ok(vec![self.embeddings(batch)?]),
-            };
+        // (Without layers, the tensor path returns the embeddings.)
+        if let Some(traces) = self.host_trace(batch)?.filter(|t| !t.is_empty()) {
+            let last = traces.last().map(|t| t.output.clone());
+            let mut inputs: Vec<Tensor<B, 3>> =
+                traces.into_iter().filter_map(|t| t.input).collect();
+            inputs.extend(last);
+            return Ok(inputs);
         }
         let mut x = self.embeddings(batch)?;
         let additive = self.additive_mask(batch);
@@ -819,9 +811,9 @@ impl<B: Backend> Bert<B> {
     where
         Self: Sync,
     {
-        if let Some((host, table)) = self.host()? {
+        if let Some((host, mode)) = self.host()? {
             self.check_batch(batch)?;
-            return Ok(host.embed(&self.host_settings(), batch, table));
+            return Ok(host.embed(&self.host_settings(), batch, mode));
         }
         self.by_row_groups(batch, &|m, b| super::rows(m.pool(m.encode(b)?, b)))
     }
@@ -831,9 +823,9 @@ impl<B: Backend> Bert<B> {
     where
         Self: Sync,
     {
-        if let Some((host, table)) = self.host()? {
+        if let Some((host, mode)) = self.host()? {
             self.check_batch(batch)?;
-            return host.classify(&self.host_settings(), batch, table);
+            return host.classify(&self.host_settings(), batch, mode);
         }
         self.by_row_groups(batch, &|m, b| super::rows(m.logits(m.encode(b)?)?))
     }
@@ -846,15 +838,15 @@ impl<B: Backend> Bert<B> {
         use std::any::TypeId;
         let cpu = TypeId::of::<B>() == TypeId::of::<super::Cpu>()
             || TypeId::of::<B>() == TypeId::of::<super::CpuAutodiff>();
-        let table = self.act.as_deref();
         if !cpu || !self.host_kernels {
             return Ok(None);
         }
+        let mode = self.act.as_deref();
         if let Some(h) = self.host.get() {
-            return Ok(Some((h.clone(), table)));
+            return Ok(Some((h.clone(), mode)));
         }
         let made = std::sync::Arc::new(self.host_copy()?);
-        Ok(Some((self.host.get_or_init(|| made).clone(), table)))
+        Ok(Some((self.host.get_or_init(|| made).clone(), mode)))
     }
 
     /// [`Bert::trace`] on the host kernels, for the CPU backend without autodiff (where no graph is wanted).

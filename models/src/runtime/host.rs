@@ -160,8 +160,8 @@ pub(super) struct Settings {
 }
 
 impl HostBert {
-    /// The last hidden state `[batch * seq, hidden]` of a checked batch, fake-quantizing activations at the points
-    /// of `table` as `Bert::aq` does.
+    /// The last hidden state `[batch * seq, hidden]` of a checked batch, quantizing or observing activations as
+    /// `mode` says, at the points `Bert::aq` uses.
     pub(super) fn encode(
         &self,
         cfg: &Settings,
