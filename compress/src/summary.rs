@@ -95,11 +95,7 @@ pub fn chosen_widths(
         let b = b.as_u64()?;
         let g = by_width.entry(b).or_default();
         g.0 += 1;
-        match name
-            .strip_prefix("encoder.layer.")
-            .and_then(|r| r.split('.').next())
-            .and_then(|i| i.parse::<usize>().ok())
-        {
+        match compressor_models::family::layer_of_any(name) {
             Some(layer) => {
                 g.1.insert(layer);
             }

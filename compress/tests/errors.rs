@@ -349,7 +349,7 @@ fn unknown_model_type() {
     bad_model(
         |ws| ws.write("model/config.json", &CONFIG.replace("\"bert\"", "\"gpt2\"")),
         OPEN,
-        "  `model/config.json`: unknown model_type `gpt2`\n\nhint: supported model types: bert\n",
+        "  `model/config.json`: unknown model_type `gpt2`\n\nhint: supported model types: bert, roberta, xlm-roberta, distilbert, mpnet\n",
     );
 }
 

@@ -164,8 +164,9 @@ fn gradients<B: Backend>(
     let loss = (hidden * c).sum();
     let grads = loss.backward();
     let mut out = Vec::new();
-    for m in compressor_models::arch::LAYER_LINEARS {
-        if let Some(lin) = model.linear(&format!("encoder.layer.0.{m}.weight")) {
+    for m in compressor_models::Slot::ALL {
+        let module = model.config.naming().linear(0, m);
+        if let Some(lin) = model.linear(&format!("{module}.weight")) {
             if let Some(g) = lin.weight_t.grad(&grads) {
                 out.extend(flat(g)?);
             }

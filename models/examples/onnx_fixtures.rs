@@ -113,12 +113,13 @@ fn quantize_all(dir: &Path) -> Result<()> {
     let config = ModelConfig::load(dir)?;
     let mut store = TensorStore::open(dir, &config)?;
     for l in 0..config.bert().layers.len() {
-        for m in compressor_models::arch::LAYER_LINEARS {
+        for m in compressor_models::Slot::ALL {
             let e = Encoding {
                 symmetric: l != 1,
                 ..Encoding::symmetric(4, Strategy::Group { size: 16 })
             };
-            quantize(&mut store, &format!("encoder.layer.{l}.{m}.weight"), e)?;
+            let module = config.bert().naming().linear(l, m);
+            quantize(&mut store, &format!("{module}.weight"), e)?;
         }
     }
     compressor_models::testing::save(dir, &config, store)

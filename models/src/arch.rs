@@ -1,5 +1,6 @@
 //! Architecture configs: a closed set of model families read from `config.json`, each listing every tensor it
-//! expects with shape, role and kind. BERT (`BertModel`, `BertForSequenceClassification`) is the first family.
+//! expects with shape, role and kind. The BERT-like encoders (BERT, RoBERTa / XLM-R, DistilBERT, MPNet) share one
+//! typed config, [`BertConfig`]; what differs between them (names, keys, positions) is in [`crate::family`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,12 +8,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::family::{Family, HeadAct, Naming, Slot};
 use crate::names::{Kind, Role, TensorSpec};
-
-/// Model types we can load, for error hints.
-pub const KNOWN_MODEL_TYPES: [&str; 1] = ["bert"];
-/// Architectures we can load, for error hints.
-pub const KNOWN_ARCHITECTURES: [&str; 2] = ["BertModel", "BertForSequenceClassification"];
 
 /// The feed-forward activation (`hidden_act`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,21 +60,11 @@ pub struct LayerShape {
     /// Index of this layer in the model it was derived from (layers may have been dropped).
     pub source: usize,
     /// The Linears stored as a product of two factors, `W = U V` with `U [out, r]` and `V [r, in]`, by module
-    /// name under the layer (`attention.self.value`) with their rank `r`. Every other Linear is one matrix
+    /// name under the layer (`attention.self.value` in BERT) with their rank `r`. Every other Linear is one matrix
     /// (dense or quantized).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub low_rank: BTreeMap<String, usize>,
 }
-
-/// The Linear modules of an encoder layer, by name under `encoder.layer.N.`, in model order.
-pub const LAYER_LINEARS: [&str; 6] = [
-    "attention.self.query",
-    "attention.self.key",
-    "attention.self.value",
-    "attention.output.dense",
-    "intermediate.dense",
-    "output.dense",
-];
 
 impl LayerShape {
     /// `heads * qk_head_dim`: the output width of the query and key projections.
@@ -98,19 +85,39 @@ impl LayerShape {
         self.intermediate_size > 0
     }
 
-    /// `[out, in]` of the weight of Linear `module` (one of [`LAYER_LINEARS`]) at hidden width `h`; `None` when
-    /// its sublayer is dropped or `module` is not a Linear of the layer.
-    pub fn linear_shape(&self, h: usize, module: &str) -> Option<(usize, usize)> {
+    /// `[out, in]` of the weight of the Linear in `slot` at hidden width `h`; `None` when its sublayer is dropped.
+    pub fn linear_shape(&self, h: usize, slot: Slot) -> Option<(usize, usize)> {
         let (qk, vo, i) = (self.qk_width(), self.vo_width(), self.intermediate_size);
-        let (shape, present) = match module {
-            "attention.self.query" | "attention.self.key" => ((qk, h), self.has_attention()),
-            "attention.self.value" => ((vo, h), self.has_attention()),
-            "attention.output.dense" => ((h, vo), self.has_attention()),
-            "intermediate.dense" => ((i, h), self.has_ffn()),
-            "output.dense" => ((h, i), self.has_ffn()),
-            _ => return None,
+        let (shape, present) = match slot {
+            Slot::Query | Slot::Key => ((qk, h), self.has_attention()),
+            Slot::Value => ((vo, h), self.has_attention()),
+            Slot::AttnOut => ((h, vo), self.has_attention()),
+            Slot::Up => ((i, h), self.has_ffn()),
+            Slot::Down => ((h, i), self.has_ffn()),
         };
         present.then_some(shape)
+    }
+
+    /// Parameters (weights and biases) of this layer at hidden width `h` (module names from `n`); a low-rank Linear
+    /// counts its factors, `r * (out + in)`.
+    pub fn parameters(&self, n: &Naming, h: usize) -> usize {
+        let weights: usize = Slot::ALL
+            .iter()
+            .filter_map(|&s| {
+                let (o, i) = self.linear_shape(h, s)?;
+                Some(
+                    self.rank(n.linears[s as usize])
+                        .map_or(o * i, |r| r * (o + i)),
+                )
+            })
+            .sum();
+        let attn_biases = if self.has_attention() {
+            2 * self.qk_width() + self.vo_width()
+        } else {
+            0
+        };
+        // The output biases and both LayerNorms stay whatever is removed.
+        weights + attn_biases + self.intermediate_size + h + h + 4 * h
     }
 
     /// The rank of Linear `module` when it is stored low-rank.
@@ -151,16 +158,20 @@ pub struct ElasticRate {
 // Rates are checked finite (in [0, 1)) wherever a table is read, so equality is total.
 impl Eq for ElasticRate {}
 
-/// The BERT hyper-parameters we use, read from config.json.
+/// The hyper-parameters of a BERT-like encoder, read from config.json (under each family's key names).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BertConfig {
+    pub family: Family,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
     pub intermediate_size: usize,
     pub max_position_embeddings: usize,
+    /// 0 where the family has no token types (DistilBERT, MPNet): the token type ids are then ignored.
     pub type_vocab_size: usize,
+    /// Rows of MPNet's relative attention bias table (`relative_attention_num_buckets`); 0 in other families.
+    pub relative_buckets: usize,
     pub layer_norm_eps: f64,
     pub hidden_act: Activation,
     pub pad_token_id: Option<i64>,
@@ -175,6 +186,34 @@ pub struct BertConfig {
 }
 
 impl BertConfig {
+    /// The names and conventions of this config's family.
+    pub fn naming(&self) -> &'static Naming {
+        self.family.naming()
+    }
+
+    /// The padding id that position ids count from in families that number positions after the padding
+    /// (RoBERTa's `padding_idx`; MPNet's is 1 whatever the config says, as in transformers); `None` where positions
+    /// count from 0.
+    pub fn position_padding(&self) -> Option<i64> {
+        match self.family {
+            _ if !self.naming().positions_after_padding => None,
+            Family::Mpnet => Some(1),
+            _ => Some(self.pad_token_id.unwrap_or(1)),
+        }
+    }
+
+    /// The longest sequence the position table allows (`max_position_embeddings`, less `padding + 1` where
+    /// positions count after the padding id).
+    pub fn max_sequence_length(&self) -> usize {
+        let offset = self.position_padding().map_or(0, |p| p.max(0) as usize + 1);
+        self.max_position_embeddings.saturating_sub(offset)
+    }
+
+    /// Parameters (weights and biases) of one encoder layer of shape `l` at hidden width `h`.
+    pub fn layer_parameters(&self, h: usize, l: &LayerShape) -> usize {
+        l.parameters(self.naming(), h)
+    }
+
     /// The original per-head width, `hidden_size / num_attention_heads`; attention scores are scaled by its
     /// inverse square root in every layer, whatever its kept head widths.
     pub fn head_dim(&self) -> usize {
@@ -216,28 +255,9 @@ impl BertConfig {
     pub fn encoder_parameters(&self) -> usize {
         self.layers
             .iter()
-            .map(|l| layer_parameters(self.hidden_size, l))
+            .map(|l| self.layer_parameters(self.hidden_size, l))
             .sum()
     }
-}
-
-/// Parameters (weights and biases) of one encoder layer of shape `l` at hidden width `h`; a low-rank Linear counts
-/// its factors, `r * (out + in)`.
-pub fn layer_parameters(h: usize, l: &LayerShape) -> usize {
-    let weights: usize = LAYER_LINEARS
-        .iter()
-        .filter_map(|m| {
-            let (o, i) = l.linear_shape(h, m)?;
-            Some(l.rank(m).map_or(o * i, |r| r * (o + i)))
-        })
-        .sum();
-    let attn_biases = if l.has_attention() {
-        2 * l.qk_width() + l.vo_width()
-    } else {
-        0
-    };
-    // The output biases and both LayerNorms stay whatever is removed.
-    weights + attn_biases + l.intermediate_size + h + h + 4 * h
 }
 
 /// A closed enum of supported families; new families add a variant.
@@ -284,15 +304,16 @@ impl ModelConfig {
         };
         let keys = Keys { path, raw: &raw };
         let model_type = keys.string("model_type")?;
-        if !KNOWN_MODEL_TYPES.contains(&model_type.as_str()) {
+        let Some(family) = Family::from_model_type(&model_type) else {
             return Err(Error::UnknownModelType {
                 path: path.to_path_buf(),
                 model_type,
-                known: KNOWN_MODEL_TYPES.to_vec(),
+                known: Family::model_types(),
             });
-        }
+        };
+        let n = family.naming();
         let architecture = match raw.get("architectures") {
-            None | Some(Value::Null) => "BertModel".to_string(),
+            None | Some(Value::Null) => n.base.to_string(),
             Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
                 a[0].as_str().unwrap_or_default().to_string()
             }
@@ -304,26 +325,41 @@ impl ModelConfig {
                 })
             }
         };
-        if !KNOWN_ARCHITECTURES.contains(&architecture.as_str()) {
+        let ours = architecture == n.base
+            || architecture == n.classifier
+            || n.encoder_aliases.contains(&architecture.as_str());
+        if !ours {
+            let mut known = vec![n.base, n.classifier];
+            known.extend(n.encoder_aliases);
+            let other = Family::architectures().contains(&architecture.as_str());
             return Err(Error::UnsupportedArchitecture {
                 path: path.to_path_buf(),
-                architecture,
-                known: KNOWN_ARCHITECTURES.to_vec(),
+                architecture: if other {
+                    format!("{architecture}` with model_type `{model_type}")
+                } else {
+                    architecture
+                },
+                known: if other {
+                    known
+                } else {
+                    Family::architectures()
+                },
             });
         }
-        let head = if architecture == "BertForSequenceClassification" {
+        let head = if architecture == n.classifier {
             keys.classification_head()?
         } else {
             Head::None
         };
-        let hidden_act = match keys.string("hidden_act")?.as_str() {
+        let k = n.keys;
+        let hidden_act = match keys.string(k.hidden_act)?.as_str() {
             "gelu" => Activation::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
             "relu" => Activation::Relu,
             other => {
                 return Err(Error::ConfigKey {
                     path: path.to_path_buf(),
-                    key: "hidden_act".into(),
+                    key: k.hidden_act.into(),
                     problem: format!("`{other}` is not supported (supported: gelu, gelu_new, gelu_pytorch_tanh, relu)"),
                 })
             }
@@ -338,15 +374,26 @@ impl ModelConfig {
             }
         }
         let bert = BertConfig {
+            family,
             vocab_size: keys.positive("vocab_size")?,
-            hidden_size: keys.positive("hidden_size")?,
-            num_hidden_layers: keys.positive("num_hidden_layers")?,
-            num_attention_heads: keys.positive("num_attention_heads")?,
-            intermediate_size: keys.positive("intermediate_size")?,
+            hidden_size: keys.positive(k.hidden_size)?,
+            num_hidden_layers: keys.positive(k.num_hidden_layers)?,
+            num_attention_heads: keys.positive(k.num_attention_heads)?,
+            intermediate_size: keys.positive(k.intermediate_size)?,
             max_position_embeddings: keys.positive("max_position_embeddings")?,
-            type_vocab_size: keys.positive("type_vocab_size")?,
+            type_vocab_size: match n.token_type {
+                Some(_) => keys.positive("type_vocab_size")?,
+                None => 0,
+            },
+            relative_buckets: match n.relative_bias {
+                Some(_) => match raw.get("relative_attention_num_buckets") {
+                    None => crate::family::RELATIVE_BUCKETS,
+                    Some(_) => keys.positive("relative_attention_num_buckets")?,
+                },
+                None => 0,
+            },
             layer_norm_eps: match raw.get("layer_norm_eps") {
-                None => 1e-12,
+                None => n.default_eps,
                 Some(v) => v
                     .as_f64()
                     .filter(|e| *e > 0.0)
@@ -372,24 +419,26 @@ impl ModelConfig {
         if !original_hidden.is_multiple_of(bert.num_attention_heads) {
             return Err(Error::ConfigKey {
                 path: path.to_path_buf(),
-                key: "num_attention_heads".into(),
+                key: k.num_attention_heads.into(),
                 problem: format!(
-                    "{} does not divide hidden_size {original_hidden}",
-                    bert.num_attention_heads
+                    "{} does not divide {} {original_hidden}",
+                    bert.num_attention_heads, k.hidden_size
                 ),
             });
         }
         // Every layer gets a described shape: bound the counts before anything is allocated per layer or head (the
         // checkpoint's tensor count bounds them more tightly once the store is open).
-        for (key, n) in [
-            ("num_hidden_layers", bert.num_hidden_layers),
-            ("num_attention_heads", bert.num_attention_heads),
+        for (key, count) in [
+            (k.num_hidden_layers, bert.num_hidden_layers),
+            (k.num_attention_heads, bert.num_attention_heads),
         ] {
-            if n > MAX_COUNT {
+            if count > MAX_COUNT {
                 return Err(Error::ConfigKey {
                     path: path.to_path_buf(),
                     key: key.into(),
-                    problem: format!("is {n}, more than the {MAX_COUNT} that compressor supports"),
+                    problem: format!(
+                        "is {count}, more than the {MAX_COUNT} that compressor supports"
+                    ),
                 });
             }
         }
@@ -431,17 +480,18 @@ impl ModelConfig {
         if layers.is_empty() {
             return Err(Error::ConfigKey {
                 path: self.path.clone(),
-                key: "num_hidden_layers".into(),
+                key: self.bert().naming().keys.num_hidden_layers.into(),
                 problem: "would be 0: a model keeps at least one encoder layer".into(),
             });
         }
         let mut raw = self.raw.clone();
         let mut trial = self.bert().clone();
+        let keys = trial.naming().keys;
         trial.layers = layers.clone();
-        raw.insert("num_hidden_layers".into(), Value::from(layers.len()));
+        raw.insert(keys.num_hidden_layers.into(), Value::from(layers.len()));
         if trial.is_uniform() {
             raw.insert(
-                "intermediate_size".into(),
+                keys.intermediate_size.into(),
                 Value::from(layers[0].intermediate_size),
             );
             raw.remove(EXTENSION_KEY);
@@ -466,7 +516,7 @@ impl ModelConfig {
         {
             return Err(Error::ConfigKey {
                 path: self.path.clone(),
-                key: "hidden_size".into(),
+                key: c.naming().keys.hidden_size.into(),
                 problem: format!(
                     "kept dimensions must be ascending positions in 0..{} with at least one",
                     c.hidden_size
@@ -484,7 +534,7 @@ impl ModelConfig {
             },
         };
         let mut raw = self.raw.clone();
-        raw.insert("hidden_size".into(), Value::from(kept.len()));
+        raw.insert(c.naming().keys.hidden_size.into(), Value::from(kept.len()));
         raw.insert(
             EXTENSION_KEY.into(),
             extension(&c.layers, Some(&hidden), &[]),
@@ -510,9 +560,10 @@ impl ModelConfig {
     /// The canonical names of the weights stored low-rank, with their ranks.
     pub fn low_rank_weights(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
+        let n = self.bert().naming();
         for (l, shape) in self.bert().layers.iter().enumerate() {
             for (m, r) in &shape.low_rank {
-                out.insert(format!("encoder.layer.{l}.{m}.weight"), *r);
+                out.insert(format!("{}.{m}.weight", n.layer(l)), *r);
             }
         }
         out
@@ -556,6 +607,7 @@ impl ModelConfig {
     /// Every tensor the architecture expects, by canonical name (model prefix stripped), in model order.
     pub fn expected_tensors(&self) -> Vec<TensorSpec> {
         let c = self.bert();
+        let n = c.naming();
         let h = c.hidden_size;
         let mut out = Vec::new();
         let mut push =
@@ -570,40 +622,37 @@ impl ModelConfig {
                 })
             };
         push(
-            "embeddings.word_embeddings.weight".into(),
+            format!("{}.weight", n.word),
             vec![c.vocab_size, h],
             Role::EmbedTokens,
             Kind::Weight,
             None,
         );
         push(
-            "embeddings.position_embeddings.weight".into(),
+            format!("{}.weight", n.position),
             vec![c.max_position_embeddings, h],
             Role::EmbedPositions,
             Kind::Weight,
             None,
         );
-        push(
-            "embeddings.token_type_embeddings.weight".into(),
-            vec![c.type_vocab_size, h],
-            Role::EmbedTypes,
-            Kind::Weight,
-            None,
-        );
-        push(
-            "embeddings.LayerNorm.weight".into(),
-            vec![h],
-            Role::Norm,
-            Kind::Weight,
-            None,
-        );
-        push(
-            "embeddings.LayerNorm.bias".into(),
-            vec![h],
-            Role::Norm,
-            Kind::Bias,
-            None,
-        );
+        if let Some(types) = n.token_type {
+            push(
+                format!("{types}.weight"),
+                vec![c.type_vocab_size, h],
+                Role::EmbedTypes,
+                Kind::Weight,
+                None,
+            );
+        }
+        for (suffix, kind) in [("weight", Kind::Weight), ("bias", Kind::Bias)] {
+            push(
+                format!("{}.{suffix}", n.emb_norm),
+                vec![h],
+                Role::Norm,
+                kind,
+                None,
+            );
+        }
         push(
             "embeddings.position_ids".into(),
             vec![1, c.max_position_embeddings],
@@ -611,24 +660,33 @@ impl ModelConfig {
             Kind::Buffer,
             None,
         );
+        if let Some(bias) = n.relative_bias {
+            push(
+                format!("{bias}.weight"),
+                vec![c.relative_buckets, c.num_attention_heads],
+                Role::EmbedPositions,
+                Kind::Weight,
+                None,
+            );
+        }
         for (l, shape) in c.layers.iter().enumerate() {
-            let p = format!("encoder.layer.{l}");
             let (qk, vo, i) = (shape.qk_width(), shape.vo_width(), shape.intermediate_size);
             let attn = shape.has_attention();
             let ffn = shape.has_ffn();
-            // (module, role, out, in, weight present, bias present)
+            // (slot, role, out, in, weight present, bias present)
             let linears = [
-                ("attention.self.query", Role::AttnQ, qk, h, attn, attn),
-                ("attention.self.key", Role::AttnK, qk, h, attn, attn),
-                ("attention.self.value", Role::AttnV, vo, h, attn, attn),
-                ("attention.output.dense", Role::AttnOut, h, vo, attn, true),
-                ("intermediate.dense", Role::FfnUp, i, h, ffn, ffn),
-                ("output.dense", Role::FfnDown, h, i, ffn, true),
+                (Slot::Query, Role::AttnQ, qk, h, attn, attn),
+                (Slot::Key, Role::AttnK, qk, h, attn, attn),
+                (Slot::Value, Role::AttnV, vo, h, attn, attn),
+                (Slot::AttnOut, Role::AttnOut, h, vo, attn, true),
+                (Slot::Up, Role::FfnUp, i, h, ffn, ffn),
+                (Slot::Down, Role::FfnDown, h, i, ffn, true),
             ];
-            for (m, role, out_f, in_f, weight, bias) in linears {
+            for (slot, role, out_f, in_f, weight, bias) in linears {
+                let m = n.linear(l, slot);
                 if weight {
                     push(
-                        format!("{p}.{m}.weight"),
+                        format!("{m}.weight"),
                         vec![out_f, in_f],
                         role,
                         Kind::Weight,
@@ -636,65 +694,61 @@ impl ModelConfig {
                     );
                 }
                 if bias {
+                    push(format!("{m}.bias"), vec![out_f], role, Kind::Bias, Some(l));
+                }
+            }
+            for norm in [n.attn_norm, n.out_norm] {
+                for (suffix, kind) in [("weight", Kind::Weight), ("bias", Kind::Bias)] {
                     push(
-                        format!("{p}.{m}.bias"),
-                        vec![out_f],
-                        role,
-                        Kind::Bias,
+                        format!("{}.{norm}.{suffix}", n.layer(l)),
+                        vec![h],
+                        Role::Norm,
+                        kind,
                         Some(l),
                     );
                 }
             }
-            for n in ["attention.output.LayerNorm", "output.LayerNorm"] {
-                push(
-                    format!("{p}.{n}.weight"),
-                    vec![h],
-                    Role::Norm,
-                    Kind::Weight,
-                    Some(l),
-                );
-                push(
-                    format!("{p}.{n}.bias"),
-                    vec![h],
-                    Role::Norm,
-                    Kind::Bias,
-                    Some(l),
-                );
-            }
         }
-        push(
-            "pooler.dense.weight".into(),
-            vec![h, h],
-            Role::Pooler,
-            Kind::Weight,
-            None,
-        );
-        push(
-            "pooler.dense.bias".into(),
-            vec![h],
-            Role::Pooler,
-            Kind::Bias,
-            None,
-        );
+        // The dense layer before the classifier (BERT's pooler, RoBERTa's `classifier.dense`, DistilBERT's
+        // `pre_classifier`), required under a classification head; a base model's own pooler is optional
+        // (sentence-transformers checkpoints may drop it).
+        let (dense, optional) = match &c.head {
+            Head::SequenceClassification { .. } => (Some(n.head_dense), false),
+            Head::None => (n.pooler, true),
+        };
+        if let Some(dense) = dense {
+            push(
+                format!("{dense}.weight"),
+                vec![h, h],
+                Role::Pooler,
+                Kind::Weight,
+                None,
+            );
+            push(
+                format!("{dense}.bias"),
+                vec![h],
+                Role::Pooler,
+                Kind::Bias,
+                None,
+            );
+        }
         if let Head::SequenceClassification { num_labels, .. } = &c.head {
             push(
-                "classifier.weight".into(),
+                format!("{}.weight", n.head_out),
                 vec![*num_labels, h],
                 Role::Head,
                 Kind::Weight,
                 None,
             );
             push(
-                "classifier.bias".into(),
+                format!("{}.bias", n.head_out),
                 vec![*num_labels],
                 Role::Head,
                 Kind::Bias,
                 None,
             );
         }
-        // The pooler is optional for BertModel (sentence-transformers checkpoints may drop it) but required
-        // under a classification head.
-        if c.head == Head::None {
+        if optional {
             for t in out.iter_mut().filter(|t| t.role == Role::Pooler) {
                 t.optional = true;
             }
@@ -704,12 +758,23 @@ impl ModelConfig {
 
     /// The prefix a checkpoint of this architecture may put before canonical names.
     pub fn model_prefix(&self) -> &'static str {
-        "bert."
+        self.bert().naming().prefix
     }
 
     /// Tensors (by canonical name) that belong to the head and never carry the model prefix.
     pub fn is_head_tensor(&self, canonical: &str) -> bool {
-        canonical.starts_with("classifier.")
+        self.bert().naming().is_head_tensor(canonical)
+    }
+
+    /// The name of the dense layer on the first token's state (the pooler, or the classifier's own dense layer),
+    /// with its activation; `None` where the model has none.
+    pub fn head_dense(&self) -> Option<(String, HeadAct)> {
+        let c = self.bert();
+        let n = c.naming();
+        match c.head {
+            Head::SequenceClassification { .. } => Some((n.head_dense.to_string(), n.head_act)),
+            Head::None => n.pooler.map(|p| (p.to_string(), HeadAct::Tanh)),
+        }
     }
 
     /// Number of parameters (buffers excluded) of the architecture as configured.
@@ -924,16 +989,14 @@ fn parse_extension(path: &Path, ext: &Value, c: &BertConfig) -> Result<Vec<Layer
         }
         for (m, &r) in &l.low_rank {
             let key = format!("{key}.low_rank.{m}");
-            if !LAYER_LINEARS.contains(&m.as_str()) {
+            let names = c.naming().linears;
+            let Some(slot) = c.naming().slot(m) else {
                 return Err(err(
                     key,
-                    format!(
-                        "is not a Linear of the layer (known: {})",
-                        LAYER_LINEARS.join(", ")
-                    ),
+                    format!("is not a Linear of the layer (known: {})", names.join(", ")),
                 ));
-            }
-            let Some((o, i)) = l.linear_shape(c.hidden_size, m) else {
+            };
+            let Some((o, i)) = l.linear_shape(c.hidden_size, slot) else {
                 return Err(err(
                     key,
                     "names a Linear of a dropped sublayer (no heads or no FFN neurons)".into(),

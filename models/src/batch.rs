@@ -20,6 +20,33 @@ impl EncodedBatch {
             .collect()
     }
 
+    /// Position ids, row-major `[batch, seq_len]`: `0..seq_len` in every row, or, where positions count after the
+    /// padding id (RoBERTa, MPNet: `padding = Some(pad)`), `pad + k` for the `k`-th id that is not `pad` and `pad`
+    /// for `pad` itself (transformers' `create_position_ids_from_input_ids`).
+    pub fn position_ids(&self, padding: Option<i64>) -> Vec<i64> {
+        let t = self.seq_len.max(1);
+        match padding {
+            None => (0..self.batch_size * self.seq_len)
+                .map(|i| (i % t) as i64)
+                .collect(),
+            Some(pad) => self
+                .input_ids
+                .chunks(t)
+                .flat_map(|row| {
+                    let mut k = 0;
+                    row.iter().map(move |&id| {
+                        if id == pad {
+                            pad
+                        } else {
+                            k += 1;
+                            pad + k
+                        }
+                    })
+                })
+                .collect(),
+        }
+    }
+
     /// Rows `start..end` as a batch, re-padded to their own longest row.
     pub fn rows(&self, start: usize, end: usize) -> Self {
         self.select(&(start..end).collect::<Vec<_>>())
@@ -96,5 +123,8 @@ mod tests {
         let picked = b.select(&[1]);
         assert_eq!((picked.seq_len, picked.input_ids), (2, vec![2, 3]));
         assert_eq!(b.rows(0, 2), b);
+        assert_eq!(b.position_ids(None), vec![0, 1, 2, 0, 1, 2]);
+        // RoBERTa's scheme with padding id 0: positions from 1, the padding at 0.
+        assert_eq!(b.position_ids(Some(0)), vec![1, 2, 3, 1, 2, 0]);
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::arch::{LayerShape, ModelConfig};
 use crate::error::Result;
+use crate::family::Slot;
 use crate::store::TensorStore;
 use crate::tensor::{DType, HostTensor};
 
@@ -90,37 +91,38 @@ pub fn densify(config: &ModelConfig, store: &mut TensorStore) -> Result<ModelCon
         c.intermediate_size,
     );
     let full = nh * hd;
+    let n = c.naming();
     for (l, s) in c.layers.iter().enumerate() {
-        let p = format!("encoder.layer.{l}");
         let dtype = store
-            .info(&format!("{p}.output.LayerNorm.weight"))
+            .info(&format!("{}.{}.weight", n.layer(l), n.out_norm))
             .map_or(DType::F32, |(d, _)| d);
         let qk_rows = head_rows(s, s.qk_head_dim, hd);
         let vo_rows = head_rows(s, s.vo_head_dim, hd);
         let attn = s.has_attention();
-        for (m, rows, width) in [
-            ("attention.self.query", &qk_rows, s.qk_width()),
-            ("attention.self.key", &qk_rows, s.qk_width()),
-            ("attention.self.value", &vo_rows, s.vo_width()),
+        for (slot, rows, width) in [
+            (Slot::Query, &qk_rows, s.qk_width()),
+            (Slot::Key, &qk_rows, s.qk_width()),
+            (Slot::Value, &vo_rows, s.vo_width()),
         ] {
-            let (w, wd) = read(store, &format!("{p}.{m}.weight"), &[width, h], attn, dtype)?;
-            let (b, bd) = read(store, &format!("{p}.{m}.bias"), &[width], attn, dtype)?;
+            let m = n.linear(l, slot);
+            let (w, wd) = read(store, &format!("{m}.weight"), &[width, h], attn, dtype)?;
+            let (b, bd) = read(store, &format!("{m}.bias"), &[width], attn, dtype)?;
             put(
                 store,
-                format!("{p}.{m}.weight"),
+                format!("{m}.weight"),
                 vec![full, h],
                 place_rows(&w, h, rows, full),
                 wd,
             )?;
             put(
                 store,
-                format!("{p}.{m}.bias"),
+                format!("{m}.bias"),
                 vec![full],
                 place_rows(&b, 1, rows, full),
                 bd,
             )?;
         }
-        let o_name = format!("{p}.attention.output.dense.weight");
+        let o_name = format!("{}.weight", n.linear(l, Slot::AttnOut));
         let (o, od) = read(store, &o_name, &[h, s.vo_width()], attn, dtype)?;
         put(
             store,
@@ -133,9 +135,9 @@ pub fn densify(config: &ModelConfig, store: &mut TensorStore) -> Result<ModelCon
         let (i, ffn) = (s.intermediate_size, s.has_ffn());
         let neurons: Vec<usize> = (0..i).collect();
         let (up_n, upb_n, down_n) = (
-            format!("{p}.intermediate.dense.weight"),
-            format!("{p}.intermediate.dense.bias"),
-            format!("{p}.output.dense.weight"),
+            format!("{}.weight", n.linear(l, Slot::Up)),
+            format!("{}.bias", n.linear(l, Slot::Up)),
+            format!("{}.weight", n.linear(l, Slot::Down)),
         );
         let (up, upd) = read(store, &up_n, &[i, h], ffn, dtype)?;
         let (upb, upbd) = read(store, &upb_n, &[i], ffn, dtype)?;

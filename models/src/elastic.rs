@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use crate::arch::{LayerShape, ModelConfig};
 use crate::error::{Error, Result};
+use crate::family::Slot;
 use crate::store::TensorStore;
 
 /// Cut `store` (decoded to dense first) to the widths of `rate` in `config`'s elastic table; returns the config
@@ -33,33 +34,34 @@ pub fn cut(config: &ModelConfig, store: &mut TensorStore, rate: f64) -> Result<M
             ),
         })?;
     store.densify_all()?;
+    let n = c.naming();
     let mut layers = Vec::with_capacity(c.layers.len());
     for (l, (s, w)) in c.layers.iter().zip(&entry.layers).enumerate() {
-        let name = |m: &str| format!("encoder.layer.{l}.{m}");
+        let name = |slot: Slot, part: &str| format!("{}.{part}", n.linear(l, slot));
         // The first `keep` of every `width`-wide block of `blocks`.
         let lead = |blocks: usize, width: usize, keep: usize| -> Vec<Range<usize>> {
             (0..blocks).map(|j| j * width..j * width + keep).collect()
         };
         if s.has_ffn() && w.intermediate_size < s.intermediate_size {
             let rows = lead(1, s.intermediate_size, w.intermediate_size);
-            store.keep_row_ranges(&name("intermediate.dense.weight"), &rows)?;
-            store.keep_row_ranges(&name("intermediate.dense.bias"), &rows)?;
-            store.keep_col_ranges(&name("output.dense.weight"), &rows)?;
+            store.keep_row_ranges(&name(Slot::Up, "weight"), &rows)?;
+            store.keep_row_ranges(&name(Slot::Up, "bias"), &rows)?;
+            store.keep_col_ranges(&name(Slot::Down, "weight"), &rows)?;
         }
         if s.has_attention() {
             let nh = s.heads.len();
             if w.qk_head_dim < s.qk_head_dim {
                 let rows = lead(nh, s.qk_head_dim, w.qk_head_dim);
-                for m in ["attention.self.query", "attention.self.key"] {
-                    store.keep_row_ranges(&name(&format!("{m}.weight")), &rows)?;
-                    store.keep_row_ranges(&name(&format!("{m}.bias")), &rows)?;
+                for m in [Slot::Query, Slot::Key] {
+                    store.keep_row_ranges(&name(m, "weight"), &rows)?;
+                    store.keep_row_ranges(&name(m, "bias"), &rows)?;
                 }
             }
             if w.vo_head_dim < s.vo_head_dim {
                 let rows = lead(nh, s.vo_head_dim, w.vo_head_dim);
-                store.keep_row_ranges(&name("attention.self.value.weight"), &rows)?;
-                store.keep_row_ranges(&name("attention.self.value.bias"), &rows)?;
-                store.keep_col_ranges(&name("attention.output.dense.weight"), &rows)?;
+                store.keep_row_ranges(&name(Slot::Value, "weight"), &rows)?;
+                store.keep_row_ranges(&name(Slot::Value, "bias"), &rows)?;
+                store.keep_col_ranges(&name(Slot::AttnOut, "weight"), &rows)?;
             }
         }
         layers.push(LayerShape {

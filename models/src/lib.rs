@@ -1,5 +1,5 @@
 //! compressor-models: canonical tensor names and roles, architecture configs, the `TensorStore` over Hugging Face
-//! safetensors checkpoints, and the burn BERT runtime.
+//! safetensors checkpoints, and the burn runtime of the BERT-like encoders.
 //!
 //! ```no_run
 //! use compressor_models::Checkpoint;
@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod densify;
 pub mod elastic;
 pub mod error;
+pub mod family;
 pub mod forms;
 pub mod fsio;
 pub mod gguf;
@@ -32,6 +33,7 @@ pub use arch::{ArchConfig, BertConfig, Head, ModelConfig, Pooling, PoolingMode};
 pub use batch::EncodedBatch;
 pub use checkpoint::Checkpoint;
 pub use error::{Error, Result};
+pub use family::{Family, Slot};
 pub use forms::{Factor, FactorForm, Form, FormKind, SparsePattern, SparseValues, Stored};
 pub use names::{Kind, Role, Selector, TensorSpec};
 pub use quant::{Encoding, QuantTensor, Strategy};

@@ -52,10 +52,29 @@ fn unknown_model_type() {
     assert_eq!(
         open_err(tmp.path()),
         format!(
-            "`{}`: unknown model_type `gpt9`\nhint: supported model types: bert",
+            "`{}`: unknown model_type `gpt9`\nhint: supported model types: bert, roberta, xlm-roberta, distilbert, mpnet",
             tmp.path().join("config.json").display()
         )
     );
+}
+
+#[test]
+fn an_architecture_of_another_model_type_names_both() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    tiny(tmp.path());
+    let mut c = TinyBert::default().config();
+    c["architectures"] = serde_json::json!(["RobertaModel"]);
+    std::fs::write(tmp.path().join("config.json"), c.to_string()).expect("write");
+    assert_eq!(
+        open_err(tmp.path()),
+        format!(
+            "`{}`: architecture `RobertaModel` with model_type `bert` is not supported\nhint: supported architectures: BertModel, BertForSequenceClassification",
+            tmp.path().join("config.json").display()
+        )
+    );
+    c["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
+    std::fs::write(tmp.path().join("config.json"), c.to_string()).expect("write");
+    assert!(open_err(tmp.path()).ends_with("hint: supported architectures: BertModel, BertForSequenceClassification, RobertaModel, RobertaForSequenceClassification, XLMRobertaModel, XLMRobertaForSequenceClassification, DistilBertModel, DistilBertForSequenceClassification, MPNetModel, MPNetForSequenceClassification, MPNetForMaskedLM"));
 }
 
 #[test]

@@ -28,6 +28,12 @@ pub const POOLING_RANK: u32 = 4;
 
 /// Why llama.cpp's `bert` graph cannot run this model, if it cannot.
 pub fn check(bert: &BertConfig, pooling: &Pooling) -> std::result::Result<(), String> {
+    if bert.family != crate::family::Family::Bert {
+        return Err(format!(
+            "it is a {} model; compressor writes llama.cpp's `bert` graph only",
+            bert.family.name()
+        ));
+    }
     if bert.hidden.is_some() {
         return Err(
             "its hidden dimensions are pruned (llama.cpp's bert graph has no such layout)".into(),

@@ -13,8 +13,9 @@ pub mod proto;
 
 use std::path::Path;
 
-use crate::arch::{ModelConfig, LAYER_LINEARS};
+use crate::arch::ModelConfig;
 use crate::error::{Error, Result};
+use crate::family::{Family, Slot};
 use crate::forms::{FactorForm, Form};
 use crate::quant::{Encoding, Strategy};
 use crate::store::TensorStore;
@@ -345,6 +346,12 @@ pub fn choose(
 /// graph cannot express.
 pub fn plan(config: &ModelConfig, store: &TensorStore, tensor_type: TensorType) -> Result<Plan> {
     let c = config.bert();
+    if c.family != Family::Bert {
+        return Err(Error::Runtime(format!(
+            "the ONNX graph is written for BERT; this is a {} model (its position ids, names or attention bias differ)\nhint: export it with `--format dense` for onnxruntime's own converters, or run it with `compressor embed`",
+            c.family.name()
+        )));
+    }
     if !c.elastic.is_empty() {
         return Err(Error::Runtime(format!(
             "the model is elastic (rates {}): cut it at one rate first\nhint: pass `--rate R`",
@@ -366,11 +373,11 @@ pub fn plan(config: &ModelConfig, store: &TensorStore, tensor_type: TensorType) 
                 shape.vo_head_dim
             )));
         }
-        for m in LAYER_LINEARS {
-            let Some((out_f, in_f)) = shape.linear_shape(h, m) else {
+        for slot in Slot::ALL {
+            let Some((out_f, in_f)) = shape.linear_shape(h, slot) else {
                 continue;
             };
-            let weight = format!("encoder.layer.{l}.{m}.weight");
+            let weight = format!("{}.weight", c.naming().linear(l, slot));
             let form = store.form(&weight).ok_or_else(|| Error::TensorNotFound {
                 name: weight.clone(),
             })?;

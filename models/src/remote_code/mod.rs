@@ -15,6 +15,13 @@ pub const MODELING_PY: &str = include_str!("modeling_compressor_bert.py");
 
 /// `config` with the `auto_map` that sends transformers' auto classes to [`MODELING_FILE`].
 pub fn with_auto_map(config: &ModelConfig) -> Result<ModelConfig> {
+    let family = config.bert().family;
+    if family != crate::family::Family::Bert {
+        return Err(crate::Error::Runtime(format!(
+            "the remote-code export runs BERT layers; this is a {} model\nhint: `--format dense` writes a plain checkpoint of it (removed heads and neurons come back as zeros)",
+            family.name()
+        )));
+    }
     let module = MODELING_FILE.trim_end_matches(".py");
     let mut out = config.clone();
     out.set(

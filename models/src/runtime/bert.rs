@@ -1,4 +1,5 @@
-//! BERT in burn, following transformers' `modeling_bert.py` operation by operation.
+//! The BERT-like encoders in burn, following transformers' `modeling_bert.py` operation by operation (with
+//! RoBERTa's position ids, MPNet's relative attention bias and each family's classification head).
 
 use burn::tensor::activation::{softmax, tanh};
 use burn::tensor::backend::Backend;
@@ -8,6 +9,7 @@ use super::host::{HostAttention, HostBert, HostLayer, HostLinear, HostNorm, Host
 use crate::arch::{Activation, BertConfig, Head, LayerShape, ModelConfig, Pooling, PoolingMode};
 use crate::batch::EncodedBatch;
 use crate::error::{Error, Result};
+use crate::family::{HeadAct, Slot};
 use crate::quant::act::{ActMode, ActivationQuant, Site};
 use crate::store::TensorStore;
 use crate::tensor::transposed;
@@ -246,12 +248,24 @@ pub struct Bert<B: Backend> {
     host: std::sync::OnceLock<std::sync::Arc<HostBert>>,
     word: Tensor<B, 2>,
     position: Tensor<B, 2>,
-    token_type: Tensor<B, 2>,
+    /// `None` in families without token types (their type ids are ignored).
+    token_type: Option<Tensor<B, 2>>,
+    /// MPNet's relative position bias table `[buckets, heads]` (host values; it is not trained).
+    relative: Option<Vec<f32>>,
     emb_norm: LayerNorm<B>,
     layers: Vec<Layer<B>>,
+    /// The dense layer on the first token's state (the pooler, or the classifier's own) and its activation.
     pooler: Option<Linear<B>>,
+    head_act: HeadAct,
     classifier: Option<Linear<B>>,
     device: B::Device,
+}
+
+/// What every layer's attention adds to its scores: the padding mask `[b, 1, 1, t]` and MPNet's relative position
+/// bias `[1, heads, t, t]` (all the original heads; a layer takes its kept ones).
+struct ScoreBias<B: Backend> {
+    additive: Tensor<B, 4>,
+    relative: Option<Tensor<B, 4>>,
 }
 
 impl<B: Backend> Bert<B> {
@@ -274,6 +288,7 @@ impl<B: Backend> Bert<B> {
         grad: &dyn Fn(&str) -> bool,
     ) -> Result<Self> {
         let c = config.bert().clone();
+        let n = c.naming();
         let h = c.hidden_size;
         let table = |name: &str, rows: usize| -> Result<Tensor<B, 2>> {
             let v = store.get_f32(name, &[rows, h])?;
@@ -282,28 +297,28 @@ impl<B: Backend> Bert<B> {
                 grad(name),
             ))
         };
-        let word = table("embeddings.word_embeddings.weight", c.vocab_size)?;
-        let position = table(
-            "embeddings.position_embeddings.weight",
-            c.max_position_embeddings,
-        )?;
-        let token_type = table("embeddings.token_type_embeddings.weight", c.type_vocab_size)?;
-        let emb_norm = LayerNorm::load(
-            store,
-            "embeddings.LayerNorm",
-            h,
-            c.layer_norm_eps,
-            device,
-            grad,
-        )?;
+        let word = table(&format!("{}.weight", n.word), c.vocab_size)?;
+        let position = table(&format!("{}.weight", n.position), c.max_position_embeddings)?;
+        let token_type = match n.token_type {
+            Some(t) => Some(table(&format!("{t}.weight"), c.type_vocab_size)?),
+            None => None,
+        };
+        let relative = match n.relative_bias {
+            Some(r) => Some(store.get_f32(
+                &format!("{r}.weight"),
+                &[c.relative_buckets, c.num_attention_heads],
+            )?),
+            None => None,
+        };
+        let emb_norm = LayerNorm::load(store, n.emb_norm, h, c.layer_norm_eps, device, grad)?;
         let mut layers = Vec::with_capacity(c.layers.len());
         for (l, shape) in c.layers.iter().enumerate() {
-            let p = format!("encoder.layer.{l}");
-            let lin = |m: &str, o: usize, i: usize| {
-                Linear::load(store, &format!("{p}.{m}"), o, i, device, grad)
+            let p = n.layer(l);
+            let lin = |s: Slot, o: usize, i: usize| {
+                Linear::load(store, &n.linear(l, s), o, i, device, grad)
             };
-            let bias = |m: &str| -> Result<Tensor<B, 1>> {
-                let name = format!("{p}.{m}.bias");
+            let bias = |s: Slot| -> Result<Tensor<B, 1>> {
+                let name = format!("{}.bias", n.linear(l, s));
                 let b = store.get_f32(&name, &[h])?;
                 Ok(param(
                     Tensor::from_data(TensorData::new(b, [h]), device),
@@ -323,43 +338,44 @@ impl<B: Backend> Bert<B> {
             let (qk, vo, i) = (shape.qk_width(), shape.vo_width(), shape.intermediate_size);
             let attention = if shape.has_attention() {
                 Sublayer::Kept(Attention {
-                    query: lin("attention.self.query", qk, h)?,
-                    key: lin("attention.self.key", qk, h)?,
-                    value: lin("attention.self.value", vo, h)?,
-                    attn_out: lin("attention.output.dense", h, vo)?,
+                    query: lin(Slot::Query, qk, h)?,
+                    key: lin(Slot::Key, qk, h)?,
+                    value: lin(Slot::Value, vo, h)?,
+                    attn_out: lin(Slot::AttnOut, h, vo)?,
                 })
             } else {
                 Sublayer::Dropped {
-                    bias: bias("attention.output.dense")?,
+                    bias: bias(Slot::AttnOut)?,
                 }
             };
             let ffn = if shape.has_ffn() {
                 Sublayer::Kept(Ffn {
-                    up: lin("intermediate.dense", i, h)?,
-                    down: lin("output.dense", h, i)?,
+                    up: lin(Slot::Up, i, h)?,
+                    down: lin(Slot::Down, h, i)?,
                 })
             } else {
                 Sublayer::Dropped {
-                    bias: bias("output.dense")?,
+                    bias: bias(Slot::Down)?,
                 }
             };
             layers.push(Layer {
                 shape: shape.clone(),
                 attention,
-                attn_norm: norm("attention.output.LayerNorm")?,
+                attn_norm: norm(n.attn_norm)?,
                 ffn,
-                out_norm: norm("output.LayerNorm")?,
+                out_norm: norm(n.out_norm)?,
             });
         }
-        let pooler = if store.contains("pooler.dense.weight") {
-            Some(Linear::load(store, "pooler.dense", h, h, device, grad)?)
-        } else {
-            None
+        let (pooler, head_act) = match config.head_dense() {
+            Some((dense, act)) if store.contains(&format!("{dense}.weight")) => {
+                (Some(Linear::load(store, &dense, h, h, device, grad)?), act)
+            }
+            _ => (None, HeadAct::Tanh),
         };
         let classifier = match &c.head {
             Head::SequenceClassification { num_labels, .. } => Some(Linear::load(
                 store,
-                "classifier",
+                n.head_out,
                 *num_labels,
                 h,
                 device,
@@ -377,9 +393,11 @@ impl<B: Backend> Bert<B> {
             word,
             position,
             token_type,
+            relative,
             emb_norm,
             layers,
             pooler,
+            head_act,
             classifier,
             device: device.clone(),
         })
@@ -541,11 +559,19 @@ impl<B: Backend> Bert<B> {
                 batch.batch_size
             )));
         }
-        if batch.seq_len > c.max_position_embeddings {
-            return Err(Error::Runtime(format!(
-                "sequence length {} exceeds max_position_embeddings {}; truncate the input",
-                batch.seq_len, c.max_position_embeddings
-            )));
+        if batch.seq_len > c.max_sequence_length() {
+            return Err(Error::Runtime(match c.position_padding() {
+                None => format!(
+                    "sequence length {} exceeds max_position_embeddings {}; truncate the input",
+                    batch.seq_len, c.max_position_embeddings
+                ),
+                Some(_) => format!(
+                    "sequence length {} exceeds the {} positions of max_position_embeddings {} (positions start after the padding id); truncate the input",
+                    batch.seq_len,
+                    c.max_sequence_length(),
+                    c.max_position_embeddings
+                ),
+            }));
         }
         if let Some(bad) = batch
             .input_ids
@@ -560,6 +586,7 @@ impl<B: Backend> Bert<B> {
         if let Some(bad) = batch
             .token_type_ids
             .iter()
+            .filter(|_| c.type_vocab_size > 0)
             .find(|&&id| id < 0 || id as usize >= c.type_vocab_size)
         {
             return Err(Error::Runtime(format!(
@@ -589,11 +616,11 @@ impl<B: Backend> Bert<B> {
             return Ok(inputs);
         }
         let mut x = self.embeddings(batch)?;
-        let additive = self.additive_mask(batch);
+        let bias = self.score_bias(batch);
         let mut inputs = Vec::with_capacity(self.layers.len() + 1);
         for l in 0..self.layers.len() {
             inputs.push(x.clone());
-            x = self.layer_forward(l, x, &additive, batch);
+            x = self.layer_forward(l, x, &bias, batch);
         }
         inputs.push(x);
         Ok(inputs)
@@ -623,10 +650,10 @@ impl<B: Backend> Bert<B> {
                 self.config.hidden_size
             )));
         }
-        let additive = self.additive_mask(batch);
+        let bias = self.score_bias(batch);
         let mut x = x;
         for l in start..self.layers.len() {
-            x = self.layer_forward(l, x, &additive, batch);
+            x = self.layer_forward(l, x, &bias, batch);
         }
         Ok(x)
     }
@@ -637,26 +664,42 @@ impl<B: Backend> Bert<B> {
         let c = &self.config;
         let (b, t, h) = (batch.batch_size, batch.seq_len, c.hidden_size);
         let ids = self.ints(&batch.input_ids, batch).reshape([b * t]);
-        let types = self.ints(&batch.token_type_ids, batch).reshape([b * t]);
-        let positions = Tensor::<B, 1, Int>::arange(0..t as i64, &self.device);
+        let positions = self
+            .ints(&batch.position_ids(c.position_padding()), batch)
+            .reshape([b * t]);
         let words = self.word.clone().select(0, ids).reshape([b, t, h]);
-        let types = self.token_type.clone().select(0, types).reshape([b, t, h]);
         let positions = self
             .position
             .clone()
             .select(0, positions)
-            .reshape([1, t, h]);
-        let e = self.aq(Site::EmbNormIn, None, words + types + positions);
+            .reshape([b, t, h]);
+        let sum = match &self.token_type {
+            Some(table) => {
+                let types = self.ints(&batch.token_type_ids, batch).reshape([b * t]);
+                words + table.clone().select(0, types).reshape([b, t, h]) + positions
+            }
+            None => words + positions,
+        };
+        let e = self.aq(Site::EmbNormIn, None, sum);
         Ok(self.aq(Site::EmbNormOut, None, self.emb_norm.forward(e)))
     }
 
-    /// Additive attention mask `[b, 1, 1, t]`: 0 for tokens, the most negative f32 for padding (as transformers).
-    fn additive_mask(&self, batch: &EncodedBatch) -> Tensor<B, 4> {
+    /// What the attention adds to its scores: the additive mask `[b, 1, 1, t]` (0 for tokens, the most negative
+    /// f32 for padding, as transformers) and MPNet's relative position bias.
+    fn score_bias(&self, batch: &EncodedBatch) -> ScoreBias<B> {
         let (b, t) = (batch.batch_size, batch.seq_len);
         let mask = self.ints(&batch.attention_mask, batch).equal_elem(0);
-        Tensor::<B, 2>::zeros([b, t], &self.device)
+        let additive = Tensor::<B, 2>::zeros([b, t], &self.device)
             .mask_fill(mask, f32::MIN)
-            .reshape([b, 1, 1, t])
+            .reshape([b, 1, 1, t]);
+        let heads = self.config.num_attention_heads;
+        let relative = self.relative.as_ref().map(|table| {
+            Tensor::from_data(
+                TensorData::new(super::relative_bias(table, heads, t), [1, heads, t, t]),
+                &self.device,
+            )
+        });
+        ScoreBias { additive, relative }
     }
 
     /// Encoder layer `l` on `x`.
@@ -664,10 +707,10 @@ impl<B: Backend> Bert<B> {
         &self,
         l: usize,
         x: Tensor<B, 3>,
-        additive: &Tensor<B, 4>,
+        bias: &ScoreBias<B>,
         batch: &EncodedBatch,
     ) -> Tensor<B, 3> {
-        self.layer_traced(l, x, additive, batch, false).output
+        self.layer_traced(l, x, bias, batch, false).output
     }
 
     /// Per encoder layer, what the analyses measure: the layer's input and output and the input of each Linear
@@ -677,10 +720,10 @@ impl<B: Backend> Bert<B> {
             return Ok(traces);
         }
         let mut x = self.embeddings(batch)?;
-        let additive = self.additive_mask(batch);
+        let bias = self.score_bias(batch);
         let mut out = Vec::with_capacity(self.layers.len());
         for l in 0..self.layers.len() {
-            let t = self.layer_traced(l, x, &additive, batch, true);
+            let t = self.layer_traced(l, x, &bias, batch, true);
             x = t.output.clone();
             out.push(t);
         }
@@ -692,7 +735,7 @@ impl<B: Backend> Bert<B> {
         &self,
         l: usize,
         x: Tensor<B, 3>,
-        additive: &Tensor<B, 4>,
+        bias: &ScoreBias<B>,
         batch: &EncodedBatch,
         keep: bool,
     ) -> LayerTrace<B> {
@@ -717,9 +760,15 @@ impl<B: Backend> Bert<B> {
                 );
                 let k = split(self.aq(Site::K, l, att.key.forward(x.clone())), qk_d);
                 let v = split(self.aq(Site::V, l, att.value.forward(x.clone())), vo_d);
+                let mut scores = q.matmul(k.swap_dims(2, 3));
+                if let Some(relative) = &bias.relative {
+                    let heads: Vec<i64> = s.heads.iter().map(|&h| h as i64).collect();
+                    let heads =
+                        Tensor::<B, 1, Int>::from_data(TensorData::new(heads, [nh]), &self.device);
+                    scores = scores + relative.clone().select(1, heads);
+                }
                 // Scores are quantized before the mask is added, so padding stays masked.
-                let scores =
-                    self.aq(Site::Scores, l, q.matmul(k.swap_dims(2, 3))) + additive.clone();
+                let scores = self.aq(Site::Scores, l, scores) + bias.additive.clone();
                 let probs = self.aq(Site::Probs, l, softmax(scores, 3));
                 let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, nh * vo_d]);
                 let ctx = self.aq(Site::Context, l, ctx);
@@ -788,13 +837,19 @@ impl<B: Backend> Bert<B> {
         }
     }
 
-    /// `BertPooler`: tanh(Linear(hidden[:, 0])). Errors when the checkpoint has no pooler.
+    /// `BertPooler`: tanh(Linear(hidden[:, 0])) (the classifier's own dense layer and activation in the other
+    /// families: RoBERTa's `classifier.dense`, DistilBERT's `pre_classifier` with ReLU). Errors when the
+    /// checkpoint has none.
     pub fn pooler_output(&self, hidden: Tensor<B, 3>) -> Result<Tensor<B, 2>> {
         let pooler = self.pooler.as_ref().ok_or_else(|| {
             Error::Runtime("the checkpoint has no pooler (pooler.dense.*)".into())
         })?;
         let [b, _, h] = hidden.dims();
-        Ok(tanh(pooler.forward(hidden.narrow(1, 0, 1).reshape([b, h]))))
+        let y = pooler.forward(hidden.narrow(1, 0, 1).reshape([b, h]));
+        Ok(match self.head_act {
+            HeadAct::Tanh => tanh(y),
+            HeadAct::Relu => burn::tensor::activation::relu(y),
+        })
     }
 
     /// Classifier logits `[batch, num_labels]` (dropout is identity at inference).
@@ -927,9 +982,11 @@ impl<B: Backend> Bert<B> {
         }
         Ok(HostBert {
             hidden: self.config.hidden_size,
+            heads: self.config.num_attention_heads,
             word: super::flat(self.word.clone())?,
             position: super::flat(self.position.clone())?,
-            token_type: super::flat(self.token_type.clone())?,
+            token_type: self.token_type.clone().map(super::flat).transpose()?,
+            relative: self.relative.clone(),
             emb_norm: norm(&self.emb_norm)?,
             layers,
             pooler: self.pooler.as_ref().map(linear).transpose()?,
@@ -943,6 +1000,8 @@ impl<B: Backend> Bert<B> {
             head_dim: self.config.head_dim(),
             act: self.config.hidden_act,
             pooling: self.pooling,
+            position_padding: self.config.position_padding(),
+            head_act: self.head_act,
         }
     }
 

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use crate::arch::{Activation, LayerShape, Pooling, PoolingMode};
 use crate::batch::EncodedBatch;
 use crate::error::{Error, Result};
+use crate::family::HeadAct;
 use crate::quant::act::{ActMode, Observer, Site};
 
 /// A Linear on the host: `W^T` as `[in, out]` row-major, the bias, and the factors `(V^T [in, r], U^T [r, out])`
@@ -142,9 +143,13 @@ pub(super) struct HostLayer {
 #[derive(Debug)]
 pub(super) struct HostBert {
     pub hidden: usize,
+    /// The original head count (the relative bias table's width).
+    pub heads: usize,
     pub word: Vec<f32>,
     pub position: Vec<f32>,
-    pub token_type: Vec<f32>,
+    pub token_type: Option<Vec<f32>>,
+    /// MPNet's relative position bias table `[buckets, heads]`.
+    pub relative: Option<Vec<f32>>,
     pub emb_norm: HostNorm,
     pub layers: Vec<HostLayer>,
     pub pooler: Option<HostLinear>,
@@ -157,6 +162,10 @@ pub(super) struct Settings {
     pub head_dim: usize,
     pub act: Activation,
     pub pooling: Pooling,
+    /// Where position ids count after the padding id (RoBERTa, MPNet), that id.
+    pub position_padding: Option<i64>,
+    /// The activation of the dense layer before the classifier.
+    pub head_act: HeadAct,
 }
 
 impl HostBert {
@@ -193,19 +202,30 @@ impl HostBert {
         let (b, t, h) = (batch.batch_size, batch.seq_len, self.hidden);
         let n = b * t;
         let mut x = vec![0.0f32; n * h];
+        let positions = batch.position_ids(cfg.position_padding);
         x.par_chunks_mut(h * t.max(1))
             .enumerate()
             .for_each(|(bi, rows)| {
                 for (j, row) in rows.chunks_exact_mut(h).enumerate() {
                     let id = batch.input_ids[bi * t + j] as usize;
-                    let ty = batch.token_type_ids[bi * t + j] as usize;
-                    let (w, y, p) = (
+                    let pos = positions[bi * t + j] as usize;
+                    let (w, p) = (
                         &self.word[id * h..(id + 1) * h],
-                        &self.token_type[ty * h..(ty + 1) * h],
-                        &self.position[j * h..(j + 1) * h],
+                        &self.position[pos * h..(pos + 1) * h],
                     );
-                    for (((o, w), y), p) in row.iter_mut().zip(w).zip(y).zip(p) {
-                        *o = (w + y) + p;
+                    match &self.token_type {
+                        Some(types) => {
+                            let ty = batch.token_type_ids[bi * t + j] as usize;
+                            let y = &types[ty * h..(ty + 1) * h];
+                            for (((o, w), y), p) in row.iter_mut().zip(w).zip(y).zip(p) {
+                                *o = (w + y) + p;
+                            }
+                        }
+                        None => {
+                            for ((o, w), p) in row.iter_mut().zip(w).zip(p) {
+                                *o = w + p;
+                            }
+                        }
                     }
                 }
             });
@@ -220,9 +240,14 @@ impl HostBert {
             .iter()
             .map(|&m| if m == 0 { f32::MIN } else { 0.0 })
             .collect();
+        let relative = self
+            .relative
+            .as_ref()
+            .map(|table| super::relative_bias(table, self.heads, t));
         let run = Run {
             batch,
             additive: &additive,
+            relative: relative.as_deref(),
             scale: 1.0 / (cfg.head_dim as f32).sqrt(),
             act: cfg.act,
             mode,
@@ -284,6 +309,7 @@ impl HostBert {
                     qkv,
                     ctx,
                     Dims { b, t, nh, dq, dv },
+                    &s.heads,
                     run,
                     alpha,
                     [fq(Site::Scores), fq(Site::Probs)],
@@ -401,7 +427,10 @@ impl HostBert {
             .collect();
         let mut pooled = vec![0.0f32; b * h];
         pooler.apply(&cls, b, &mut pooled, h, 0, false);
-        pooled.iter_mut().for_each(|v| *v = v.tanh());
+        match cfg.head_act {
+            HeadAct::Tanh => pooled.iter_mut().for_each(|v| *v = v.tanh()),
+            HeadAct::Relu => pooled.iter_mut().for_each(|v| *v = v.max(0.0)),
+        }
         point(mode, Site::PoolerOut, None).apply(&mut pooled, h, 0, h);
         let labels = classifier.out_f;
         let mut logits = vec![0.0f32; b * labels];
@@ -425,6 +454,8 @@ struct Run<'a> {
     batch: &'a EncodedBatch,
     /// Per token of the batch: 0, or the most negative f32 for padding.
     additive: &'a [f32],
+    /// MPNet's relative position bias `[heads, t, t]` of the original heads.
+    relative: Option<&'a [f32]>,
     /// `1 / sqrt(original head width)`, whatever width a pruned or factorized head keeps.
     scale: f32,
     act: Activation,
@@ -571,6 +602,7 @@ fn attention(
     qkv: &[f32],
     ctx: &mut [f32],
     d: Dims,
+    heads: &[usize],
     run: &Run<'_>,
     alpha: f32,
     [scores_hook, probs_hook]: [Hook<'_>; 2],
@@ -611,6 +643,10 @@ fn attention(
                 In::new(qkv, base + qk + head * dq, 1, w),
                 alpha,
             );
+            if let Some(relative) = run.relative {
+                let bias = &relative[heads[head] * t * t..(heads[head] + 1) * t * t];
+                add_assign(scores, bias);
+            }
             let add = &additive[bi * t..(bi + 1) * t];
             let keep = &mask[bi * t..(bi + 1) * t];
             let any = keep.iter().any(|&m| m != 0);

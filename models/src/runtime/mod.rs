@@ -1,10 +1,11 @@
-//! The burn BERT runtime: built from a [`TensorStore`](crate::TensorStore), it computes encoder hidden states,
+//! The burn runtime of the BERT-like encoders: built from a [`TensorStore`](crate::TensorStore), it computes encoder hidden states,
 //! the pooled sentence embedding the checkpoint declares, the pooler output and classifier logits.
 //!
 //! Generic over the burn backend, so the same code runs in inference mode ([`Cpu`]) and under autodiff
 //! ([`CpuAutodiff`]); the `cuda` cargo feature adds [`Cuda`]. This module is the only place where burn's
 //! `[in, out]` Linear layout appears: weights are transposed from HF's `[out, in]` once, at load.
-//! Reference: transformers `models/bert/modeling_bert.py` (BertEmbeddings, BertSelfAttention, BertLayer, BertPooler).
+//! Reference: transformers `models/bert/modeling_bert.py` (BertEmbeddings, BertSelfAttention, BertLayer, BertPooler),
+//! with `roberta`'s position ids, `mpnet`'s relative attention bias and `distilbert`'s names.
 
 mod bert;
 mod host;
@@ -40,4 +41,20 @@ pub fn flat<B: Backend, const D: usize>(t: Tensor<B, D>) -> crate::Result<Vec<f3
         .convert::<f32>()
         .into_vec::<f32>()
         .map_err(|e| crate::Error::Runtime(format!("cannot read tensor data: {e:?}")))
+}
+
+/// MPNet's relative position bias `[heads, t, t]` for a sequence of `t` tokens, from its table `[buckets, heads]`:
+/// `bias[h][i][j] = table[bucket(j - i)][h]`. It depends on positions only, so padding leaves the real tokens' bias
+/// unchanged.
+pub(crate) fn relative_bias(table: &[f32], heads: usize, t: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; heads * t * t];
+    for i in 0..t {
+        for j in 0..t {
+            let row = crate::family::relative_bucket(j as i64 - i as i64) * heads;
+            for h in 0..heads {
+                out[(h * t + i) * t + j] = table[row + h];
+            }
+        }
+    }
+    out
 }

@@ -9,7 +9,7 @@
 //!   so one matrix serves all three.
 
 use compressor_models::runtime::{Bert, Cpu, Tensor, TensorData};
-use compressor_models::EncodedBatch;
+use compressor_models::{EncodedBatch, Slot};
 
 use super::cache::Arrays;
 use crate::error::Result;
@@ -61,18 +61,18 @@ impl Importance {
     }
 }
 
-/// Where a Linear's input is measured: the name of its covariance matrix.
+/// Where a Linear's input is measured: the name of its covariance matrix (compressor's own site names,
+/// `encoder.layer.N.<site>` in every family).
 pub fn covariance_site(weight: &str) -> Option<String> {
-    let rest = weight.strip_prefix("encoder.layer.")?;
-    let (l, module) = rest.split_once('.')?;
-    let site = match module {
-        "attention.self.query.weight"
-        | "attention.self.key.weight"
-        | "attention.self.value.weight" => "attention.input",
-        "attention.output.dense.weight" => "attention.context",
-        "intermediate.dense.weight" => "ffn.input",
-        "output.dense.weight" => "ffn.activation",
-        _ => return None,
+    if !weight.ends_with(".weight") {
+        return None;
+    }
+    let (l, slot) = compressor_models::family::linear_of_any(weight)?;
+    let site = match slot {
+        Slot::Query | Slot::Key | Slot::Value => "attention.input",
+        Slot::AttnOut => "attention.context",
+        Slot::Up => "ffn.input",
+        Slot::Down => "ffn.activation",
     };
     Some(format!("encoder.layer.{l}.{site}"))
 }
@@ -166,22 +166,21 @@ pub(super) fn sweep(
     let mut w_o = Vec::new();
     let mut down_norms = Vec::new();
     if want.importance {
+        let n = c.naming();
         for (l, s) in c.layers.iter().enumerate() {
-            let p = format!("encoder.layer.{l}");
-            w_o.push(
-                match model.linear(&format!("{p}.attention.output.dense.weight")) {
-                    // weight_t is [vo_width, h]: rows are the inputs, head-major.
-                    Some(lin) if s.has_attention() => {
-                        Some(
-                            lin.weight_t
-                                .clone()
-                                .reshape([s.heads.len(), s.vo_head_dim, h]),
-                        )
-                    }
-                    _ => None,
-                },
-            );
-            down_norms.push(match model.linear(&format!("{p}.output.dense.weight")) {
+            let weight = |slot: Slot| format!("{}.weight", n.linear(l, slot));
+            w_o.push(match model.linear(&weight(Slot::AttnOut)) {
+                // weight_t is [vo_width, h]: rows are the inputs, head-major.
+                Some(lin) if s.has_attention() => {
+                    Some(
+                        lin.weight_t
+                            .clone()
+                            .reshape([s.heads.len(), s.vo_head_dim, h]),
+                    )
+                }
+                _ => None,
+            });
+            down_norms.push(match model.linear(&weight(Slot::Down)) {
                 // [i, h]: one row per neuron (norms in f64).
                 Some(lin) if s.has_ffn() => host(lin.weight_t.clone())?
                     .chunks(h)

@@ -128,12 +128,10 @@ impl Prepared {
     }
 }
 
-/// The encoder layer a weight belongs to (`encoder.layer.{l}.`), or `layers` for weights after the encoder
+/// The encoder layer a weight belongs to (`encoder.layer.{l}.` in BERT), or `layers` for weights after the encoder
 /// (pooler, classifier): where a product for that weight starts the model.
 fn start_layer(name: &str, layers: usize) -> usize {
-    name.strip_prefix("encoder.layer.")
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|l| l.parse().ok())
+    compressor_models::family::layer_of_any(name)
         .filter(|&l| l < layers)
         .unwrap_or(layers)
 }

@@ -23,6 +23,7 @@ pub mod qat;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use compressor_models::family::Naming;
 use compressor_models::rng::Rng;
 use compressor_models::runtime::{Bert, Cpu};
 use compressor_models::{
@@ -356,13 +357,17 @@ impl HessianMp {
     /// The blocks of the analysis over the block matrices `tensors` (in their order), with the indices of their
     /// matrices: one per encoder layer (`block = "layer"`; weights outside the encoder layers are blocks of their
     /// own), or one per matrix.
-    fn blocks(&self, tensors: &[&TensorMeta]) -> Vec<(hessian::Block, Vec<usize>)> {
+    fn blocks(
+        &self,
+        naming: &Naming,
+        tensors: &[&TensorMeta],
+    ) -> Vec<(hessian::Block, Vec<usize>)> {
         let mut out: Vec<(hessian::Block, Vec<usize>)> = Vec::new();
         for (i, t) in tensors.iter().enumerate() {
             let layer = t
                 .layer
                 .filter(|_| self.config.block == BlockKind::Layer)
-                .map(|l| format!("encoder.layer.{l}"));
+                .map(|l| naming.layer(l));
             match layer {
                 Some(name) => match out.iter_mut().find(|(b, _)| b.name == name) {
                     Some((b, members)) => {
@@ -571,7 +576,7 @@ impl Pass for HessianMp {
         }
         // The budget must be reachable from the menu (found here, from metadata alone).
         let sizes: Vec<Vec<Choice>> = self
-            .blocks(&blocks)
+            .blocks(ctx.config.bert().naming(), &blocks)
             .iter()
             .map(|(_, members)| {
                 menu.iter()
@@ -624,8 +629,10 @@ impl Pass for HessianMp {
             })
             .collect();
         let budget = self.budget(&block_metas)?;
-        let (blocks, members): (Vec<hessian::Block>, Vec<Vec<usize>>) =
-            self.blocks(&block_metas).into_iter().unzip();
+        let (blocks, members): (Vec<hessian::Block>, Vec<Vec<usize>>) = self
+            .blocks(ctx.config.bert().naming(), &block_metas)
+            .into_iter()
+            .unzip();
 
         // 1. Sensitivity, at the weights as they are before this pass.
         let started = Instant::now();
@@ -982,25 +989,17 @@ impl Pass for HessianMp {
     }
 }
 
-/// A short label of a block for the plot: `3.q` for `encoder.layer.3.attention.self.query.weight`.
+/// A short label of a block for the plot: `3.q` for `encoder.layer.3.attention.self.query.weight`, `3` for a whole
+/// layer (`block = "layer"`).
 fn short_label(name: &str) -> String {
-    let Some(rest) = name.strip_prefix("encoder.layer.") else {
-        return name.trim_end_matches(".weight").to_string();
-    };
-    let Some((layer, module)) = rest.split_once('.') else {
-        // A whole layer (`block = "layer"`).
-        return rest.to_string();
-    };
-    let short = match module.trim_end_matches(".weight") {
-        "attention.self.query" => "q",
-        "attention.self.key" => "k",
-        "attention.self.value" => "v",
-        "attention.output.dense" => "o",
-        "intermediate.dense" => "up",
-        "output.dense" => "down",
-        other => other,
-    };
-    format!("{layer}.{short}")
+    use compressor_models::family;
+    if let Some((l, slot)) = family::linear_of_any(name) {
+        return format!("{l}.{}", slot.label());
+    }
+    match family::layer_of_any(name) {
+        Some(l) if !name.ends_with(".weight") => l.to_string(),
+        _ => name.trim_end_matches(".weight").to_string(),
+    }
 }
 
 /// The allocation as an SVG bar chart: one bar per block (in the order of the report), its height `log10(Omega)`, its colour

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use compressor_models::arch::layer_parameters;
 use serde::Serialize;
 
 use super::score::Scores;
@@ -110,7 +109,7 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
     }
     let dropped_params: usize = dropped
         .iter()
-        .map(|&l| layer_parameters(h, &c.layers[l]))
+        .map(|&l| c.layer_parameters(h, &c.layers[l]))
         .sum();
     let kept: Vec<usize> = (0..n_layers).filter(|l| !dropped.contains(l)).collect();
     let mut rest = target.saturating_sub(dropped_params);
@@ -132,7 +131,7 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
                 if use_neurons {
                     m.intermediate_size = config.min_neurons.min(s.intermediate_size);
                 }
-                layer_parameters(min_hidden, &m)
+                c.layer_parameters(min_hidden, &m)
             })
             .sum();
         let reachable = encoder - floor;
@@ -151,7 +150,7 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
     // pool in parameters at the current width); heads and neurons then take what is left, exactly, at the new width.
     let at_width = |w: usize| -> usize {
         kept.iter()
-            .map(|&l| layer_parameters(w, &c.layers[l]))
+            .map(|&l| c.layer_parameters(w, &c.layers[l]))
             .sum()
     };
     let mut hidden_kept = None;
@@ -390,12 +389,13 @@ mod tests {
             ..full.clone()
         };
         let h = 8;
+        let bert = compressor_models::Family::Bert.naming();
         assert_eq!(
-            layer_parameters(h, &full) - layer_parameters(h, &one_head),
+            full.parameters(bert, h) - one_head.parameters(bert, h),
             head_parameters(h, 4, 4)
         );
         assert_eq!(
-            layer_parameters(h, &full) - layer_parameters(h, &fewer),
+            full.parameters(bert, h) - fewer.parameters(bert, h),
             neuron_parameters(h)
         );
     }

@@ -16,7 +16,8 @@ mod allocate;
 mod remove;
 mod score;
 
-use compressor_models::arch::{layer_parameters, LayerShape};
+use compressor_models::arch::LayerShape;
+use compressor_models::family::Naming;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -260,8 +261,8 @@ impl Pass for Prune {
                     "heads_removed": removed_heads,
                     "neurons_before": old.intermediate_size,
                     "neurons_after": shape.intermediate_size,
-                    "parameters_before": layer_parameters(h, old),
-                    "parameters_after": layer_parameters(after.hidden_size, shape),
+                    "parameters_before": ctx.config.bert().layer_parameters(h, old),
+                    "parameters_after": after.layer_parameters(after.hidden_size, shape),
                 })
             })
             .collect();
@@ -277,7 +278,11 @@ impl Pass for Prune {
 }
 
 /// The architecture changes of a decision: the kept layers' new shapes, then the kept hidden dimensions.
-pub(crate) fn arch_changes(layers: &[LayerShape], decision: &Decision) -> Vec<ArchChange> {
+pub(crate) fn arch_changes(
+    n: &Naming,
+    layers: &[LayerShape],
+    decision: &Decision,
+) -> Vec<ArchChange> {
     let shapes = ArchChange::Layers(
         decision
             .layers
@@ -289,7 +294,7 @@ pub(crate) fn arch_changes(layers: &[LayerShape], decision: &Decision) -> Vec<Ar
                 // A Linear that is sliced is written as one matrix: it stays low-rank only if untouched.
                 let mut low_rank = old.low_rank.clone();
                 low_rank.retain(|m, _| {
-                    let ffn = matches!(m.as_str(), "intermediate.dense" | "output.dense");
+                    let ffn = n.slot(m).is_some_and(|s| !s.is_attention());
                     decision.hidden.is_none() && if ffn { !ffn_change } else { !heads_change }
                 });
                 LayerShape {

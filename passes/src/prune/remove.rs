@@ -4,16 +4,17 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use compressor_models::arch::LayerShape;
-use compressor_models::TensorSpec;
+use compressor_models::arch::{LayerShape, ModelConfig};
+use compressor_models::family::Naming;
+use compressor_models::{Kind, Role, Slot, TensorSpec};
 
 use super::{arch_changes, Decision};
 use crate::error::Result;
 use crate::files::SideFiles;
 use crate::pass::{PassContext, PassPlan, PlanContext, PlannedChange};
 
-fn layer_prefix(l: usize) -> String {
-    format!("encoder.layer.{l}.")
+fn layer_prefix(n: &Naming, l: usize) -> String {
+    format!("{}.", n.layer(l))
 }
 
 /// Whether the decision keeps everything (then the pass changes nothing at all).
@@ -30,13 +31,14 @@ fn keeps_everything(layers: &[LayerShape], d: &Decision) -> bool {
 /// renumbered, every tensor of a dropped layer, and the new layer shapes.
 pub fn plan(ctx: &PlanContext, decision: &Decision) -> Result<PassPlan> {
     let layers = &ctx.config.bert().layers;
+    let n = ctx.config.bert().naming();
     let mut plan = PassPlan::default();
     if keeps_everything(layers, decision) {
         plan.notes
             .push("the target removes nothing: the model is unchanged".into());
         return Ok(plan);
     }
-    let changes = arch_changes(layers, decision);
+    let changes = arch_changes(n, layers, decision);
     let mut after = ctx.config.clone();
     for change in &changes {
         change.apply(&mut after)?;
@@ -56,7 +58,7 @@ pub fn plan(ctx: &PlanContext, decision: &Decision) -> Result<PassPlan> {
         );
     }
     for (i, keep) in decision.layers.iter().enumerate() {
-        let (from, to) = (layer_prefix(keep.layer), layer_prefix(i));
+        let (from, to) = (layer_prefix(n, keep.layer), layer_prefix(n, i));
         for t in ctx
             .info
             .tensors
@@ -136,11 +138,12 @@ pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> 
     if keeps_everything(&layers, decision) {
         return Ok(Vec::new());
     }
+    let n = ctx.config.bert().naming();
     let store = &mut *ctx.store;
     for &l in &decision.dropped_layers {
         let names: Vec<String> = store
             .names()
-            .filter(|n| n.starts_with(&layer_prefix(l)))
+            .filter(|name| name.starts_with(&layer_prefix(n, l)))
             .map(str::to_string)
             .collect();
         for n in names {
@@ -150,21 +153,22 @@ pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> 
     let mut changed = Vec::new();
     for (i, keep) in decision.layers.iter().enumerate() {
         let s = &layers[keep.layer];
-        let p = layer_prefix(keep.layer);
+        let p = layer_prefix(n, keep.layer);
         let name = |m: &str| format!("{p}{m}");
+        let module = |slot: Slot, part: &str| format!("{}.{part}", n.linears[slot as usize]);
         let mut touched = Vec::new();
         if keep.heads.len() != s.heads.len() {
             let attn = [
-                "attention.self.query.weight",
-                "attention.self.query.bias",
-                "attention.self.key.weight",
-                "attention.self.key.bias",
-                "attention.self.value.weight",
-                "attention.self.value.bias",
-                "attention.output.dense.weight",
+                module(Slot::Query, "weight"),
+                module(Slot::Query, "bias"),
+                module(Slot::Key, "weight"),
+                module(Slot::Key, "bias"),
+                module(Slot::Value, "weight"),
+                module(Slot::Value, "bias"),
+                module(Slot::AttnOut, "weight"),
             ];
             if keep.heads.is_empty() {
-                for m in attn {
+                for m in &attn {
                     store.remove(&name(m));
                 }
             } else {
@@ -176,26 +180,26 @@ pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> 
                 for m in &attn[4..6] {
                     store.keep_row_ranges(&name(m), &vo)?;
                 }
-                store.keep_col_ranges(&name(attn[6]), &vo)?;
-                touched.extend(attn.iter().map(|m| m.to_string()));
+                store.keep_col_ranges(&name(&attn[6]), &vo)?;
+                touched.extend(attn.iter().cloned());
             }
         }
         if keep.neurons.len() != s.intermediate_size {
             let ffn = [
-                "intermediate.dense.weight",
-                "intermediate.dense.bias",
-                "output.dense.weight",
+                module(Slot::Up, "weight"),
+                module(Slot::Up, "bias"),
+                module(Slot::Down, "weight"),
             ];
             if keep.neurons.is_empty() {
-                for m in ffn {
+                for m in &ffn {
                     store.remove(&name(m));
                 }
             } else {
                 let rows = blocks(&keep.neurons, 1);
-                store.keep_row_ranges(&name(ffn[0]), &rows)?;
-                store.keep_row_ranges(&name(ffn[1]), &rows)?;
-                store.keep_col_ranges(&name(ffn[2]), &rows)?;
-                touched.extend(ffn.iter().map(|m| m.to_string()));
+                store.keep_row_ranges(&name(&ffn[0]), &rows)?;
+                store.keep_row_ranges(&name(&ffn[1]), &rows)?;
+                store.keep_col_ranges(&name(&ffn[2]), &rows)?;
+                touched.extend(ffn.iter().cloned());
             }
         }
         let suffixes: Vec<String> = store
@@ -203,7 +207,7 @@ pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> 
             .filter_map(|n| n.strip_prefix(&p).map(str::to_string))
             .collect();
         for suffix in suffixes {
-            let to = format!("{}{suffix}", layer_prefix(i));
+            let to = format!("{}{suffix}", layer_prefix(n, i));
             if i != keep.layer {
                 if let Some(t) = store.remove(&name(&suffix)) {
                     store.set(&to, t);
@@ -217,8 +221,12 @@ pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> 
     if let Some(kept) = &decision.hidden {
         let ranges = blocks(kept, 1);
         let names: Vec<String> = store.names().map(str::to_string).collect();
+        // The renumbered layers' names are those of the model with only the layers dropped.
+        let specs: BTreeMap<String, TensorSpec> = renumbered_specs(ctx.config, decision)?;
         for name in names {
-            let (rows, cols) = hidden_axes(&name);
+            let (rows, cols) = specs
+                .get(&name)
+                .map_or((false, false), |spec| hidden_axes(n, spec));
             if rows {
                 store.keep_row_ranges(&name, &ranges)?;
             }
@@ -235,26 +243,48 @@ pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> 
     Ok(changed)
 }
 
+/// The expected tensors of `config` with the decision's layers kept (renumbered) but not yet narrowed.
+fn renumbered_specs(
+    config: &ModelConfig,
+    decision: &Decision,
+) -> Result<BTreeMap<String, TensorSpec>> {
+    let layers = &config.bert().layers;
+    let mut kept = config.clone();
+    kept.set_layers(
+        decision
+            .layers
+            .iter()
+            .map(|k| layers[k.layer].clone())
+            .collect(),
+    )?;
+    Ok(kept
+        .expected_tensors()
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect())
+}
+
 /// Which axes of a tensor run along the residual stream: `(rows, columns)`. Readers of the stream (embedding
-/// tables, query / key / value, FFN up, pooler, classifier) have it as columns; writers (attention output, FFN
-/// down, pooler) and LayerNorms as rows.
-fn hidden_axes(name: &str) -> (bool, bool) {
-    let cols = name.ends_with("_embeddings.weight")
-        || [
-            "attention.self.query.weight",
-            "attention.self.key.weight",
-            "attention.self.value.weight",
-            "intermediate.dense.weight",
-            "pooler.dense.weight",
-        ]
-        .iter()
-        .any(|m| name.ends_with(m))
-        || name == "classifier.weight";
-    let rows = name.ends_with("LayerNorm.weight")
-        || name.ends_with("LayerNorm.bias")
-        || name.ends_with("output.dense.weight")
-        || name.ends_with("output.dense.bias")
-        || name.starts_with("pooler.dense.");
+/// tables, query / key / value, FFN up, the pooler, the classifier) have it as columns; writers (attention output,
+/// FFN down, the pooler) and LayerNorms as rows. MPNet's relative bias table (`[buckets, heads]`) has neither.
+fn hidden_axes(n: &Naming, spec: &TensorSpec) -> (bool, bool) {
+    let weight = spec.kind == Kind::Weight;
+    let table = matches!(
+        spec.role,
+        Role::EmbedTokens | Role::EmbedPositions | Role::EmbedTypes
+    ) && n
+        .relative_bias
+        .is_none_or(|r| spec.name != format!("{r}.weight"));
+    let cols = weight
+        && (table
+            || matches!(
+                spec.role,
+                Role::AttnQ | Role::AttnK | Role::AttnV | Role::FfnUp | Role::Pooler | Role::Head
+            ));
+    let rows = matches!(
+        spec.role,
+        Role::Norm | Role::AttnOut | Role::FfnDown | Role::Pooler
+    );
     (rows, cols)
 }
 

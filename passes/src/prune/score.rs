@@ -1,7 +1,7 @@
 //! Importance of every prunable unit: per layer, one score per head (by position in the layer's kept heads), one
 //! per FFN neuron, and (with data) one per layer. Activation scores come from the shared analyses (cached).
 
-use compressor_models::TensorStore;
+use compressor_models::{Slot, TensorStore};
 
 use super::{Config, Importance};
 use crate::analyses::cache::Cache;
@@ -81,31 +81,16 @@ fn magnitude(store: &TensorStore, ctx: &PlanContext) -> Result<Scores> {
     let h = c.hidden_size;
     let mut heads = Vec::new();
     let mut neurons = Vec::new();
+    let n = c.naming();
     for (l, s) in c.layers.iter().enumerate() {
-        let p = format!("encoder.layer.{l}");
+        let w = |slot: Slot| format!("{}.weight", n.linear(l, slot));
         let mut hs = vec![0f64; s.heads.len()];
         if s.has_attention() {
             let (qk, vo) = (s.qk_head_dim, s.vo_head_dim);
-            let q = weight(
-                store,
-                &format!("{p}.attention.self.query.weight"),
-                [s.qk_width(), h],
-            )?;
-            let k = weight(
-                store,
-                &format!("{p}.attention.self.key.weight"),
-                [s.qk_width(), h],
-            )?;
-            let v = weight(
-                store,
-                &format!("{p}.attention.self.value.weight"),
-                [s.vo_width(), h],
-            )?;
-            let o = weight(
-                store,
-                &format!("{p}.attention.output.dense.weight"),
-                [h, s.vo_width()],
-            )?;
+            let q = weight(store, &w(Slot::Query), [s.qk_width(), h])?;
+            let k = weight(store, &w(Slot::Key), [s.qk_width(), h])?;
+            let v = weight(store, &w(Slot::Value), [s.vo_width(), h])?;
+            let o = weight(store, &w(Slot::AttnOut), [h, s.vo_width()])?;
             for (i, score) in hs.iter_mut().enumerate() {
                 let e = sq_rows(&q, h, i * qk..(i + 1) * qk)
                     + sq_rows(&k, h, i * qk..(i + 1) * qk)
@@ -117,8 +102,8 @@ fn magnitude(store: &TensorStore, ctx: &PlanContext) -> Result<Scores> {
         let mut ns = vec![0f64; s.intermediate_size];
         if s.has_ffn() {
             let i = s.intermediate_size;
-            let up = weight(store, &format!("{p}.intermediate.dense.weight"), [i, h])?;
-            let down = weight(store, &format!("{p}.output.dense.weight"), [h, i])?;
+            let up = weight(store, &w(Slot::Up), [i, h])?;
+            let down = weight(store, &w(Slot::Down), [h, i])?;
             for (j, score) in ns.iter_mut().enumerate() {
                 *score = (sq_rows(&up, h, j..j + 1) + sq_cols(&down, i, j..j + 1)).sqrt();
             }
@@ -148,43 +133,43 @@ fn magnitude_hidden(store: &TensorStore, ctx: &PlanContext) -> Result<Vec<f64>> 
             }
         }
     };
-    for (name, rows) in [
-        ("embeddings.word_embeddings.weight", c.vocab_size),
-        (
-            "embeddings.position_embeddings.weight",
-            c.max_position_embeddings,
-        ),
-        ("embeddings.token_type_embeddings.weight", c.type_vocab_size),
-    ] {
-        add_cols(&mut sq, &store.get_f32(name, &[rows, h])?);
+    let n = c.naming();
+    let tables = [
+        (Some(n.word), c.vocab_size),
+        (Some(n.position), c.max_position_embeddings),
+        (n.token_type, c.type_vocab_size),
+    ];
+    for (name, rows) in tables {
+        if let Some(name) = name {
+            add_cols(
+                &mut sq,
+                &store.get_f32(&format!("{name}.weight"), &[rows, h])?,
+            );
+        }
     }
-    let mut norms = vec!["embeddings.LayerNorm.weight".to_string()];
+    let mut norms = vec![format!("{}.weight", n.emb_norm)];
     for (l, s) in c.layers.iter().enumerate() {
-        let p = format!("encoder.layer.{l}");
-        norms.push(format!("{p}.attention.output.LayerNorm.weight"));
-        norms.push(format!("{p}.output.LayerNorm.weight"));
+        let w = |slot: Slot| format!("{}.weight", n.linear(l, slot));
+        norms.push(format!("{}.{}.weight", n.layer(l), n.attn_norm));
+        norms.push(format!("{}.{}.weight", n.layer(l), n.out_norm));
         let mut reads = Vec::new();
         if s.has_attention() {
-            for m in ["query", "key"] {
-                reads.push((format!("{p}.attention.self.{m}.weight"), s.qk_width()));
-            }
-            reads.push((format!("{p}.attention.self.value.weight"), s.vo_width()));
+            reads.push((w(Slot::Query), s.qk_width()));
+            reads.push((w(Slot::Key), s.qk_width()));
+            reads.push((w(Slot::Value), s.vo_width()));
         }
         if s.has_ffn() {
-            reads.push((
-                format!("{p}.intermediate.dense.weight"),
-                s.intermediate_size,
-            ));
+            reads.push((w(Slot::Up), s.intermediate_size));
         }
         for (name, rows) in reads {
             add_cols(&mut sq, &store.get_f32(&name, &[rows, h])?);
         }
         let mut writes = Vec::new();
         if s.has_attention() {
-            writes.push((format!("{p}.attention.output.dense.weight"), s.vo_width()));
+            writes.push((w(Slot::AttnOut), s.vo_width()));
         }
         if s.has_ffn() {
-            writes.push((format!("{p}.output.dense.weight"), s.intermediate_size));
+            writes.push((w(Slot::Down), s.intermediate_size));
         }
         for (name, cols) in writes {
             let w = store.get_f32(&name, &[h, cols])?;

@@ -15,7 +15,8 @@ mod allocate;
 mod decompose;
 
 use compressor_models::arch::{ElasticRate, ElasticWidths, LayerShape};
-use compressor_models::HostTensor;
+use compressor_models::family::Naming;
+use compressor_models::{HostTensor, Slot};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -249,8 +250,9 @@ impl QaSvd {
             )))
         };
         let mut cuts = Vec::with_capacity(c.layers.len());
+        let names = c.naming();
         for (l, s) in c.layers.iter().enumerate() {
-            let p = |m: &str| format!("encoder.layer.{l}.{m}");
+            let p = |m: Slot, part: &str| format!("{}.{part}", names.linear(l, m));
             let phi = rates[l];
             let mut cut = LayerCut {
                 rate: phi,
@@ -260,7 +262,7 @@ impl QaSvd {
                 vo: 0,
             };
             if s.has_ffn() {
-                let w2 = p("output.dense.weight");
+                let w2 = p(Slot::Down, "weight");
                 let (n, moment) = cov.of_linear(&w2).ok_or_else(|| missing(&w2))?;
                 let scores = decompose::ridge_leverage(n, moment, self.config.ridge_lambda)?;
                 let k = allocate::kept(s.intermediate_size, phi, self.config.ffn_multiple);
@@ -268,26 +270,23 @@ impl QaSvd {
             }
             if s.has_attention() {
                 let (nh, dq, dv) = (s.heads.len(), s.qk_head_dim, s.vo_head_dim);
-                let wq = p("attention.self.query.weight");
+                let wq = p(Slot::Query, "weight");
                 let (n, moment) = cov.of_linear(&wq).ok_or_else(|| missing(&wq))?;
                 let mean = cov.mean_of_linear(&wq).ok_or_else(|| missing(&wq))?;
-                let out_moments = |m: &str| -> Result<Vec<f64>> {
-                    let w = f32s(&p(&format!("{m}.weight")), &[nh * dq, h])?;
-                    let b = f32s(&p(&format!("{m}.bias")), &[nh * dq])?;
+                let out_moments = |m: Slot| -> Result<Vec<f64>> {
+                    let w = f32s(&p(m, "weight"), &[nh * dq, h])?;
+                    let b = f32s(&p(m, "bias"), &[nh * dq])?;
                     Ok(decompose::output_second_moments(&w, &b, n, moment, mean))
                 };
-                let (q, k) = (
-                    out_moments("attention.self.query")?,
-                    out_moments("attention.self.key")?,
-                );
+                let (q, k) = (out_moments(Slot::Query)?, out_moments(Slot::Key)?);
                 let r_qk = allocate::kept(dq, phi, self.config.head_multiple);
                 cut.qk = decompose::qk_orders(&q, &k, nh, dq)
                     .into_iter()
                     .map(|o| o[..r_qk].to_vec())
                     .collect();
                 let c_sqrt = decompose::whitening(n, moment, self.config.damping)?;
-                let wv = f64s(f32s(&p("attention.self.value.weight"), &[nh * dv, h])?);
-                let wo = f64s(f32s(&p("attention.output.dense.weight"), &[h, nh * dv])?);
+                let wv = f64s(f32s(&p(Slot::Value, "weight"), &[nh * dv, h])?);
+                let wo = f64s(f32s(&p(Slot::AttnOut, "weight"), &[h, nh * dv])?);
                 for j in 0..nh {
                     let (v, o) = head_blocks(&wv, &wo, h, nh, dv, j);
                     cut.svd.push(decompose::head_svd(&v, &o, &c_sqrt, h, dv)?);
@@ -338,11 +337,8 @@ fn shapes(layers: &[LayerShape], cuts: &[LayerCut]) -> Vec<LayerShape> {
 }
 
 /// The tensors of an encoder layer's Linears (weights and biases), which qa-svd rewrites.
-fn rewritten(name: &str) -> bool {
-    compressor_models::arch::LAYER_LINEARS
-        .iter()
-        .any(|m| name.ends_with(&format!(".{m}.weight")) || name.ends_with(&format!(".{m}.bias")))
-        && name.starts_with("encoder.layer.")
+fn rewritten(n: &Naming, name: &str) -> bool {
+    n.linear_of(name).is_some()
 }
 
 impl Pass for QaSvd {
@@ -377,7 +373,12 @@ impl Pass for QaSvd {
             .map(|s| (s.name.clone(), s))
             .collect();
         let mut plan = PassPlan::default();
-        for t in ctx.info.tensors.iter().filter(|t| rewritten(&t.name)) {
+        for t in ctx
+            .info
+            .tensors
+            .iter()
+            .filter(|t| rewritten(before.naming(), &t.name))
+        {
             if let Some(spec) = specs.get(&t.name) {
                 plan.changes.push(PlannedChange::reshaped(t, &spec.shape));
             }
@@ -427,16 +428,16 @@ impl Pass for QaSvd {
         let each = |idx: &[usize]| -> Vec<std::ops::Range<usize>> {
             idx.iter().map(|&i| i..i + 1).collect()
         };
+        let names = before.naming();
         for ((l, s), cut) in before.layers.iter().enumerate().zip(&cuts) {
-            let p = |m: &str| format!("encoder.layer.{l}.{m}");
+            let p = |m: Slot, part: &str| format!("{}.{part}", names.linear(l, m));
             if s.has_ffn() {
                 let neurons = each(&cut.neurons);
                 ctx.store
-                    .keep_row_ranges(&p("intermediate.dense.weight"), &neurons)?;
+                    .keep_row_ranges(&p(Slot::Up, "weight"), &neurons)?;
+                ctx.store.keep_row_ranges(&p(Slot::Up, "bias"), &neurons)?;
                 ctx.store
-                    .keep_row_ranges(&p("intermediate.dense.bias"), &neurons)?;
-                ctx.store
-                    .keep_col_ranges(&p("output.dense.weight"), &neurons)?;
+                    .keep_col_ranges(&p(Slot::Down, "weight"), &neurons)?;
             }
             if !s.has_attention() {
                 continue;
@@ -448,20 +449,14 @@ impl Pass for QaSvd {
                 .enumerate()
                 .flat_map(|(j, dims)| dims.iter().map(move |&c| j * dq + c))
                 .collect();
-            for m in ["attention.self.query", "attention.self.key"] {
-                ctx.store
-                    .keep_row_ranges(&p(&format!("{m}.weight")), &each(&rows))?;
-                ctx.store
-                    .keep_row_ranges(&p(&format!("{m}.bias")), &each(&rows))?;
+            for m in [Slot::Query, Slot::Key] {
+                ctx.store.keep_row_ranges(&p(m, "weight"), &each(&rows))?;
+                ctx.store.keep_row_ranges(&p(m, "bias"), &each(&rows))?;
             }
-            let wv = f64s(ctx.store, &p("attention.self.value.weight"), &[nh * dv, h])?;
-            let bv = f64s(ctx.store, &p("attention.self.value.bias"), &[nh * dv])?;
-            let wo = f64s(
-                ctx.store,
-                &p("attention.output.dense.weight"),
-                &[h, nh * dv],
-            )?;
-            let mut bo = f64s(ctx.store, &p("attention.output.dense.bias"), &[h])?;
+            let wv = f64s(ctx.store, &p(Slot::Value, "weight"), &[nh * dv, h])?;
+            let bv = f64s(ctx.store, &p(Slot::Value, "bias"), &[nh * dv])?;
+            let wo = f64s(ctx.store, &p(Slot::AttnOut, "weight"), &[h, nh * dv])?;
+            let mut bo = f64s(ctx.store, &p(Slot::AttnOut, "bias"), &[h])?;
             // The value bias reaches the output as W_O b_V whatever the attention weights (rows sum to 1).
             for (r, row) in wo.chunks(nh * dv).enumerate() {
                 bo[r] += row.iter().zip(&bv).map(|(a, b)| a * b).sum::<f64>();
@@ -477,14 +472,10 @@ impl Pass for QaSvd {
                 }
             }
             for (name, shape, values) in [
-                (p("attention.self.value.weight"), vec![nh * r, h], new_v),
-                (
-                    p("attention.self.value.bias"),
-                    vec![nh * r],
-                    vec![0.0; nh * r],
-                ),
-                (p("attention.output.dense.weight"), vec![h, nh * r], new_o),
-                (p("attention.output.dense.bias"), vec![h], bo),
+                (p(Slot::Value, "weight"), vec![nh * r, h], new_v),
+                (p(Slot::Value, "bias"), vec![nh * r], vec![0.0; nh * r]),
+                (p(Slot::AttnOut, "weight"), vec![h, nh * r], new_o),
+                (p(Slot::AttnOut, "bias"), vec![h], bo),
             ] {
                 let dtype = ctx.store.get(&name)?.dtype;
                 let v: Vec<f32> = values.into_iter().map(|x| x as f32).collect();
