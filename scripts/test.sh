@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/fetch-minilm.sh
+./scripts/fetch-mpnet.sh
 if [ ! -d ../shared ]; then
   echo "note: ../shared is absent, so the tests on the shared classifiers and data will be skipped" >&2
 fi

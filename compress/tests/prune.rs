@@ -4,26 +4,14 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{compressor_in, copy_dir, embeddings, max_diff, ok, read_tree, stderr};
+use common::{compressor_in, embeddings, max_diff, ok, read_tree, stderr};
 use serde_json::Value;
 
 fn workspace(prune: &str) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/tiny-bert");
-    copy_dir(&fixture, &tmp.path().join("model"));
-    std::fs::write(
-        tmp.path().join("pipeline.toml"),
-        format!("[model]\npath = \"model\"\n\n[[pass]]\nkind = \"prune\"\n{prune}\n\n[output]\ndir = \"out\"\n"),
+    common::fixture_workspace(
+        "tiny-bert",
+        &format!("[[pass]]\nkind = \"prune\"\n{prune}\n"),
     )
-    .expect("write");
-    std::fs::write(
-        tmp.path().join("texts.jsonl"),
-        "{\"text\": \"the cat sat on the mat\"}\n{\"text\": \"a good movie\"}\n{\"text\": \"i hate this film, it was not very good\"}\n",
-    )
-    .expect("write");
-    tmp
 }
 
 #[test]

@@ -664,7 +664,7 @@ impl ModelConfig {
             push(
                 format!("{bias}.weight"),
                 vec![c.relative_buckets, c.num_attention_heads],
-                Role::EmbedPositions,
+                Role::PositionBias,
                 Kind::Weight,
                 None,
             );

@@ -16,6 +16,9 @@ pub enum Role {
     EmbedPositions,
     #[serde(rename = "embed.types")]
     EmbedTypes,
+    /// MPNet's relative position bias table (`[buckets, heads]`), added to every layer's attention scores.
+    #[serde(rename = "position.bias")]
+    PositionBias,
     #[serde(rename = "norm")]
     Norm,
     #[serde(rename = "attn.q")]
@@ -40,10 +43,11 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 13] = [
+    pub const ALL: [Role; 14] = [
         Role::EmbedTokens,
         Role::EmbedPositions,
         Role::EmbedTypes,
+        Role::PositionBias,
         Role::Norm,
         Role::AttnQ,
         Role::AttnK,
@@ -61,6 +65,7 @@ impl Role {
             Role::EmbedTokens => "embed.tokens",
             Role::EmbedPositions => "embed.positions",
             Role::EmbedTypes => "embed.types",
+            Role::PositionBias => "position.bias",
             Role::Norm => "norm",
             Role::AttnQ => "attn.q",
             Role::AttnK => "attn.k",

@@ -1,7 +1,8 @@
 //! Parity of the runtime with transformers on the real checkpoints, when present:
 //! - the SST-2 and MRPC classifiers in ../shared/models reproduce their reference_logits.json (max abs diff <= 1e-4);
 //! - all-MiniLM-L6-v2 (scripts/fetch-minilm.sh) reproduces the committed sentence-transformers-style embeddings
-//!   (models/tests/fixtures/minilm_reference.json, made by models/tests/fixtures/make_fixtures.py): cosine >= 0.99999.
+//!   (models/tests/fixtures/minilm_reference.json, made by models/tests/fixtures/make_fixtures.py): cosine >= 0.99999;
+//! - all-mpnet-base-v2 (scripts/fetch-mpnet.sh) likewise (mpnet_reference.json, made by make_arch_fixtures.py).
 
 mod common;
 
@@ -52,14 +53,14 @@ fn mrpc_classifier_matches_transformers_logits() {
     classifier_parity("minilm-l6-mrpc");
 }
 
-#[test]
-fn minilm_embeddings_match_sentence_transformers() {
-    let Some(dir) = minilm() else { return };
-    let reference_path = repo_root().join("models/tests/fixtures/minilm_reference.json");
+/// The model in `dir` reproduces the committed sentence-transformers embeddings of `reference` (made by
+/// models/tests/fixtures/make_fixtures.py / make_arch_fixtures.py), run as one batch padded with `pad`.
+fn embedding_parity(dir: &std::path::Path, reference: &str, pad: i64) {
+    let reference_path = repo_root().join("models/tests/fixtures").join(reference);
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(reference_path).expect("read reference"))
             .expect("json");
-    let ckpt = Checkpoint::open(&dir).expect("open MiniLM");
+    let ckpt = Checkpoint::open(dir).expect("open the model");
     assert!(ckpt.pooling.declared && ckpt.pooling.normalize);
     let model = load(&ckpt);
     let sentences = reference["sentences"].as_array().expect("sentences");
@@ -72,7 +73,7 @@ fn minilm_embeddings_match_sentence_transformers() {
         })
         .collect();
     let got = model
-        .embed(&EncodedBatch::from_rows(&rows, 0))
+        .embed(&EncodedBatch::from_rows(&rows, pad))
         .expect("forward");
     let mut worst = 1f64;
     for (s, emb) in sentences.iter().zip(&got) {
@@ -81,7 +82,20 @@ fn minilm_embeddings_match_sentence_transformers() {
         assert!(c >= 0.99999, "cosine {c} for {:?}", s["text"]);
     }
     eprintln!(
-        "all-MiniLM-L6-v2: min cosine vs reference = {worst:.8} over {} sentences",
+        "{}: min cosine vs reference = {worst:.8} over {} sentences",
+        dir.display(),
         sentences.len()
     );
+}
+
+#[test]
+fn minilm_embeddings_match_sentence_transformers() {
+    let Some(dir) = minilm() else { return };
+    embedding_parity(&dir, "minilm_reference.json", 0);
+}
+
+#[test]
+fn mpnet_embeddings_match_sentence_transformers() {
+    let Some(dir) = mpnet() else { return };
+    embedding_parity(&dir, "mpnet_reference.json", 1);
 }

@@ -273,3 +273,24 @@ pub fn run_matching_the_plan(dir: &Path) {
         manifest["output"]["tensor_bytes"]
     );
 }
+
+/// A workspace holding a copy of the committed fixture `models/tests/fixtures/<fixture>` as `model/`, a
+/// `pipeline.toml` running `passes` on it into `out/`, and three short texts in `texts.jsonl`.
+pub fn fixture_workspace(fixture: &str, passes: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/tests/fixtures")
+        .join(fixture);
+    copy_dir(&from, &tmp.path().join("model"));
+    std::fs::write(
+        tmp.path().join("pipeline.toml"),
+        format!("[model]\npath = \"model\"\n\n{passes}\n[output]\ndir = \"out\"\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        tmp.path().join("texts.jsonl"),
+        "{\"text\": \"the cat sat on the mat\"}\n{\"text\": \"a good movie\"}\n{\"text\": \"i hate this film, it was not very good\"}\n",
+    )
+    .expect("write");
+    tmp
+}

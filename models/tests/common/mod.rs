@@ -21,18 +21,25 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
     }
 }
 
-/// all-MiniLM-L6-v2 fetched by scripts/fetch-minilm.sh, or None with a skip notice.
-pub fn minilm() -> Option<PathBuf> {
-    let p = repo_root().join(".cache/models/all-MiniLM-L6-v2");
+/// `.cache/models/<name>` fetched by `scripts/<script>`, or None with a skip notice.
+fn fetched(name: &str, script: &str) -> Option<PathBuf> {
+    let p = repo_root().join(".cache/models").join(name);
     if p.join("model.safetensors").is_file() {
         Some(p)
     } else {
-        eprintln!(
-            "SKIPPED: {} is absent (run scripts/fetch-minilm.sh)",
-            p.display()
-        );
+        eprintln!("SKIPPED: {} is absent (run scripts/{script})", p.display());
         None
     }
+}
+
+/// all-MiniLM-L6-v2 fetched by scripts/fetch-minilm.sh.
+pub fn minilm() -> Option<PathBuf> {
+    fetched("all-MiniLM-L6-v2", "fetch-minilm.sh")
+}
+
+/// all-mpnet-base-v2 fetched by scripts/fetch-mpnet.sh.
+pub fn mpnet() -> Option<PathBuf> {
+    fetched("all-mpnet-base-v2", "fetch-mpnet.sh")
 }
 
 pub fn load(ckpt: &Checkpoint) -> Bert<Cpu> {

@@ -224,9 +224,7 @@ pub fn apply(ctx: &mut PassContext, decision: &Decision) -> Result<Vec<String>> 
         // The renumbered layers' names are those of the model with only the layers dropped.
         let specs: BTreeMap<String, TensorSpec> = renumbered_specs(ctx.config, decision)?;
         for name in names {
-            let (rows, cols) = specs
-                .get(&name)
-                .map_or((false, false), |spec| hidden_axes(n, spec));
+            let (rows, cols) = specs.get(&name).map_or((false, false), hidden_axes);
             if rows {
                 store.keep_row_ranges(&name, &ranges)?;
             }
@@ -267,14 +265,12 @@ fn renumbered_specs(
 /// Which axes of a tensor run along the residual stream: `(rows, columns)`. Readers of the stream (embedding
 /// tables, query / key / value, FFN up, the pooler, the classifier) have it as columns; writers (attention output,
 /// FFN down, the pooler) and LayerNorms as rows. MPNet's relative bias table (`[buckets, heads]`) has neither.
-fn hidden_axes(n: &Naming, spec: &TensorSpec) -> (bool, bool) {
+fn hidden_axes(spec: &TensorSpec) -> (bool, bool) {
     let weight = spec.kind == Kind::Weight;
     let table = matches!(
         spec.role,
         Role::EmbedTokens | Role::EmbedPositions | Role::EmbedTypes
-    ) && n
-        .relative_bias
-        .is_none_or(|r| spec.name != format!("{r}.weight"));
+    );
     let cols = weight
         && (table
             || matches!(

@@ -1,0 +1,150 @@
+//! Every pass on every encoder family, end to end through the binary, on the committed tiny RoBERTa, XLM-RoBERTa,
+//! DistilBERT and MPNet fixtures (models/tests/fixtures/tiny-*): vocabulary trimming and 4-bit quantization in one
+//! pipeline, pruning in another; each plan's byte estimate is its artifact's, the artifacts embed close to the
+//! original, the pruned one exports to a plain dense checkpoint that computes the same, and the exports written for
+//! BERT only refuse the other families with the reason.
+
+mod common;
+
+use common::{compressor_in, embeddings, max_diff, ok, stderr};
+
+const FAMILIES: [(&str, &str); 4] = [
+    ("tiny-roberta", "RoBERTa"),
+    ("tiny-xlm-roberta", "XLM-RoBERTa"),
+    ("tiny-distilbert", "DistilBERT"),
+    ("tiny-mpnet", "MPNet"),
+];
+
+use common::fixture_workspace as workspace;
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+#[test]
+fn vocabulary_trimming_and_quantization_run_on_every_family() {
+    for (fixture, family) in FAMILIES {
+        // A trimmed vocabulary embeds the corpus's own texts exactly as before.
+        let tmp = workspace(
+            fixture,
+            "[[pass]]\nkind = \"vocab-trim\"\ncorpus = [\"texts.jsonl\"]\nmin-frequency = 1\n",
+        );
+        let dir = tmp.path();
+        common::run_matching_the_plan(dir);
+        let before = embeddings(dir, "model");
+        let d = max_diff(&before, &embeddings(dir, "out"));
+        assert!(d < 1e-6, "{family}: trimming moved the embeddings by {d}");
+        let vocab = |folder: &str| -> Option<u64> {
+            let path = dir.join(folder).join("config.json");
+            let config: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(path).expect("config")).expect("json");
+            config["vocab_size"].as_u64()
+        };
+        assert!(
+            vocab("out") < vocab("model"),
+            "{family}: the vocabulary shrinks"
+        );
+
+        let tmp = workspace(
+            fixture,
+            "[[pass]]\nkind = \"blockwise-quant\"\nbits = 8\ngroup-size = 16\n",
+        );
+        let dir = tmp.path();
+        common::run_matching_the_plan(dir);
+        for (a, b) in before.iter().zip(&embeddings(dir, "out")) {
+            let c = cosine(a, b);
+            assert!(c > 0.999, "{family}: cosine {c} at 8 bits");
+        }
+        for (format, reason) in [
+            (
+                "gguf",
+                format!("it is a {family} model; compressor writes llama.cpp's `bert` graph only"),
+            ),
+            (
+                "onnx",
+                format!("the ONNX graph is written for BERT; this is a {family} model"),
+            ),
+        ] {
+            let to = format!("x.{format}");
+            let o = compressor_in(dir, &["export", "out", "--format", format, "--output", &to]);
+            assert_ne!(o.status.code(), Some(0), "{family} {format}");
+            assert!(
+                stderr(&o).contains(&reason),
+                "{family} {format}: {}",
+                stderr(&o)
+            );
+            assert!(
+                !dir.join(&to).exists(),
+                "{family} {format}: nothing written"
+            );
+        }
+    }
+}
+
+#[test]
+fn pruning_runs_on_every_family_and_exports_dense() {
+    for (fixture, family) in FAMILIES {
+        let tmp = workspace(
+            fixture,
+            "[[pass]]\nkind = \"prune\"\ntarget = 0.3\nallocation = \"per-layer\"\n",
+        );
+        let dir = tmp.path();
+        common::run_matching_the_plan(dir);
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("out/config.json")).expect("config"))
+                .expect("json");
+        assert_eq!(config["compressor"]["version"], 1, "{family}");
+        let pruned = embeddings(dir, "out");
+        ok(&compressor_in(dir, &["export", "out", "--output", "dense"]));
+        let dense = embeddings(dir, "dense");
+        let d = max_diff(&pruned, &dense);
+        assert!(d < 1e-5, "{family}: dense export differs by {d}");
+        let o = compressor_in(
+            dir,
+            &[
+                "export",
+                "out",
+                "--format",
+                "remote-code",
+                "--output",
+                "remote",
+            ],
+        );
+        assert!(
+            stderr(&o).contains(&format!(
+                "the remote-code export runs BERT layers; this is a {family} model"
+            )),
+            "{family}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn calibrated_passes_run_on_every_family() {
+    let calibration = "[calibration]\ndata = \"texts.jsonl\"\nsamples = 3\nmax-length = 32\n\n";
+    // (pass, whether its plan knows the artifact's bytes: a budgeted allocation is only bounded by its budget)
+    let passes = [
+        ("[[pass]]\nkind = \"blockwise-quant\"\nbits = 4\ngroup-size = 16\nembeddings = { word = 8, position = 8 }\nactivations = { bits = 8, block-size = 16 }\n", true),
+        ("[[pass]]\nkind = \"hessian-mp\"\nbits = [4, 8]\naverage-bits = 6.0\ngroup-size = 16\nsensitivity = { runs = 1, max-iterations = 3, batch-size = 3, seed = 0 }\n", false),
+        ("[[pass]]\nkind = \"qa-svd\"\nrate = 0.25\ndamping = 0.01\n", true),
+    ];
+    for (fixture, family) in FAMILIES {
+        for (pass, exact_plan) in passes {
+            let tmp = workspace(fixture, &format!("{calibration}{pass}"));
+            let dir = tmp.path();
+            if exact_plan {
+                common::run_matching_the_plan(dir);
+            } else {
+                ok(&compressor_in(dir, &["run", "pipeline.toml"]));
+            }
+            let before = embeddings(dir, "model");
+            for (a, b) in before.iter().zip(&embeddings(dir, "out")) {
+                let c = cosine(a, b);
+                assert!(c > 0.8, "{family}: cosine {c} after\n{pass}");
+            }
+        }
+    }
+}
