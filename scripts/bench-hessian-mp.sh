@@ -12,7 +12,8 @@
 # out/bench-hessian-mp/; dev accuracy (GLUE SST-2) is in each artifact's eval report and printed by `compressor run`.
 # `./scripts/bench-hessian-mp.sh minilm`: all-MiniLM-L6-v2 instead (self-distillation loss on STS-B training
 # sentences), exact allocation vs uniform at 4 and at 3 average bits, STS-B test Spearman (needs
-# scripts/fetch-minilm.sh).
+# scripts/fetch-minilm.sh). `./scripts/bench-hessian-mp.sh mpnet`: all-mpnet-base-v2 the same way, exact allocation
+# vs uniform at 3 bits and "2/3 MP" (PIPELINES=mpnet-mp-2-3-qat adds QAT; needs scripts/fetch-mpnet.sh).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
@@ -23,8 +24,9 @@ steps="${QAT_STEPS:-300}" runs="${RUNS:-5}" iters="${ITERS:-20}" batch="${BATCH:
 block="${BLOCK:-layer}" qat_seed="${QAT_SEED:-0}"
 if [ -n "${ROW_GROUPS:-}" ]; then groups="row-groups = $ROW_GROUPS"; else groups="group-size = 128"; fi
 
-if [ "${1:-sst2}" = minilm ]; then
+if [ "${1:-sst2}" = minilm ] || [ "${1:-sst2}" = mpnet ]; then
   model="$root/.cache/models/all-MiniLM-L6-v2" calib="$shared/data/sts-b/train.jsonl" field=sentence1
+  [ "$1" = mpnet ] && model="$root/.cache/models/all-mpnet-base-v2"
   samples="${SAMPLES:-512}"
   eval_table="task = \"sts\"
 data = \"$shared/data/sts-b/test.jsonl\""
@@ -77,6 +79,14 @@ if [ "${1:-sst2}" = minilm ]; then
   pipeline minilm-mp-3 "[2, 3, 4, 8]" optimal 3.0
   pipeline minilm-uniform-3 "[3]" optimal 3.0
   run ${PIPELINES:-minilm-mp-4 minilm-uniform-4 minilm-mp-3 minilm-uniform-3}
+  exit 0
+fi
+if [ "${1:-sst2}" = mpnet ]; then
+  pipeline mpnet-mp-3 "[2, 3, 4, 8]" optimal 3.0
+  pipeline mpnet-uniform-3 "[3]" optimal 3.0
+  pipeline mpnet-mp-2-3 "[2, 3]" top-k 2.5
+  pipeline mpnet-mp-2-3-qat "[2, 3]" top-k 2.5 "qat = { steps = $steps, lr = 2e-5, batch-size = 32, seed = $qat_seed }"
+  run ${PIPELINES:-mpnet-mp-3 mpnet-uniform-3 mpnet-mp-2-3}
   exit 0
 fi
 

@@ -2,8 +2,8 @@
 # - `bench_setup NAME HEADER`: `bin` (the release binary, or $COMPRESSOR_BIN), `work` (out/bench-NAME, created),
 #   `shared` (../shared) and `results` (work/results.tsv, started with the tab-separated HEADER when new);
 # - `bench_model NAME`: `path` (the checkpoint), `calib` (the [calibration] data keys) and `evals` (the [[eval]]
-#   tables) for `minilm` (all-MiniLM-L6-v2, 256 Wikipedia paragraphs, STS-B test) or `sst2` (the SST-2 classifier
-#   fine-tuned from it, SST-2 training sentences, GLUE dev);
+#   tables) for `minilm` (all-MiniLM-L6-v2, 256 Wikipedia paragraphs, STS-B test), `mpnet` (all-mpnet-base-v2,
+#   the same data) or `sst2` (the SST-2 classifier fine-tuned from it, SST-2 training sentences, GLUE dev);
 # - `bench_pipeline NAME PASSES`: writes work/NAME.toml, the model of `bench_model` with its [calibration] (256
 #   samples, 128 tokens), the [[pass]] tables PASSES, output work/NAME and the evaluations;
 # - `bench_delta DIR`: "baseline<TAB>compressed<TAB>delta" (x100) of the first evaluation in DIR/report.json.
@@ -24,6 +24,12 @@ bench_model() {
       evals="[[eval]]
 task = \"sts\"
 data = \"$shared/data/sts-b/test.jsonl\"" ;;
+    mpnet)
+      path="$root/.cache/models/all-mpnet-base-v2"
+      calib="data = \"$shared/data/calibration-wiki/en.jsonl\""
+      evals="[[eval]]
+task = \"sts\"
+data = \"$shared/data/sts-b/test.jsonl\"" ;;
     sst2)
       path="$shared/models/minilm-l6-sst2"
       calib="data = \"$shared/data/sst2/train.jsonl\"
@@ -32,7 +38,7 @@ field = \"sentence\""
 task = \"glue\"
 data = \"$shared/data/sst2/dev.jsonl\"
 max-length = 128" ;;
-    *) echo "unknown model $1 (minilm, sst2)" >&2; return 1 ;;
+    *) echo "unknown model $1 (minilm, mpnet, sst2)" >&2; return 1 ;;
   esac
 }
 

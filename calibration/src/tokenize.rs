@@ -128,8 +128,8 @@ impl TextTokenizer {
     /// Load `dir/tokenizer.json`, drop its own padding and truncation, and truncate to `max_length` (or the
     /// limit resolved from the folder's configs, see the module docs).
     ///
-    /// The pad id is the tokenizer's `[PAD]` or `<pad>` token (the one named by the file's padding settings
-    /// first), else `pad_token_id` of `config.json`, else 0.
+    /// The pad id is the token the tokenizer's padding settings or `special_tokens_map.json` name, else
+    /// `pad_token_id` of `config.json`, else the tokenizer's `[PAD]` or `<pad>` token, else 0.
     pub fn from_model_dir(dir: &Path, max_length: Option<usize>) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         let tokenizer = load_tokenizer(&path)?;
@@ -194,18 +194,18 @@ impl TextTokenizer {
             }
         };
 
-        let pad_id = match token_pad_id(&tokenizer) {
+        // A vocabulary may hold both `<pad>` and `[PAD]` (MPNet's): what the folder names wins over the guess.
+        let named = named_pad_id(&tokenizer, dir)?;
+        let config_pad = config.as_ref().and_then(|c| c.pad_token_id);
+        let pad_id = match named.or(config_pad).or_else(|| guessed_pad_id(&tokenizer)) {
             Some(id) => id,
-            None => match config.as_ref().and_then(|c| c.pad_token_id) {
-                Some(id) => id,
-                None => {
-                    notes.push(format!(
-                        "`{}` has no `[PAD]` or `<pad>` token and no config gives `pad_token_id`: padding with id 0",
-                        path.display()
-                    ));
-                    0
-                }
-            },
+            None => {
+                notes.push(format!(
+                    "`{}` has no `[PAD]` or `<pad>` token and no config gives `pad_token_id`: padding with id 0",
+                    path.display()
+                ));
+                0
+            }
         };
 
         let mut tok = Self::from_tokenizer(tokenizer, path, max_length, pad_id)?;
@@ -395,14 +395,34 @@ fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     })
 }
 
-/// The id of the tokenizer's pad token: the one its own padding settings name, else `[PAD]`, else `<pad>`.
-fn token_pad_id(tokenizer: &Tokenizer) -> Option<i64> {
-    let named = tokenizer.get_padding().map(|p| p.pad_token.as_str());
-    let id = named
+/// The id of the pad token the folder names: in the tokenizer's own padding settings, else as `pad_token` of
+/// `special_tokens_map.json` (a string or `{"content": ...}`), when the vocabulary has it.
+fn named_pad_id(tokenizer: &Tokenizer, dir: &Path) -> Result<Option<i64>> {
+    if let Some(id) = tokenizer
+        .get_padding()
+        .and_then(|p| tokenizer.token_to_id(&p.pad_token))
+    {
+        return Ok(Some(i64::from(id)));
+    }
+    let map = dir.join("special_tokens_map.json");
+    if !map.is_file() {
+        return Ok(None);
+    }
+    let obj = read_json_object(&map)?;
+    let token = match obj.get("pad_token") {
+        Some(Value::String(t)) => Some(t.as_str()),
+        Some(Value::Object(o)) => o.get("content").and_then(Value::as_str),
+        _ => None,
+    };
+    Ok(token.and_then(|t| tokenizer.token_to_id(t)).map(i64::from))
+}
+
+/// A pad token found by name when nothing names one: `[PAD]`, else `<pad>`.
+fn guessed_pad_id(tokenizer: &Tokenizer) -> Option<i64> {
+    ["[PAD]", "<pad>"]
         .into_iter()
-        .chain(["[PAD]", "<pad>"])
-        .find_map(|t| tokenizer.token_to_id(t));
-    id.map(i64::from)
+        .find_map(|t| tokenizer.token_to_id(t))
+        .map(i64::from)
 }
 
 fn read_json_object(path: &Path) -> Result<serde_json::Map<String, Value>> {

@@ -131,7 +131,7 @@ enum Command {
         /// First cut an elastic `qa-svd` artifact at this rate (one of its `elastic-rates`)
         #[arg(long, value_name = "R")]
         rate: Option<f64>,
-        /// Tensor types of the written weights (onnx: auto, f32, int8, int8-weights, int4; gguf: auto, f32, f16, q8_0, q6_k, q5_k, q4_k, q2_k, q4_0, q4_1; default auto: as the artifact stores them)
+        /// Tensor types of the written weights (onnx: auto, f32, int8, int8-weights, int4; gguf: auto, f32, f16, q8_0, q6_k, q5_k, q4_k, q3_k, q2_k, q4_0, q4_1; default auto: as the artifact stores them)
         #[arg(long = "type", value_name = "TYPE")]
         tensor_type: Option<String>,
         /// onnx: also output `sentence_embedding`, the checkpoint's pooling (and normalisation)

@@ -322,12 +322,12 @@ fn what_llama_cpp_cannot_run_is_refused_and_nothing_is_written() {
     let tmp = workspace();
     let before = common::read_tree(tmp.path());
     assert_error(
-        &export(tmp.path(), "model", Some("q3_k"), "m.gguf"),
-        "error: unknown GGUF tensor type `q3_k`\n\nhint: valid types: auto, f32, f16, q8_0, q6_k, q5_k, q4_k, q2_k, q4_0, q4_1 (q3_k is not written yet)\n",
+        &export(tmp.path(), "model", Some("iq2_xs"), "m.gguf"),
+        "error: unknown GGUF tensor type `iq2_xs`\n\nhint: valid types: auto, f32, f16, q8_0, q6_k, q5_k, q4_k, q3_k, q2_k, q4_0, q4_1\n",
     );
     assert_error(
         &compressor_in(tmp.path(), &["export", "model", "--format", "dense", "--type", "q8_0", "--output", "d"]),
-        "error: `--type q8_0` does not apply to `--format dense`: it writes the checkpoint's own tensor forms\n\nhint: `--type` chooses the tensor types of `--format onnx` (auto, f32, int8, int8-weights, int4) and `--format gguf` (auto, f32, f16, q8_0, q6_k, q5_k, q4_k, q2_k, q4_0, q4_1); leave it out here\n",
+        "error: `--type q8_0` does not apply to `--format dense`: it writes the checkpoint's own tensor forms\n\nhint: `--type` chooses the tensor types of `--format onnx` (auto, f32, int8, int8-weights, int4) and `--format gguf` (auto, f32, f16, q8_0, q6_k, q5_k, q4_k, q3_k, q2_k, q4_0, q4_1); leave it out here\n",
     );
     assert_error(
         &export(tmp.path(), "model", None, "m.bin"),

@@ -131,7 +131,7 @@ fn bad_types_and_options_are_refused_and_nothing_is_written() {
     );
     assert_error(
         &ws.run(&["export", "model", "--type", "int8", "--output", "out"]),
-        "error: `--type int8` does not apply to `--format dense`: it writes the checkpoint's own tensor forms\n\nhint: `--type` chooses the tensor types of `--format onnx` (auto, f32, int8, int8-weights, int4) and `--format gguf` (auto, f32, f16, q8_0, q6_k, q5_k, q4_k, q2_k, q4_0, q4_1); leave it out here\n",
+        "error: `--type int8` does not apply to `--format dense`: it writes the checkpoint's own tensor forms\n\nhint: `--type` chooses the tensor types of `--format onnx` (auto, f32, int8, int8-weights, int4) and `--format gguf` (auto, f32, f16, q8_0, q6_k, q5_k, q4_k, q3_k, q2_k, q4_0, q4_1); leave it out here\n",
     );
     assert_error(
         &ws.run(&[

@@ -21,7 +21,7 @@ use compressor_models::Checkpoint;
 use compressor_passes::Progress;
 
 /// What `--type` may name.
-pub const TYPES: &str = "auto, f32, f16, q8_0, q6_k, q5_k, q4_k, q2_k, q4_0, q4_1";
+pub const TYPES: &str = "auto, f32, f16, q8_0, q6_k, q5_k, q4_k, q3_k, q2_k, q4_0, q4_1";
 
 /// The requested matrix type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +36,7 @@ impl Requested {
             None | Some("auto") => Ok(Requested::Auto),
             Some(name) => match GgmlType::parse(name) {
                 Some(t) => Ok(Requested::Type(t)),
-                None => bail!(
-                    "unknown GGUF tensor type `{name}`\nhint: valid types: {TYPES} (q3_k is not written yet)"
-                ),
+                None => bail!("unknown GGUF tensor type `{name}`\nhint: valid types: {TYPES}"),
             },
         }
     }
@@ -161,7 +159,7 @@ fn plan(ckpt: &Checkpoint, requested: Requested) -> anyhow::Result<Vec<Entry>> {
             let mut fell_back = None;
             let k_quant = matches!(
                 want,
-                GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K | GgmlType::Q2K
+                GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K | GgmlType::Q3K | GgmlType::Q2K
             );
             let want = if k_quant && !want.fits(cols) && GgmlType::Q8_0.fits(cols) {
                 fell_back = Some(format!(
@@ -200,7 +198,11 @@ fn plan(ckpt: &Checkpoint, requested: Requested) -> anyhow::Result<Vec<Entry>> {
                         let e = q.encoding;
                         let fits_range = match want {
                             GgmlType::Q8_0 => e.symmetric,
-                            GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K | GgmlType::Q2K => false,
+                            GgmlType::Q6K
+                            | GgmlType::Q5K
+                            | GgmlType::Q4K
+                            | GgmlType::Q3K
+                            | GgmlType::Q2K => false,
                             GgmlType::Q4_0 => e.bits <= 4 && e.symmetric,
                             GgmlType::Q4_1 => e.bits <= 4,
                             _ => false,

@@ -6,6 +6,7 @@
 //! | `q8_0` | 32 | 2 + 32 | `d * q`, `d` f16, `q` i8 |
 //! | `q4_0` | 32 | 2 + 16 | `d * (n - 8)`, `n` u4: low nibbles hold values 0..16, high nibbles 16..32 |
 //! | `q4_1` | 32 | 2 + 2 + 16 | `d * n + m`, `d` and `m` f16 |
+//! | `q6_k`, `q5_k`, `q4_k`, `q3_k`, `q2_k` | 256 | 210, 176, 144, 110, 84 | sub-block scales under f16 super-block scales |
 //!
 //! Besides quantizing floats as ggml does, each block type can be filled from integer codes an artifact already
 //! holds ([`encode_codes`]), so a 4-bit or 8-bit artifact keeps its exact codes in llama.cpp.
@@ -22,6 +23,7 @@ pub enum GgmlType {
     Q4_1 = 3,
     Q8_0 = 8,
     Q2K = 10,
+    Q3K = 11,
     Q4K = 12,
     Q5K = 13,
     Q6K = 14,
@@ -33,13 +35,14 @@ pub const QK: usize = 32;
 pub const QK_K: usize = 256;
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 9] = [
+    pub const ALL: [GgmlType; 10] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q8_0,
         GgmlType::Q6K,
         GgmlType::Q5K,
         GgmlType::Q4K,
+        GgmlType::Q3K,
         GgmlType::Q2K,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
@@ -60,6 +63,7 @@ impl GgmlType {
             GgmlType::Q6K => "q6_k",
             GgmlType::Q5K => "q5_k",
             GgmlType::Q4K => "q4_k",
+            GgmlType::Q3K => "q3_k",
             GgmlType::Q2K => "q2_k",
         }
     }
@@ -73,7 +77,7 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 => 1,
-            GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K | GgmlType::Q2K => QK_K,
+            GgmlType::Q6K | GgmlType::Q5K | GgmlType::Q4K | GgmlType::Q3K | GgmlType::Q2K => QK_K,
             _ => QK,
         }
     }
@@ -88,6 +92,7 @@ impl GgmlType {
             GgmlType::Q6K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
             GgmlType::Q5K => 2 + 2 + 12 + QK_K / 8 + QK_K / 2,
             GgmlType::Q4K => 2 + 2 + 12 + QK_K / 2,
+            GgmlType::Q3K => QK_K / 8 + QK_K / 4 + 12 + 2,
             GgmlType::Q2K => QK_K / 16 + QK_K / 4 + 2 + 2,
         }
     }
@@ -113,6 +118,7 @@ impl GgmlType {
             GgmlType::Q6K => Some(6),
             GgmlType::Q5K => Some(5),
             GgmlType::Q4K => Some(4),
+            GgmlType::Q3K => Some(3),
             GgmlType::Q2K => Some(2),
             GgmlType::Q4_0 | GgmlType::Q4_1 => Some(4),
             _ => None,
@@ -130,6 +136,9 @@ impl GgmlType {
             GgmlType::Q6K => 18,
             GgmlType::Q5K => 16,
             GgmlType::Q4K => 14,
+            // LLAMA_FTYPE_MOSTLY_Q3_K_M (the S / M / L mixes differ in which tensors get more bits; every tensor
+            // here gets q3_K).
+            GgmlType::Q3K => 12,
             GgmlType::Q2K => 10,
         }
     }
@@ -190,6 +199,7 @@ pub fn encode(ty: GgmlType, x: &[f32]) -> Vec<u8> {
         GgmlType::Q6K => x.chunks(QK_K).for_each(|b| encode_q6_k(b, &mut out)),
         GgmlType::Q5K => x.chunks(QK_K).for_each(|b| encode_q5_k(b, &mut out)),
         GgmlType::Q4K => x.chunks(QK_K).for_each(|b| encode_q4_k(b, &mut out)),
+        GgmlType::Q3K => x.chunks(QK_K).for_each(|b| encode_q3_k(b, &mut out)),
         GgmlType::Q2K => x.chunks(QK_K).for_each(|b| encode_q2_k(b, &mut out)),
     }
     out
@@ -201,9 +211,9 @@ fn nearest_int(v: f32) -> i32 {
     (f.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
-/// ggml's `make_qx_quants` with `rmse_type = 1` (weights `x^2`): codes `L` in `0..2 nmax` of the best scale among
-/// 19 candidates around `-nmax / max`; returns the scale.
-fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
+/// The value of largest magnitude of a group (ggml's `max` in `make_qx_quants` / `make_q3_quants`); `None` for an
+/// all-zero group, whose codes are set to 0.
+fn signed_max(x: &[f32], l_out: &mut [i8]) -> Option<f32> {
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
         if v.abs() > amax {
@@ -213,8 +223,17 @@ fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
     }
     if amax < 1e-15 {
         l_out.iter_mut().for_each(|l| *l = 0);
-        return 0.0;
+        return None;
     }
+    Some(max)
+}
+
+/// ggml's `make_qx_quants` with `rmse_type = 1` (weights `x^2`): codes `L` in `0..2 nmax` of the best scale among
+/// 19 candidates around `-nmax / max`; returns the scale.
+fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
+    let Some(max) = signed_max(x, l_out) else {
+        return 0.0;
+    };
     let nmaxf = nmax as f32;
     let code = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
     let sums = |iscale: f32| {
@@ -251,20 +270,31 @@ fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
     scale
 }
 
+/// Fit each 16-value sub-block of a super-block with `fit` (codes into `l`, returning the scale); returns the scales
+/// and the one of largest magnitude (the first such, with its sign), as q6_K and q3_K choose their f16 scale.
+fn sub_block_fits(
+    x: &[f32],
+    l: &mut [i8; QK_K],
+    fit: impl Fn(&[f32], &mut [i8]) -> f32,
+) -> ([f32; QK_K / 16], f32) {
+    let mut scales = [0f32; QK_K / 16];
+    let (mut max_scale, mut amax) = (0f32, 0f32);
+    for j in 0..QK_K / 16 {
+        scales[j] = fit(&x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
+        if scales[j].abs() > amax {
+            amax = scales[j].abs();
+            max_scale = scales[j];
+        }
+    }
+    (scales, max_scale)
+}
+
 /// One q6_K super-block (`quantize_row_q6_K_ref`): 16 sub-blocks of 16 values with 8-bit scales under one f16
 /// scale, 6-bit codes split into low nibbles (`ql`) and high bit pairs (`qh`).
 fn encode_q6_k(x: &[f32], out: &mut Vec<u8>) {
     let mut l = [0i8; QK_K];
-    let mut scales = [0f32; QK_K / 16];
-    let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
-    for ib in 0..QK_K / 16 {
-        let s = make_qx_quants(&x[16 * ib..16 * ib + 16], 32, &mut l[16 * ib..16 * ib + 16]);
-        scales[ib] = s;
-        if s.abs() > max_abs_scale {
-            max_abs_scale = s.abs();
-            max_scale = s;
-        }
-    }
+    let (scales, max_scale) = sub_block_fits(x, &mut l, |x, l| make_qx_quants(x, 32, l));
+    let max_abs_scale = max_scale.abs();
     let start = out.len();
     out.resize(start + GgmlType::Q6K.block_bytes(), 0);
     if max_abs_scale < 1e-15 {
@@ -568,6 +598,111 @@ fn encode_q2_k(x: &[f32], out: &mut Vec<u8>) {
     out.extend_from_slice(&dmin.to_le_bytes());
 }
 
+/// ggml's `make_q3_quants` with `do_rmse`: signed codes in `-nmax..nmax` (stored `+ nmax`) of `-nmax / max`, then
+/// up to 5 rounds of moving single codes to whatever lowers the `x^2`-weighted error; returns the scale.
+fn make_q3_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
+    let Some(max) = signed_max(x, l_out) else {
+        return 0.0;
+    };
+    let iscale = -(nmax as f32) / max;
+    let (mut sumlx, mut suml2) = (0f32, 0f32);
+    for (l, &v) in l_out.iter_mut().zip(x) {
+        let q = nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+        *l = q as i8;
+        let w = v * v;
+        sumlx += w * v * q as f32;
+        suml2 += w * (q * q) as f32;
+    }
+    for _ in 0..5 {
+        let mut changed = 0;
+        for (l, &v) in l_out.iter_mut().zip(x) {
+            let w = v * v;
+            let li = f32::from(*l);
+            let mut slx = sumlx - w * v * li;
+            if slx > 0.0 {
+                let mut sl2 = suml2 - w * li * li;
+                let new = nearest_int(v * sl2 / slx).clamp(-nmax, nmax - 1);
+                if new != i32::from(*l) {
+                    slx += w * v * new as f32;
+                    sl2 += w * (new * new) as f32;
+                    if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        *l = new as i8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        changed += 1;
+                    }
+                }
+            }
+        }
+        if changed == 0 {
+            break;
+        }
+    }
+    l_out.iter_mut().for_each(|l| *l += nmax as i8);
+    sumlx / suml2
+}
+
+/// The 16 signed 6-bit sub-block scales of a q3_K block (stored `+ 32`: low nibbles in bytes 0..8, high bit pairs in
+/// bytes 8..12).
+fn q3_k_scales(sc: &[u8]) -> [i8; QK_K / 16] {
+    let mut out = [0i8; QK_K / 16];
+    for (j, o) in out.iter_mut().enumerate() {
+        let low = if j < 8 { sc[j] & 0xf } else { sc[j - 8] >> 4 };
+        let high = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+        *o = (low | (high << 4)) as i8 - 32;
+    }
+    out
+}
+
+/// One q3_K super-block (`quantize_row_q3_K_ref`): 16 sub-blocks of 16 fitted by `make_q3_quants` (codes
+/// `-4..=3`), their scales as signed 6-bit multiples of one f16 scale; the codes' low 2 bits four to a byte, the
+/// third bit in `hmask`.
+fn encode_q3_k(x: &[f32], out: &mut Vec<u8>) {
+    let mut l = [0i8; QK_K];
+    let (scales, max_scale) = sub_block_fits(x, &mut l, |x, l| make_q3_quants(x, 4, l));
+    let mut sc = [0u8; 12];
+    let d = if max_scale != 0.0 {
+        let iscale = -32.0 / max_scale;
+        for (j, &s) in scales.iter().enumerate() {
+            let q = (nearest_int(iscale * s).clamp(-32, 31) + 32) as u8;
+            if j < 8 {
+                sc[j] = q & 0xf;
+            } else {
+                sc[j - 8] |= (q & 0xf) << 4;
+            }
+            sc[j % 4 + 8] |= (q >> 4) << (2 * (j / 4));
+        }
+        f16::from_f32(1.0 / iscale)
+    } else {
+        f16::from_f32(0.0)
+    };
+    for (j, &s) in q3_k_scales(&sc).iter().enumerate() {
+        let dj = d.to_f32() * f32::from(s);
+        if dj == 0.0 {
+            continue;
+        }
+        for ii in 0..16 {
+            l[16 * j + ii] = (nearest_int(x[16 * j + ii] / dj).clamp(-4, 3) + 4) as i8;
+        }
+    }
+    // The third bit of value v goes to bit v / 32 of hmask byte v % 32.
+    let mut hmask = [0u8; QK_K / 8];
+    for (v, q) in l.iter_mut().enumerate() {
+        if *q > 3 {
+            hmask[v % (QK_K / 8)] |= 1 << (v / (QK_K / 8));
+            *q -= 4;
+        }
+    }
+    out.extend_from_slice(&hmask);
+    for j in (0..QK_K).step_by(128) {
+        out.extend((0..32).map(|k| {
+            (l[j + k] | (l[j + k + 32] << 2) | (l[j + k + 64] << 4) | (l[j + k + 96] << 6)) as u8
+        }));
+    }
+    out.extend_from_slice(&sc);
+    out.extend_from_slice(&d.to_le_bytes());
+}
+
 /// One block's integer codes as an artifact stores them: signed codes in `[qmin, qmax]` of `bits`, decoding to
 /// `(code - zero_point) * scale`.
 #[derive(Debug, Clone, Copy)]
@@ -638,6 +773,7 @@ pub fn encode_codes(
             | GgmlType::Q6K
             | GgmlType::Q5K
             | GgmlType::Q4K
+            | GgmlType::Q3K
             | GgmlType::Q2K => return Err(CodeMismatch::Range),
         }
     }
@@ -678,6 +814,22 @@ pub fn decode(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
                             out.extend(half.iter().map(|v| dl * f32::from((v >> shift) & 3) - ml));
                         }
                     }
+                }
+            }
+            GgmlType::Q3K => {
+                let (hmask, qs) = (&b[..QK_K / 8], &b[QK_K / 8..QK_K / 8 + QK_K / 4]);
+                let sc = q3_k_scales(&b[QK_K / 8 + QK_K / 4..QK_K / 8 + QK_K / 4 + 12]);
+                let d = h(&b[QK_K / 8 + QK_K / 4 + 12..]);
+                for v in 0..QK_K {
+                    let (n, rest) = (v / 128, v % 128);
+                    let (shift, k) = (2 * (rest / 32), rest % 32);
+                    let low = (qs[32 * n + k] >> shift) & 3;
+                    let high = if hmask[v % 32] & (1 << (v / 32)) != 0 {
+                        0
+                    } else {
+                        4
+                    };
+                    out.push(d * f32::from(sc[v / 16]) * f32::from(low as i8 - high));
                 }
             }
             GgmlType::Q5K => {
@@ -872,6 +1024,15 @@ mod tests {
         assert_eq!(nearest_int(1.49), 1);
     }
 
+    /// The squared error of `x` quantized to `ty` and decoded.
+    fn squared_error(ty: GgmlType, x: &[f32]) -> f32 {
+        decode(ty, &encode(ty, x))
+            .iter()
+            .zip(x)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum()
+    }
+
     /// One super-block whose sub-blocks differ in range.
     fn k_quant_input() -> Vec<f32> {
         (0..QK_K)
@@ -919,19 +1080,50 @@ mod tests {
     }
 
     #[test]
+    fn q3_k_holds_16_sub_blocks_of_signed_3_bit_codes_under_6_bit_scales() {
+        let x = k_quant_input();
+        let bytes = encode(GgmlType::Q3K, &x);
+        assert_eq!(bytes.len(), 110);
+        // Symmetric codes -4..=3 of each 16-value sub-block: within a step of its largest magnitude / 4, plus the
+        // 6-bit rounding of its scale.
+        let back = decode(GgmlType::Q3K, &bytes);
+        for (ib, (g, w)) in back.chunks(16).zip(x.chunks(16)).enumerate() {
+            let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff <= amax / 4.0 + amax * 0.05, "sub-block {ib}: {diff}");
+        }
+        // 3 bits beat 2: the squared error is lower than q2_K's.
+        let err = |ty| squared_error(ty, &x);
+        assert!(err(GgmlType::Q3K) < err(GgmlType::Q2K));
+        // Layout: hmask (32), qs (64), scales (12), d. Value v's third bit is bit v / 32 of hmask[v % 32] (set:
+        // no offset; clear: -4); its low bits sit at bits 2 s of qs[32 n + k] for v = 128 n + 32 s + k.
+        let mut block = vec![0u8; 110];
+        block[96] = 33 & 0xf; // sub-block 0: stored 33 = scale +1 (low nibble in byte 0...)
+        block[104] = (33 >> 4) & 3; // ...its high bits in byte 8, bits 0..2
+        block[97] = 31 & 0xf; // sub-block 1: stored 31 = scale -1
+        block[105] = (31 >> 4) & 3;
+        // Stored scales are offset by 32: a zero byte is -32. Sub-block 2 gets stored 32, scale 0.
+        block[106] = (32 >> 4) & 3;
+        block[108..110].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        block[0] = 0b1; // value 0: third bit set
+        block[32] = 0b0000_0011; // qs[0]: value 0 low bits 3, value 32 low bits 0
+        block[32 + 16] = 0b10; // qs[16]: value 16 (sub-block 1) low bits 2, third bit clear -> 2 - 4 = -2
+        let y = decode(GgmlType::Q3K, &block);
+        assert_eq!((y[0], y[1], y[16], y[32]), (1.5, -2.0, 1.0, 0.0));
+        // An all-zero block decodes to zeros.
+        assert!(decode(GgmlType::Q3K, &encode(GgmlType::Q3K, &[0.0; QK_K]))
+            .iter()
+            .all(|v| *v == 0.0));
+    }
+
+    #[test]
     fn q5_k_puts_the_fifth_bit_in_qh_and_decodes_within_a_step() {
         let x = k_quant_input();
         let bytes = encode(GgmlType::Q5K, &x);
         assert_eq!(bytes.len(), 176);
         assert_within_a_step(&decode(GgmlType::Q5K, &bytes), &x, 31.0);
         // The same fit as q4_K with 31 levels: the 5-bit decode is closer than the 4-bit one.
-        let err = |ty| {
-            decode(ty, &encode(ty, &x))
-                .iter()
-                .zip(&x)
-                .map(|(a, b)| (a - b).powi(2))
-                .sum::<f32>()
-        };
+        let err = |ty| squared_error(ty, &x);
         assert!(err(GgmlType::Q5K) < err(GgmlType::Q4K) / 3.0);
         // A code of 16 or more sets its bit: value j of group g (64 values) is bit 2g of qh[j], value 32 + j bit
         // 2g + 1; the low nibbles are in qs.
@@ -977,7 +1169,10 @@ mod tests {
     fn names_and_sizes() {
         assert_eq!(GgmlType::parse("Q4_1"), Some(GgmlType::Q4_1));
         assert_eq!(GgmlType::parse("q5_k"), Some(GgmlType::Q5K));
-        assert_eq!(GgmlType::parse("q3_k"), None);
+        assert_eq!(GgmlType::parse("q3_k"), Some(GgmlType::Q3K));
+        assert_eq!(GgmlType::parse("iq2_xs"), None);
+        assert_eq!(GgmlType::Q3K.row_bytes(768), 3 * 110);
+        assert_eq!(GgmlType::from_id(11), Some(GgmlType::Q3K));
         assert_eq!(GgmlType::parse("q2_k"), Some(GgmlType::Q2K));
         assert_eq!(GgmlType::Q2K.row_bytes(1536), 6 * 84);
         assert_eq!(GgmlType::Q5K.row_bytes(1536), 6 * 176);
