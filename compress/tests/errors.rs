@@ -266,7 +266,7 @@ fn selector_that_matches_nothing() {
          \n\
          Caused by:\n  `pass[0]` (`cast`): `select` matches no tensor of this model\n\
          \n\
-         hint: `compressor inspect` lists every tensor with its role and kind; roles: embed.tokens, embed.positions, embed.types, norm, attn.q, attn.k, attn.v, attn.out, ffn.up, ffn.down, pooler, head, buffer\n",
+         hint: `compressor inspect` lists every tensor with its role and kind; roles: embed.tokens, embed.positions, embed.types, position.bias, norm, attn.q, attn.k, attn.v, attn.out, ffn.up, ffn.down, pooler, head, buffer\n",
     );
     ws.write(
         "pipeline.toml",
@@ -279,7 +279,7 @@ fn selector_that_matches_nothing() {
         &ws,
         "error: cannot plan pipeline `pipeline.toml`\n\
          \n\
-         Caused by:\n  `pass[0]` (`cast`): `select`: role pattern `atn.*` matches no role (roles: embed.tokens, embed.positions, embed.types, norm, attn.q, attn.k, attn.v, attn.out, ffn.up, ffn.down, pooler, head, buffer)\n",
+         Caused by:\n  `pass[0]` (`cast`): `select`: role pattern `atn.*` matches no role (roles: embed.tokens, embed.positions, embed.types, position.bias, norm, attn.q, attn.k, attn.v, attn.out, ffn.up, ffn.down, pooler, head, buffer)\n",
     );
 }
 

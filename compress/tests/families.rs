@@ -1,8 +1,8 @@
 //! Every pass on every encoder family, end to end through the binary, on the committed tiny RoBERTa, XLM-RoBERTa,
-//! DistilBERT and MPNet fixtures (models/tests/fixtures/tiny-*): vocabulary trimming and 4-bit quantization in one
-//! pipeline, pruning in another; each plan's byte estimate is its artifact's, the artifacts embed close to the
-//! original, the pruned one exports to a plain dense checkpoint that computes the same, and the exports written for
-//! BERT only refuse the other families with the reason.
+//! DistilBERT and MPNet fixtures (models/tests/fixtures/tiny-*): vocab-trim, blockwise-quant (data-free and BCT),
+//! prune, hessian-mp, qa-svd, fisher-prune and cast. Each plan's byte estimate is its artifact's (hessian-mp's is
+//! its budget), the artifacts embed close to the original, the pruned one exports to a plain dense checkpoint that
+//! computes the same, and the exports written for BERT only refuse the other families with the reason.
 
 mod common;
 
@@ -140,6 +140,28 @@ fn calibrated_passes_run_on_every_family() {
             } else {
                 ok(&compressor_in(dir, &["run", "pipeline.toml"]));
             }
+            let before = embeddings(dir, "model");
+            for (a, b) in before.iter().zip(&embeddings(dir, "out")) {
+                let c = cosine(a, b);
+                assert!(c > 0.8, "{family}: cosine {c} after\n{pass}");
+            }
+        }
+    }
+}
+
+#[test]
+fn fisher_pruning_and_casting_run_on_every_family() {
+    let triplets = "{\"query\": \"the cat\", \"positive\": \"the cat sat on the mat\", \"negative\": \"a bad film\"}\n{\"query\": \"a good movie\", \"positive\": \"i love this film\", \"negative\": \"the dog ran\"}\n";
+    let passes = [
+        "[[pass]]\nkind = \"fisher-prune\"\ntarget = 0.5\ntriplets = 2\nmicro-batch = 2\nmax-length = 32\n\n[pass.general]\ndata = \"triplets.jsonl\"\nformat = \"triplets\"\n\n[pass.domain]\ndata = \"triplets.jsonl\"\nformat = \"triplets\"\n",
+        "[[pass]]\nkind = \"cast\"\ndtype = \"f16\"\n",
+    ];
+    for (fixture, family) in FAMILIES {
+        for pass in passes {
+            let tmp = workspace(fixture, pass);
+            let dir = tmp.path();
+            std::fs::write(dir.join("triplets.jsonl"), triplets).expect("write");
+            common::run_matching_the_plan(dir);
             let before = embeddings(dir, "model");
             for (a, b) in before.iter().zip(&embeddings(dir, "out")) {
                 let c = cosine(a, b);

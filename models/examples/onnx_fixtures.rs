@@ -108,7 +108,7 @@ fn quantize(store: &mut TensorStore, name: &str, encoding: Encoding) -> Result<(
     Ok(())
 }
 
-/// Quantize every encoder Linear of `dir`'s model to 4 bits in groups of 16 (layer 1 asymmetric).
+/// Quantize every encoder Linear of `dir`'s model to 4 bits in groups of 16 (layer 1 asymmetric), and the word table.
 fn quantize_all(dir: &Path) -> Result<()> {
     let config = ModelConfig::load(dir)?;
     let mut store = TensorStore::open(dir, &config)?;
@@ -122,6 +122,12 @@ fn quantize_all(dir: &Path) -> Result<()> {
             quantize(&mut store, &format!("{module}.weight"), e)?;
         }
     }
+    // The word table in 4-bit groups of 16 too, so that the auto export's int4 table is checked exactly.
+    quantize(
+        &mut store,
+        "embeddings.word_embeddings.weight",
+        Encoding::symmetric(4, Strategy::Group { size: 16 }),
+    )?;
     compressor_models::testing::save(dir, &config, store)
 }
 

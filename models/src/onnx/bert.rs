@@ -516,7 +516,7 @@ pub fn build(
     let word_name = "embeddings.word_embeddings.weight";
     let word = match plan.word_embeddings {
         TableKind::F32 => Some(table(&mut b, word_name, c.vocab_size)?),
-        TableKind::Int8 { .. } => None,
+        TableKind::Int8 { .. } | TableKind::Int4 { .. } => None,
     };
     let pos = table(
         &mut b,
@@ -537,6 +537,9 @@ pub fn build(
         ),
         (None, TableKind::Int8 { groups, copied }) => {
             int8_table(&mut b, store, word_name, c.vocab_size, h, groups, copied)?
+        }
+        (None, TableKind::Int4 { groups }) => {
+            int4_table(&mut b, store, word_name, c.vocab_size, h, groups)?
         }
         (None, TableKind::F32) => unreachable!("a float table is initialised above"),
     };
@@ -783,9 +786,60 @@ pub fn build(
     })
 }
 
-/// Give the node producing `value` the graph output name `name`.
-/// The looked-up rows of an int8 table `[vocab, groups, hidden / groups]` with per-group scales: `Gather` of codes
-/// and scales, `Cast`, `Mul`, `Reshape` to `[batch, tokens, hidden]`.
+/// The `[vocab, groups, 1]` scales of a quantized word table, one per group of a row.
+fn table_scales(q: &QuantTensor, vocab: usize, groups: usize, size: usize) -> Vec<f32> {
+    (0..vocab)
+        .flat_map(|r| (0..groups).map(move |g| (r, g)))
+        .map(|(r, g)| q.scales[q.scale_index(r, g * size)])
+        .collect()
+}
+
+/// The looked-up rows `[b, t, h]` of a word table stored as `codes` (`[vocab, groups, ..]`) and per-group `scales`
+/// (`[vocab, groups]`): `Gather` of both, `decode` of the gathered codes to float `[b, t, groups, size]`, `Mul`,
+/// `Reshape`.
+fn scaled_table(
+    b: &mut Builder,
+    codes: Tensor,
+    scales: Tensor,
+    h: usize,
+    decode: impl FnOnce(&mut Builder, String) -> String,
+) -> String {
+    let codes = b.init(codes);
+    let scales = b.init(scales);
+    let rows = b.node(
+        "Gather",
+        &[&codes, INPUT_IDS],
+        vec![Attribute::int("axis", 0)],
+        "embeddings/word/Gather",
+    );
+    let rows = decode(b, rows);
+    let row_scales = b.node(
+        "Gather",
+        &[&scales, INPUT_IDS],
+        vec![Attribute::int("axis", 0)],
+        "embeddings/word/scales/Gather",
+    );
+    let rows = b.node("Mul", &[&rows, &row_scales], vec![], "embeddings/word/Mul");
+    let shape = b.ints(&[0, 0, h as i64]);
+    b.node(
+        "Reshape",
+        &[&rows, &shape],
+        vec![],
+        "embeddings/word/Reshape",
+    )
+}
+
+/// `Cast` of a word-table value to `to`.
+fn cast(b: &mut Builder, x: &str, to: DataType) -> String {
+    b.node(
+        "Cast",
+        &[x],
+        vec![Attribute::int("to", to as i64)],
+        "embeddings/word/Cast",
+    )
+}
+
+/// The looked-up rows of a word table stored as int8 codes (see `TableKind::Int8`).
 fn int8_table(
     b: &mut Builder,
     store: &TensorStore,
@@ -797,13 +851,7 @@ fn int8_table(
 ) -> Result<String> {
     let size = h / groups;
     let (codes, scales) = match store.get_quant(name).filter(|_| copied) {
-        Some(q) => {
-            let scales: Vec<f32> = (0..vocab)
-                .flat_map(|r| (0..groups).map(move |g| (r, g)))
-                .map(|(r, g)| q.scales[q.scale_index(r, g * size)])
-                .collect();
-            (q.codes.clone(), scales)
-        }
+        Some(q) => (q.codes.clone(), table_scales(&q, vocab, groups, size)),
         None => {
             let values = store.get_f32(name, &[vocab, h])?;
             let q =
@@ -814,44 +862,79 @@ fn int8_table(
             (q.codes, q.scales)
         }
     };
-    let codes = b.init(Tensor::i8(
-        &format!("{name}_codes"),
-        &[vocab, groups, size],
-        &codes,
-    ));
-    let scales = b.init(Tensor::f32(
-        &format!("{name}_scales"),
-        &[vocab, groups, 1],
-        &scales,
-    ));
-    let rows = b.node(
-        "Gather",
-        &[&codes, INPUT_IDS],
-        vec![Attribute::int("axis", 0)],
-        "embeddings/word/Gather",
-    );
-    let rows = b.node(
-        "Cast",
-        &[&rows],
-        vec![Attribute::int("to", DataType::Float as i64)],
-        "embeddings/word/Cast",
-    );
-    let row_scales = b.node(
-        "Gather",
-        &[&scales, INPUT_IDS],
-        vec![Attribute::int("axis", 0)],
-        "embeddings/word/scales/Gather",
-    );
-    let rows = b.node("Mul", &[&rows, &row_scales], vec![], "embeddings/word/Mul");
-    let shape = b.ints(&[0, 0, h as i64]);
-    Ok(b.node(
-        "Reshape",
-        &[&rows, &shape],
-        vec![],
-        "embeddings/word/Reshape",
+    Ok(scaled_table(
+        b,
+        Tensor::i8(&format!("{name}_codes"), &[vocab, groups, size], &codes),
+        Tensor::f32(&format!("{name}_scales"), &[vocab, groups, 1], &scales),
+        h,
+        |b, rows| cast(b, &rows, DataType::Float),
     ))
 }
 
+/// The looked-up rows of a word table stored as 4-bit codes two to a byte (see `TableKind::Int4`).
+fn int4_table(
+    b: &mut Builder,
+    store: &TensorStore,
+    name: &str,
+    vocab: usize,
+    h: usize,
+    groups: usize,
+) -> Result<String> {
+    let size = h / groups;
+    let q = store.get_quant(name).ok_or_else(|| {
+        Error::Runtime(format!(
+            "`{name}` is not stored as integer codes: it has no int4 form"
+        ))
+    })?;
+    let packed: Vec<u8> = q
+        .codes
+        .chunks(2)
+        .map(|p| ((p[0] + 8) as u8) | (((p[1] + 8) as u8) << 4))
+        .collect();
+    Ok(scaled_table(
+        b,
+        Tensor::u8(
+            &format!("{name}_packed"),
+            &[vocab, groups, size / 2],
+            packed,
+        ),
+        Tensor::f32(
+            &format!("{name}_scales"),
+            &[vocab, groups, 1],
+            &table_scales(&q, vocab, groups, size),
+        ),
+        h,
+        |b, rows| {
+            // Nibbles as int32: high = byte / 16, low = byte - 16 high; interleaved back (low first), cast, - 8.
+            let rows = cast(b, &rows, DataType::Int32);
+            let sixteen = b.init(Tensor::i32("embeddings_word_sixteen", &[], &[16]));
+            let high = b.node("Div", &[&rows, &sixteen], vec![], "embeddings/word/high");
+            let shifted = b.node("Mul", &[&high, &sixteen], vec![], "embeddings/word/shift");
+            let low = b.node("Sub", &[&rows, &shifted], vec![], "embeddings/word/low");
+            let last = b.ints(&[-1]);
+            let low = b.node("Unsqueeze", &[&low, &last], vec![], "embeddings/word/low");
+            let high = b.node("Unsqueeze", &[&high, &last], vec![], "embeddings/word/high");
+            let pairs = b.node(
+                "Concat",
+                &[&low, &high],
+                vec![Attribute::int("axis", -1)],
+                "embeddings/word/Concat",
+            );
+            let pairs = cast(b, &pairs, DataType::Float);
+            let eight = b.init(Tensor::f32("embeddings_word_eight", &[], &[8.0]));
+            let codes = b.node("Sub", &[&pairs, &eight], vec![], "embeddings/word/Sub");
+            let shape = b.ints(&[0, 0, groups as i64, size as i64]);
+            b.node(
+                "Reshape",
+                &[&codes, &shape],
+                vec![],
+                "embeddings/word/Reshape",
+            )
+        },
+    ))
+}
+
+/// Give the node producing `value` the graph output name `name`.
 fn rename_output(b: &mut Builder, value: &str, name: &str) {
     for n in &mut b.nodes {
         for o in &mut n.outputs {

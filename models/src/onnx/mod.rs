@@ -123,11 +123,16 @@ pub enum TableKind {
     /// of the looked-up rows are `Gather`ed, cast and multiplied (a weight-only lookup: the sum that follows is
     /// float). `copied`: the checkpoint's own symmetric codes (of up to 8 bits) and scales.
     Int8 { groups: usize, copied: bool },
+    /// The checkpoint's symmetric codes of up to 4 bits, two to a byte (`code + 8`, the even column in the low
+    /// nibble) `[vocab, groups, hidden / groups / 2]`, with one f32 scale per group of a row: the looked-up rows
+    /// are `Gather`ed, split into nibbles, cast and multiplied. Half the bytes of `Int8`.
+    Int4 { groups: usize },
 }
 
 /// The word-embedding table's form for `tensor_type`: f32 for `f32` (and for a float table under `auto`), else
-/// int8 codes: the checkpoint's when they are symmetric with one scale per row or per group of a row, otherwise
-/// a symmetric per-row quantization of the decoded table.
+/// integer codes: the checkpoint's when they are symmetric with one scale per row or per group of a row (packed
+/// two to a byte under `auto` and `int4` when they have at most 4 bits), otherwise a symmetric per-row int8
+/// quantization of the decoded table.
 pub fn table_kind(
     tensor_type: TensorType,
     encoding: Option<&Encoding>,
@@ -147,6 +152,11 @@ pub fn table_kind(
     });
     match (tensor_type, encoding, copyable) {
         (TensorType::F32, _, _) | (TensorType::Auto, None, _) => TableKind::F32,
+        (TensorType::Auto | TensorType::Int4, Some(e), Some(groups))
+            if e.bits <= 4 && (hidden / groups).is_multiple_of(2) =>
+        {
+            TableKind::Int4 { groups }
+        }
         (_, _, Some(groups)) => TableKind::Int8 {
             groups,
             copied: true,
@@ -195,15 +205,21 @@ impl Plan {
             .into_iter()
             .map(|(k, n)| format!("{n} {k}"))
             .collect();
+        let per_row = |groups: usize| {
+            if groups == 1 {
+                "one scale per row".to_string()
+            } else {
+                format!("{groups} scales per row")
+            }
+        };
         lines.push(match self.word_embeddings {
             TableKind::F32 => "word embeddings f32".into(),
+            TableKind::Int4 { groups } => {
+                format!("word embeddings int4, {} (codes copied)", per_row(groups))
+            }
             TableKind::Int8 { groups, copied } => format!(
                 "word embeddings int8, {} ({})",
-                if groups == 1 {
-                    "one scale per row".to_string()
-                } else {
-                    format!("{groups} scales per row")
-                },
+                per_row(groups),
                 if copied {
                     "codes copied"
                 } else {
@@ -430,4 +446,52 @@ pub fn write_model(model: &proto::Model, path: &Path) -> Result<u64> {
         |w| model.write_to(w).map_err(|e| Error::io(path, e)),
     )?;
     Ok(model.encoded_len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_tables_of_4_bit_codes_are_packed_and_others_stay_int8() {
+        let w4 = Encoding::symmetric(4, Strategy::Group { size: 16 });
+        let w8 = Encoding::symmetric(8, Strategy::Channel);
+        let asym = Encoding {
+            symmetric: false,
+            ..w4
+        };
+        assert_eq!(
+            table_kind(TensorType::Auto, Some(&w4), 32),
+            TableKind::Int4 { groups: 2 }
+        );
+        assert_eq!(
+            table_kind(TensorType::Int4, Some(&w4), 32),
+            TableKind::Int4 { groups: 2 }
+        );
+        // `int8` asks for int8: the 4-bit codes are copied into int8 bytes.
+        assert_eq!(
+            table_kind(TensorType::Int8, Some(&w4), 32),
+            TableKind::Int8 {
+                groups: 2,
+                copied: true
+            }
+        );
+        assert_eq!(
+            table_kind(TensorType::Auto, Some(&w8), 32),
+            TableKind::Int8 {
+                groups: 1,
+                copied: true
+            }
+        );
+        // Asymmetric codes have no symmetric int form: re-quantized per row.
+        assert_eq!(
+            table_kind(TensorType::Auto, Some(&asym), 32),
+            TableKind::Int8 {
+                groups: 1,
+                copied: false
+            }
+        );
+        assert_eq!(table_kind(TensorType::Auto, None, 32), TableKind::F32);
+        assert_eq!(table_kind(TensorType::F32, Some(&w4), 32), TableKind::F32);
+    }
 }

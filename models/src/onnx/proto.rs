@@ -173,6 +173,15 @@ impl Tensor {
         )
     }
 
+    pub fn i32(name: &str, dims: &[usize], values: &[i32]) -> Self {
+        Self::new(
+            name,
+            dims,
+            DataType::Int32,
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
+    }
+
     pub fn i8(name: &str, dims: &[usize], values: &[i8]) -> Self {
         Self::new(
             name,
