@@ -475,3 +475,43 @@ fn issue_13_layer_counts_are_bounded_by_the_tensors_and_long_lists_capped() {
         "{err}"
     );
 }
+
+#[test]
+fn an_mpnet_checkpoint_that_does_not_match_its_family_lists_every_mismatch() {
+    // The tiny MPNet fixture with its relative bias table left out, a value projection of the wrong height and a
+    // BERT-named tensor MPNet has no place for.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-mpnet");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture.join(f), tmp.path().join(f)).expect("copy");
+    }
+    let ckpt = Checkpoint::open(&fixture).expect("open the fixture");
+    let mut tensors: Vec<(String, HostTensor)> = ckpt
+        .store
+        .names()
+        .filter(|n| *n != "encoder.relative_attention_bias.weight")
+        .map(|n| (n.to_string(), ckpt.store.get(n).expect("tensor")))
+        .collect();
+    for (name, t) in tensors.iter_mut() {
+        if name == "encoder.layer.1.attention.attn.v.weight" {
+            *t = HostTensor::from_f32(vec![31, 32], &[0.0; 31 * 32], DType::F32).expect("tensor");
+        }
+    }
+    tensors.push((
+        "encoder.layer.0.attention.self.query.weight".into(),
+        HostTensor::from_f32(vec![32, 32], &[0.0; 32 * 32], DType::F32).expect("tensor"),
+    ));
+    compressor_models::st::write(
+        &tmp.path().join("model.safetensors"),
+        &tensors,
+        &Default::default(),
+    )
+    .expect("write");
+    assert_eq!(
+        open_err(tmp.path()),
+        "the checkpoint does not match its config:\n  \
+         tensor `encoder.layer.1.attention.attn.v.weight` has shape [31, 32], the config implies [32, 32]\n  \
+         tensor `encoder.relative_attention_bias.weight` is missing\n  \
+         tensor `encoder.layer.0.attention.self.query.weight` is not part of the architecture"
+    );
+}
