@@ -656,11 +656,16 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             embeddings,
             out,
         } => {
+            // A config that does not load is reported by the run, with its path; here it only decides whether
+            // the embeddings line names a token-type table.
+            let token_types = compressor_models::ModelConfig::load(&model)
+                .map_or(true, |c| c.bert().naming().token_type.is_some());
             let text = oneline::Quantize {
                 model,
                 bits,
                 group_size,
                 embeddings,
+                token_types,
                 output: out.output,
             }
             .pipeline_text()?;

@@ -36,6 +36,8 @@ pub struct Quantize {
     pub group_size: Option<usize>,
     /// Bits of the word, position and token-type embeddings (unchanged when absent).
     pub embeddings: Option<u8>,
+    /// Whether the model has a token-type table (DistilBERT and MPNet have none).
+    pub token_types: bool,
     pub output: PathBuf,
 }
 
@@ -52,8 +54,13 @@ impl Quantize {
             s.push_str(&format!("group-size = {g}\n"));
         }
         if let Some(e) = self.embeddings {
+            let types = if self.token_types {
+                format!(", token-type = {e}")
+            } else {
+                String::new()
+            };
             s.push_str(&format!(
-                "embeddings = {{ word = {e}, position = {e}, token-type = {e} }}\n"
+                "embeddings = {{ word = {e}, position = {e}{types} }}\n"
             ));
         }
         s.push_str(&format!(
@@ -205,8 +212,14 @@ pub fn init_text(model: &Path, file: &Path) -> anyhow::Result<String> {
         b.hidden_size,
         b.intermediate_size
     ));
+    // Only the tables the family has (DistilBERT and MPNet have no token types).
+    let types = if b.naming().token_type.is_some() {
+        ", token-type = 4"
+    } else {
+        ""
+    };
     s.push_str(&format!(
-        "[[pass]]\nkind = \"blockwise-quant\"\nbits = 4\ngroup-size = {group}\nembeddings = {{ word = 4, position = 4, token-type = 4 }}\n\
+        "[[pass]]\nkind = \"blockwise-quant\"\nbits = 4\ngroup-size = {group}\nembeddings = {{ word = 4, position = 4{types} }}\n\
          # activations = {{ bits = 8, block-size = 16 }}   # static 8-bit activations (our runtime); needs [calibration]\n\n"
     ));
     s.push_str(&format!(
@@ -296,6 +309,7 @@ mod tests {
             bits: 3,
             group_size: Some(64),
             embeddings: Some(8),
+            token_types: true,
             output: "o".into(),
         };
         let p = parse("compressor quantize", &q.pipeline_text()?)?;

@@ -170,3 +170,33 @@ fn fisher_pruning_and_casting_run_on_every_family() {
         }
     }
 }
+
+#[test]
+fn the_one_line_commands_write_pipelines_every_family_can_run() {
+    for (fixture, family) in FAMILIES {
+        let tmp = workspace(fixture, "");
+        let dir = tmp.path();
+        // `init` writes 4-bit embeddings of the tables the family has (MPNet and DistilBERT have no token types).
+        ok(&compressor_in(
+            dir,
+            &["init", "model", "--output", "init.toml"],
+        ));
+        ok(&compressor_in(dir, &["plan", "init.toml"]));
+        ok(&compressor_in(
+            dir,
+            &[
+                "quantize",
+                "model",
+                "--bits",
+                "4",
+                "--group-size",
+                "16",
+                "--embeddings",
+                "4",
+                "--output",
+                "q",
+            ],
+        ));
+        assert!(dir.join("q/model.safetensors").is_file(), "{family}");
+    }
+}
