@@ -200,3 +200,56 @@ fn the_one_line_commands_write_pipelines_every_family_can_run() {
         assert!(dir.join("q/model.safetensors").is_file(), "{family}");
     }
 }
+
+#[test]
+fn quantization_aware_training_fine_tunes_each_familys_classifier_head() {
+    // The sha256 of every tensor is in the manifests: QAT changes the head's Linears by the family's names.
+    let labelled = "{\"text\": \"the cat sat on the mat\", \"label\": 0}\n{\"text\": \"a good movie\", \"label\": 2}\n{\"text\": \"i hate this film\", \"label\": 1}\n";
+    let pass = "[calibration]\ndata = \"labelled.jsonl\"\nsamples = 3\nmax-length = 32\n\n[[pass]]\nkind = \"hessian-mp\"\nbits = [8]\naverage-bits = 8.0\ngroup-size = 16\nsensitivity = { runs = 1, max-iterations = 2, batch-size = 3, seed = 0 }\nqat = { steps = 2, lr = 1e-2, batch-size = 3 }\n";
+    for (fixture, heads) in [
+        (
+            "tiny-roberta-cls",
+            ["classifier.dense.weight", "classifier.out_proj.weight"],
+        ),
+        (
+            "tiny-distilbert-cls",
+            ["pre_classifier.weight", "classifier.weight"],
+        ),
+        (
+            "tiny-mpnet-cls",
+            ["classifier.dense.weight", "classifier.out_proj.weight"],
+        ),
+    ] {
+        let tmp = workspace(fixture, pass);
+        let dir = tmp.path();
+        std::fs::write(dir.join("labelled.jsonl"), labelled).expect("write");
+        ok(&compressor_in(dir, &["run", "pipeline.toml"]));
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join("out/manifest.json")).expect("manifest"),
+        )
+        .expect("json");
+        let sha = |name: &str| {
+            manifest["output"]["tensors"]
+                .as_array()
+                .expect("tensors")
+                .iter()
+                .find(|t| t["name"] == name)
+                .map(|t| t["sha256"].clone())
+        };
+        let ckpt = compressor_models::Checkpoint::open(&dir.join("model")).expect("open");
+        for head in heads {
+            let before = ckpt.store.get(head).expect("head tensor");
+            let after = compressor_models::Checkpoint::open(&dir.join("out"))
+                .expect("open")
+                .store
+                .get(head)
+                .expect("head tensor");
+            assert!(sha(head).is_some(), "{fixture}: {head} is written");
+            assert_ne!(
+                before.to_f32(head).expect("f32"),
+                after.to_f32(head).expect("f32"),
+                "{fixture}: QAT trains {head}"
+            );
+        }
+    }
+}

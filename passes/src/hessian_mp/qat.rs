@@ -181,9 +181,17 @@ pub fn train(
         .iter()
         .map(|(n, e)| (n.clone(), Some(*e)))
         .collect();
-    for head in ["pooler.dense.weight", "classifier.weight"] {
-        if base.linear(head).is_some() && !names.iter().any(|(n, _)| n == head) {
-            names.push((head.to_string(), None));
+    // The head: the dense layer on the first token (BERT's pooler, RoBERTa's `classifier.dense`, DistilBERT's
+    // `pre_classifier`) and the output Linear, by the family's names.
+    let heads = [
+        job.config
+            .head_dense()
+            .map(|(dense, _)| format!("{dense}.weight")),
+        Some(format!("{}.weight", job.config.bert().naming().head_out)),
+    ];
+    for head in heads.into_iter().flatten() {
+        if base.linear(&head).is_some() && !names.iter().any(|(n, _)| *n == head) {
+            names.push((head, None));
         }
     }
     let mut trained = Vec::with_capacity(names.len());
