@@ -4,7 +4,6 @@
 //! `cargo bench -p compressor-passes --bench hessian -- [MODEL_DIR] [JSONL] [FIELD] [BATCH]`
 //! (defaults: all-MiniLM-L6-v2 from `.cache/models`, STS-B train from `../shared/data`, `sentence1`, 32).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use compressor_calibration::{read_texts, sample, TextInput, TextTokenizer};
@@ -13,22 +12,11 @@ use compressor_models::runtime::{Bert, Cpu, CpuAutodiff};
 use compressor_models::{Checkpoint, EncodedBatch};
 use compressor_passes::hessian::{self, Hessian2, Prepared, Sample};
 
+mod common;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = args
-        .first()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".cache/models/all-MiniLM-L6-v2"));
-    let data = args
-        .get(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/data/sts-b/train.jsonl"));
-    let field = args.get(2).cloned().unwrap_or_else(|| "sentence1".into());
-    let batch_size: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(32);
+    let a = common::args()?;
+    let (dir, data, field, batch_size) = (a.dir, a.data, a.field, a.batch_size);
 
     let ckpt = Checkpoint::open(&dir)?;
     let tokenizer = TextTokenizer::from_model_dir(&dir, Some(128))?;

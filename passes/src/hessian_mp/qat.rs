@@ -11,6 +11,8 @@
 
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use compressor_models::runtime::{flat, Bert, CpuAutodiff, Tensor, TensorData};
 use compressor_models::{Encoding, ModelConfig, Pooling, QuantTensor, TensorStore};
 use serde::{Deserialize, Serialize};
@@ -212,10 +214,19 @@ pub fn train(
     let mut losses = Vec::with_capacity(s.steps);
     for step in 0..s.steps {
         let sample = batch(step)?;
-        // Leaves of this step and the fake-quantized values the forward pass computes with.
+        // The fake-quantized values the forward pass computes with (the matrices in parallel), then the leaves.
+        let quantized: Vec<Option<Vec<f32>>> = trained
+            .par_iter()
+            .map(|t| {
+                t.encoding
+                    .map(|e| fake_quant(&t.name, &t.weight.value, t.dims, e))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
         let leaves: Vec<Leaf> = trained
             .iter()
-            .map(|t| {
+            .zip(quantized)
+            .map(|(t, q)| {
                 let w = Tensor::<CpuAutodiff, 2>::from_data(
                     TensorData::new(t.weight.value.clone(), t.dims),
                     &device,
@@ -226,13 +237,9 @@ pub fn train(
                     &device,
                 )
                 .require_grad();
-                let q = t
-                    .encoding
-                    .map(|e| fake_quant(&t.name, &t.weight.value, t.dims, e))
-                    .transpose()?;
-                Ok((w, b, q))
+                (w, b, q)
             })
-            .collect::<Result<_>>()?;
+            .collect();
         let mut gw: Vec<Vec<f32>> = trained
             .iter()
             .map(|t| vec![0.0; t.weight.value.len()])
@@ -284,10 +291,13 @@ pub fn train(
             });
         }
         let lr = s.lr * (1.0 - step as f64 / s.steps as f64);
-        for (i, t) in trained.iter_mut().enumerate() {
-            t.weight.step(&gw[i], lr, step + 1);
-            t.bias.step(&gb[i], lr, step + 1);
-        }
+        trained
+            .par_iter_mut()
+            .zip(gw.par_iter().zip(&gb))
+            .for_each(|(t, (gw, gb))| {
+                t.weight.step(gw, lr, step + 1);
+                t.bias.step(gb, lr, step + 1);
+            });
         losses.push(loss);
         on_step(step, loss);
     }
