@@ -24,6 +24,7 @@ use super::proto::{
 use super::{MatrixKind, MatrixPlan, Plan, TableKind, MS_DOMAIN, MS_OPSET, OPSET};
 use crate::arch::{Activation, ModelConfig, Pooling, PoolingMode};
 use crate::error::{Error, Result};
+use crate::family::Slot;
 use crate::forms::{Factor, Stored};
 use crate::quant::{Encoding, QuantTensor, Strategy};
 use crate::store::TensorStore;
@@ -513,20 +514,17 @@ pub fn build(
         let v = store.get_f32(name, &[rows, h])?;
         Ok(b.init(Tensor::f32(name, &[rows, h], &v)))
     };
-    let word_name = "embeddings.word_embeddings.weight";
+    let n = c.naming();
+    let word_name = format!("{}.weight", n.word);
+    let word_name = word_name.as_str();
     let word = match plan.word_embeddings {
         TableKind::F32 => Some(table(&mut b, word_name, c.vocab_size)?),
         TableKind::Int8 { .. } | TableKind::Int4 { .. } => None,
     };
     let pos = table(
         &mut b,
-        "embeddings.position_embeddings.weight",
+        &format!("{}.weight", n.position),
         c.max_position_embeddings,
-    )?;
-    let types = table(
-        &mut b,
-        "embeddings.token_type_embeddings.weight",
-        c.type_vocab_size,
     )?;
     let words = match (&word, plan.word_embeddings) {
         (Some(word), _) => b.node(
@@ -543,12 +541,6 @@ pub fn build(
         }
         (None, TableKind::F32) => unreachable!("a float table is initialised above"),
     };
-    let type_rows = b.node(
-        "Gather",
-        &[&types, TOKEN_TYPE_IDS],
-        vec![Attribute::int("axis", 0)],
-        "embeddings/token_type/Gather",
-    );
     let seq = b.node(
         "Shape",
         &[INPUT_IDS],
@@ -556,15 +548,67 @@ pub fn build(
         "embeddings/Shape",
     );
     let zero = b.ints(&[0]);
-    let pos_rows = b.node(
-        "Slice",
-        &[&pos, &zero, &seq, &zero],
-        vec![],
-        "embeddings/position/Slice",
-    );
-    let sum = b.node("Add", &[&words, &type_rows], vec![], "embeddings/Add");
-    let sum = b.node("Add", &[&sum, &pos_rows], vec![], "embeddings/Add");
-    let mut x = layer_norm(&mut b, store, "embeddings.LayerNorm", h, eps, &sum)?;
+    let pos_rows = match c.position_padding() {
+        // Positions 0..t for every row.
+        None => b.node(
+            "Slice",
+            &[&pos, &zero, &seq, &zero],
+            vec![],
+            "embeddings/position/Slice",
+        ),
+        // RoBERTa's scheme: pad + (index among the row's non-padding ids), pad for padding ids.
+        Some(pad) => {
+            let pad_id = b.init(Tensor::i64("embeddings_position_pad", &[], &[pad]));
+            let is_pad = b.node(
+                "Equal",
+                &[INPUT_IDS, &pad_id],
+                vec![],
+                "embeddings/position/Equal",
+            );
+            let kept = b.node("Not", &[&is_pad], vec![], "embeddings/position/Not");
+            let kept = b.node(
+                "Cast",
+                &[&kept],
+                vec![Attribute::int("to", DataType::Int64 as i64)],
+                "embeddings/position/Cast",
+            );
+            let axis = b.init(Tensor::i64("embeddings_position_axis", &[], &[1]));
+            let count = b.node(
+                "CumSum",
+                &[&kept, &axis],
+                vec![],
+                "embeddings/position/CumSum",
+            );
+            let count = b.node("Mul", &[&count, &kept], vec![], "embeddings/position/Mul");
+            let ids = b.node("Add", &[&count, &pad_id], vec![], "embeddings/position/Add");
+            b.node(
+                "Gather",
+                &[&pos, &ids],
+                vec![Attribute::int("axis", 0)],
+                "embeddings/position/Gather",
+            )
+        }
+    };
+    let mut sum = b.node("Add", &[&words, &pos_rows], vec![], "embeddings/Add");
+    // Token types: looked up when the family has more than one; a single type (RoBERTa's) is added as its row.
+    let takes_types = n.token_type.is_some() && c.type_vocab_size > 1;
+    if let Some(t) = n.token_type {
+        let name = format!("{t}.weight");
+        let rows = if takes_types {
+            let types = table(&mut b, &name, c.type_vocab_size)?;
+            b.node(
+                "Gather",
+                &[&types, TOKEN_TYPE_IDS],
+                vec![Attribute::int("axis", 0)],
+                "embeddings/token_type/Gather",
+            )
+        } else {
+            let v = store.get_f32(&name, &[1, h])?;
+            b.init(Tensor::f32(&name, &[h], &v))
+        };
+        sum = b.node("Add", &[&sum, &rows], vec![], "embeddings/Add");
+    }
+    let mut x = layer_norm(&mut b, store, n.emb_norm, h, eps, &sum)?;
 
     // The additive mask [b, 1, 1, t].
     let mask_f = b.node(
@@ -580,36 +624,69 @@ pub fn build(
     let axes12 = b.ints(&[1, 2]);
     let additive = b.node("Unsqueeze", &[&additive, &axes12], vec![], "mask/Unsqueeze");
 
+    // MPNet's relative position bias [heads, t, t]: the bucket of every relative position key - query comes from a
+    // table over -(T - 1)..(T - 1) (T: the longest sequence), exactly as our runtime buckets them.
+    let relative = match n.relative_bias {
+        Some(r) => {
+            let longest = c.max_sequence_length().max(1) as i64;
+            let buckets: Vec<i64> = (-(longest - 1)..longest)
+                .map(|rel| crate::family::relative_bucket(rel) as i64)
+                .collect();
+            let buckets = b.init(Tensor::i64(
+                "relative_bucket_of_position",
+                &[buckets.len()],
+                &buckets,
+            ));
+            let name = format!("{r}.weight");
+            let weights = store.get_f32(&name, &[c.relative_buckets, c.num_attention_heads])?;
+            let weights = b.init(Tensor::f32(
+                &name,
+                &[c.relative_buckets, c.num_attention_heads],
+                &weights,
+            ));
+            let scalar0 = b.ints(&[0]);
+            let t = b.node("Squeeze", &[&seq, &scalar0], vec![], "relative/Squeeze");
+            let start = b.init(Tensor::i64("relative_start", &[], &[0]));
+            let step = b.init(Tensor::i64("relative_step", &[], &[1]));
+            let r = b.node("Range", &[&start, &t, &step], vec![], "relative/Range");
+            let rows = b.node("Unsqueeze", &[&r, &zero], vec![], "relative/keys");
+            let one = b.ints(&[1]);
+            let cols = b.node("Unsqueeze", &[&r, &one], vec![], "relative/queries");
+            let rel = b.node("Sub", &[&rows, &cols], vec![], "relative/Sub");
+            let offset = b.init(Tensor::i64("relative_offset", &[], &[longest - 1]));
+            let idx = b.node("Add", &[&rel, &offset], vec![], "relative/Add");
+            let bucket = b.node(
+                "Gather",
+                &[&buckets, &idx],
+                vec![Attribute::int("axis", 0)],
+                "relative/bucket",
+            );
+            let bias = b.node(
+                "Gather",
+                &[&weights, &bucket],
+                vec![Attribute::int("axis", 0)],
+                "relative/Gather",
+            );
+            Some(b.node(
+                "Transpose",
+                &[&bias],
+                vec![Attribute::ints("perm", &[2, 0, 1])],
+                "relative/Transpose",
+            ))
+        }
+        None => None,
+    };
+
     let scale = 1.0 / (c.head_dim() as f32).sqrt();
     for (l, s) in c.layers.iter().enumerate() {
-        let p = format!("encoder.layer.{l}");
+        let p = n.layer(l);
+        let m = |slot: Slot| n.linear(l, slot);
         let attended = if s.has_attention() {
             let nh = s.heads.len() as i64;
             let (dq, dv) = (s.qk_head_dim as i64, s.vo_head_dim as i64);
-            let q = linear(
-                &mut b,
-                store,
-                plan,
-                &format!("{p}.attention.self.query"),
-                s.qk_width(),
-                &x,
-            )?;
-            let k = linear(
-                &mut b,
-                store,
-                plan,
-                &format!("{p}.attention.self.key"),
-                s.qk_width(),
-                &x,
-            )?;
-            let v = linear(
-                &mut b,
-                store,
-                plan,
-                &format!("{p}.attention.self.value"),
-                s.vo_width(),
-                &x,
-            )?;
+            let q = linear(&mut b, store, plan, &m(Slot::Query), s.qk_width(), &x)?;
+            let k = linear(&mut b, store, plan, &m(Slot::Key), s.qk_width(), &x)?;
+            let v = linear(&mut b, store, plan, &m(Slot::Value), s.vo_width(), &x)?;
             let sc = b.scalar(scale);
             let q = b.node("Mul", &[&q, &sc], vec![], &format!("{p}.attention/Scale"));
             let split_qk = b.ints(&[0, 0, nh, dq]);
@@ -637,6 +714,25 @@ pub fn build(
                 vec![],
                 &format!("{p}.attention/scores/MatMul"),
             );
+            let scores = match &relative {
+                Some(bias) => {
+                    let heads: Vec<i64> = s.heads.iter().map(|&h| h as i64).collect();
+                    let heads = b.ints(&heads);
+                    let kept = b.node(
+                        "Gather",
+                        &[bias, &heads],
+                        vec![Attribute::int("axis", 0)],
+                        &format!("{p}.attention/relative/Gather"),
+                    );
+                    b.node(
+                        "Add",
+                        &[&scores, &kept],
+                        vec![],
+                        &format!("{p}.attention/relative/Add"),
+                    )
+                }
+                None => scores,
+            };
             let scores = b.node(
                 "Add",
                 &[&scores, &additive],
@@ -668,14 +764,7 @@ pub fn build(
                 vec![],
                 &format!("{p}.attention/context/Reshape"),
             );
-            let out = linear(
-                &mut b,
-                store,
-                plan,
-                &format!("{p}.attention.output.dense"),
-                h,
-                &ctx,
-            )?;
+            let out = linear(&mut b, store, plan, &m(Slot::AttnOut), h, &ctx)?;
             b.node(
                 "Add",
                 &[&out, &x],
@@ -683,7 +772,7 @@ pub fn build(
                 &format!("{p}.attention/residual/Add"),
             )
         } else {
-            let bias = bias(&mut b, store, &format!("{p}.attention.output.dense"), h)?;
+            let bias = bias(&mut b, store, &m(Slot::AttnOut), h)?;
             b.node(
                 "Add",
                 &[&x, &bias],
@@ -694,22 +783,15 @@ pub fn build(
         let a = layer_norm(
             &mut b,
             store,
-            &format!("{p}.attention.output.LayerNorm"),
+            &format!("{p}.{}", n.attn_norm),
             h,
             eps,
             &attended,
         )?;
         let y = if s.has_ffn() {
-            let up = linear(
-                &mut b,
-                store,
-                plan,
-                &format!("{p}.intermediate.dense"),
-                s.intermediate_size,
-                &a,
-            )?;
+            let up = linear(&mut b, store, plan, &m(Slot::Up), s.intermediate_size, &a)?;
             let act = activation(&mut b, c.hidden_act, &up, &format!("{p}.intermediate/act"));
-            let down = linear(&mut b, store, plan, &format!("{p}.output.dense"), h, &act)?;
+            let down = linear(&mut b, store, plan, &m(Slot::Down), h, &act)?;
             b.node(
                 "Add",
                 &[&down, &a],
@@ -717,7 +799,7 @@ pub fn build(
                 &format!("{p}.output/residual/Add"),
             )
         } else {
-            let bias = bias(&mut b, store, &format!("{p}.output.dense"), h)?;
+            let bias = bias(&mut b, store, &m(Slot::Down), h)?;
             b.node(
                 "Add",
                 &[&a, &bias],
@@ -725,7 +807,7 @@ pub fn build(
                 &format!("{p}.output/dropped/Add"),
             )
         };
-        x = layer_norm(&mut b, store, &format!("{p}.output.LayerNorm"), h, eps, &y)?;
+        x = layer_norm(&mut b, store, &format!("{p}.{}", n.out_norm), h, eps, &y)?;
     }
     rename_output(&mut b, &x, LAST_HIDDEN_STATE);
 
@@ -753,7 +835,7 @@ pub fn build(
             shape: dims(&["batch", &hs]),
         });
     }
-    let inputs = [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS]
+    let inputs = [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS][..if takes_types { 3 } else { 2 }]
         .iter()
         .map(|n| ValueInfo {
             name: n.to_string(),

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use crate::arch::ModelConfig;
 use crate::error::{Error, Result};
-use crate::family::{Family, Slot};
+use crate::family::Slot;
 use crate::forms::{FactorForm, Form};
 use crate::quant::{Encoding, Strategy};
 use crate::store::TensorStore;
@@ -362,12 +362,6 @@ pub fn choose(
 /// graph cannot express.
 pub fn plan(config: &ModelConfig, store: &TensorStore, tensor_type: TensorType) -> Result<Plan> {
     let c = config.bert();
-    if c.family != Family::Bert {
-        return Err(Error::Runtime(format!(
-            "the ONNX graph is written for BERT; this is a {} model (its position ids, names or attention bias differ)\nhint: export it with `--format dense` for onnxruntime's own converters, or run it with `compressor embed`",
-            c.family.name()
-        )));
-    }
     if !c.elastic.is_empty() {
         return Err(Error::Runtime(format!(
             "the model is elastic (rates {}): cut it at one rate first\nhint: pass `--rate R`",
