@@ -212,8 +212,14 @@ impl Inspection {
         line(
             "vocabulary",
             format!(
-                "{} tokens, {} positions, {} token types",
-                self.vocab_size, self.max_position_embeddings, self.type_vocab_size
+                "{} tokens, {} positions, {}",
+                self.vocab_size,
+                self.max_position_embeddings,
+                match self.type_vocab_size {
+                    0 => "no token types".to_string(),
+                    1 => "1 token type".to_string(),
+                    n => format!("{n} token types"),
+                }
             ),
         );
         line("parameters", thousands(self.parameters));

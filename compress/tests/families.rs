@@ -195,6 +195,13 @@ fn the_one_line_commands_write_pipelines_every_family_can_run() {
             ],
         ));
         assert!(dir.join("q/model.safetensors").is_file(), "{family}");
+        let inspect = ok(&compressor_in(dir, &["inspect", "model"]));
+        let types = if matches!(family, "MPNet" | "DistilBERT") {
+            "no token types"
+        } else {
+            "52 positions, 1 token type\n"
+        };
+        assert!(inspect.contains(types), "{family}: {inspect}");
     }
 }
 
