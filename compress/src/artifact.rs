@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use compressor_models::{st, DType, Form, HostTensor, ModelConfig, TensorStore};
+use compressor_models::{st, DType, Form, ModelConfig, TensorStore};
 use compressor_passes::{PassReport, Phase, Progress, SideFiles};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -488,7 +488,8 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
         ModelFiles::Safetensors => {
             // model.safetensors: every tensor under its on-disk name (model prefix restored).
             progress.on_unit("model.safetensors");
-            let tensors: Vec<(String, HostTensor)> = req.store.disk_tensors(req.config)?;
+            // Packed integer codes are made as each matrix is written, not all before.
+            let tensors = req.store.disk_parts(req.config)?;
             let mut metadata: BTreeMap<String, String> = req.store.disk_metadata(req.config);
             metadata
                 .entry("format".into())
@@ -507,7 +508,7 @@ pub fn write(req: Request, progress: &dyn Progress) -> anyhow::Result<Manifest> 
             // input back in).
             let mut tensor_hash = Sha256::new();
             let model_len =
-                st::write_to(&mut w, &tensors, &metadata, |name, t, slice| match slice {
+                st::write_parts_to(&mut w, &tensors, &metadata, |name, t, slice| match slice {
                     Some(bytes) => tensor_hash.update(bytes),
                     None => records.push(TensorRecord {
                         name: name.to_string(),

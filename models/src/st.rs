@@ -357,11 +357,69 @@ pub fn layout<'a>(
     tensors: &'a [(String, HostTensor)],
     metadata: &BTreeMap<String, String>,
 ) -> (Vec<u8>, Vec<&'a (String, HostTensor)>) {
-    let mut order: Vec<&(String, HostTensor)> = tensors.iter().collect();
+    layout_of(tensors, metadata)
+}
+
+/// What [`layout`] reads of a tensor: its dtype, shape and byte count.
+pub trait Described {
+    fn dtype(&self) -> DType;
+    fn shape(&self) -> &[usize];
+    fn nbytes(&self) -> usize;
+}
+
+impl Described for HostTensor {
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn nbytes(&self) -> usize {
+        HostTensor::nbytes(self)
+    }
+}
+
+/// A tensor of a file being written: its bytes now, or made when they are written (so that a large derived tensor,
+/// such as packed integer codes, is held only while it is copied).
+pub enum Part<'a> {
+    Ready(HostTensor),
+    Later {
+        dtype: DType,
+        shape: Vec<usize>,
+        make: Box<dyn Fn() -> Result<HostTensor> + 'a>,
+    },
+}
+
+impl Described for Part<'_> {
+    fn dtype(&self) -> DType {
+        match self {
+            Part::Ready(t) => t.dtype,
+            Part::Later { dtype, .. } => *dtype,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        match self {
+            Part::Ready(t) => &t.shape,
+            Part::Later { shape, .. } => shape,
+        }
+    }
+    fn nbytes(&self) -> usize {
+        match self {
+            Part::Ready(t) => t.nbytes(),
+            Part::Later { dtype, shape, .. } => dtype.size() * shape.iter().product::<usize>(),
+        }
+    }
+}
+
+fn layout_of<'a, T: Described>(
+    tensors: &'a [(String, T)],
+    metadata: &BTreeMap<String, String>,
+) -> (Vec<u8>, Vec<&'a (String, T)>) {
+    let mut order: Vec<&(String, T)> = tensors.iter().collect();
     order.sort_by(|a, b| {
-        b.1.dtype
+        b.1.dtype()
             .size()
-            .cmp(&a.1.dtype.size())
+            .cmp(&a.1.dtype().size())
             .then_with(|| a.0.cmp(&b.0))
     });
     let mut header = Map::new();
@@ -378,8 +436,8 @@ pub fn layout<'a>(
         header.insert(
             name.clone(),
             serde_json::json!({
-                "dtype": t.dtype.as_str(),
-                "shape": t.shape,
+                "dtype": t.dtype().as_str(),
+                "shape": t.shape(),
                 "data_offsets": [offset, end],
             }),
         );
@@ -418,17 +476,57 @@ pub fn write_to(
     w.write_all(&header)?;
     let mut n = header.len() as u64;
     for (name, t) in order {
-        let mut at = 0;
-        for slice in t.bytes().chunks(8 << 20) {
-            w.write_all(slice)?;
-            visit(name, t, Some(slice));
-            t.release_range(at, at + slice.len());
-            at += slice.len();
-        }
-        n += t.nbytes() as u64;
-        visit(name, t, None);
+        n += copy_tensor(w, name, t, &mut visit)?;
     }
     Ok(n)
+}
+
+/// [`write_to`] of parts, each `Later` part made just before it is written and dropped after: the same bytes as
+/// [`write_to`] of the made tensors.
+pub fn write_parts_to(
+    w: &mut impl Write,
+    parts: &[(String, Part<'_>)],
+    metadata: &BTreeMap<String, String>,
+    mut visit: impl FnMut(&str, &HostTensor, Option<&[u8]>),
+) -> std::io::Result<u64> {
+    let (header, order) = layout_of(parts, metadata);
+    w.write_all(&header)?;
+    let mut n = header.len() as u64;
+    for (name, part) in order {
+        n += match part {
+            Part::Ready(t) => copy_tensor(w, name, t, &mut visit)?,
+            Part::Later { make, .. } => {
+                let t = make().map_err(std::io::Error::other)?;
+                if t.nbytes() != part.nbytes() {
+                    return Err(std::io::Error::other(format!(
+                        "tensor `{name}` was made with {} bytes where its header says {}",
+                        t.nbytes(),
+                        part.nbytes()
+                    )));
+                }
+                copy_tensor(w, name, &t, &mut visit)?
+            }
+        };
+    }
+    Ok(n)
+}
+
+/// Copy one tensor in 8 MiB slices, releasing its mapped pages behind it; returns its bytes.
+fn copy_tensor(
+    w: &mut impl Write,
+    name: &str,
+    t: &HostTensor,
+    visit: &mut impl FnMut(&str, &HostTensor, Option<&[u8]>),
+) -> std::io::Result<u64> {
+    let mut at = 0;
+    for slice in t.bytes().chunks(8 << 20) {
+        w.write_all(slice)?;
+        visit(name, t, Some(slice));
+        t.release_range(at, at + slice.len());
+        at += slice.len();
+    }
+    visit(name, t, None);
+    Ok(t.nbytes() as u64)
 }
 
 /// Write tensors to `path` (see [`serialize`]).

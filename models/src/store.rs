@@ -13,7 +13,7 @@ use crate::forms::{self, Form, FormKind, Stored};
 use crate::names::{Role, TensorSpec};
 use crate::quant::ct::{CtConfig, ModuleClass};
 use crate::quant::{Encoding, QuantTensor};
-use crate::st::SafetensorsFile;
+use crate::st::{self, SafetensorsFile};
 use crate::tensor::{DType, HostTensor};
 
 use crate::error::thousands;
@@ -408,6 +408,43 @@ impl TensorStore {
             match entry {
                 Entry::Stored(s) => out.extend(s.write_parts(&disk)?),
                 Entry::File { file, key } => out.push((disk, self.files[*file].tensor(key)?)),
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// [`TensorStore::disk_tensors`] with each quantized matrix's packed codes made only when they are written
+    /// ([`st::write_parts_to`]): the same file, without every packed matrix held at once.
+    pub fn disk_parts(&self, config: &ModelConfig) -> Result<Vec<(String, st::Part<'_>)>> {
+        let mut out = Vec::with_capacity(self.entries.len());
+        for (name, entry) in &self.entries {
+            let disk = self.disk_name(config, name);
+            match entry {
+                Entry::Stored(Stored::Quant(q)) => {
+                    let codes = q.clone();
+                    out.push((
+                        format!("{disk}_packed"),
+                        st::Part::Later {
+                            dtype: DType::I32,
+                            shape: crate::quant::ct::packed_shape(q),
+                            make: Box::new(move || crate::quant::ct::packed_part(&codes)),
+                        },
+                    ));
+                    out.extend(
+                        crate::quant::ct::small_parts(&disk, q)?
+                            .into_iter()
+                            .map(|(n, t)| (n, st::Part::Ready(t))),
+                    );
+                }
+                Entry::Stored(s) => out.extend(
+                    s.write_parts(&disk)?
+                        .into_iter()
+                        .map(|(n, t)| (n, st::Part::Ready(t))),
+                ),
+                Entry::File { file, key } => {
+                    out.push((disk, st::Part::Ready(self.files[*file].tensor(key)?)))
+                }
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));

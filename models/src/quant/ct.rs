@@ -19,16 +19,29 @@ pub fn leaf(name: &str) -> &str {
 /// `q` as compressed-tensors parts of `base`: `{base}_packed`, `{base}_scale`, `{base}_shape` and, when
 /// asymmetric, `{base}_zero_point`.
 pub fn write_parts(base: &str, q: &QuantTensor) -> crate::Result<Vec<(String, HostTensor)>> {
-    let mut out = Vec::with_capacity(4);
+    let mut out = vec![(format!("{base}_packed"), packed_part(q)?)];
+    out.extend(small_parts(base, q)?);
+    Ok(out)
+}
+
+/// The shape of `{base}_packed`: int32 words, `[rows, ceil(cols * bits / 32)]`.
+pub fn packed_shape(q: &QuantTensor) -> Vec<usize> {
+    vec![q.rows, packed_words(q.cols, q.encoding.bits)]
+}
+
+/// `{base}_packed`: the codes packed into int32 words (the large part, made when it is written).
+pub fn packed_part(q: &QuantTensor) -> crate::Result<HostTensor> {
     let words = q.packed();
-    out.push((
-        format!("{base}_packed"),
-        HostTensor::from_bytes(
-            DType::I32,
-            vec![q.rows, packed_words(q.cols, q.encoding.bits)],
-            bytemuck::cast_slice(&words).to_vec(),
-        )?,
-    ));
+    HostTensor::from_bytes(
+        DType::I32,
+        packed_shape(q),
+        bytemuck::cast_slice(&words).to_vec(),
+    )
+}
+
+/// The parts besides `{base}_packed`: `_scale`, `_shape` and, when asymmetric, `_zero_point`.
+pub fn small_parts(base: &str, q: &QuantTensor) -> crate::Result<Vec<(String, HostTensor)>> {
+    let mut out = Vec::with_capacity(3);
     let [sr, sc] = q.encoding.strategy.scale_shape(q.rows, q.cols);
     out.push((
         format!("{base}_scale"),
