@@ -406,32 +406,38 @@ impl QuantTensor {
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.codes.len()];
         let cols = self.cols.max(1);
-        for (r, (codes, row)) in self
-            .codes
-            .chunks_exact(cols)
-            .zip(out.chunks_exact_mut(cols))
-            .enumerate()
-        {
-            for (c0, c1, k) in segments(self.encoding.strategy, self.cols, r) {
-                let zp = self.zero_points.get(k).map_or(0, |&z| i32::from(z));
-                let s = self.scales[k];
-                for (o, &q) in row[c0..c1].iter_mut().zip(&codes[c0..c1]) {
-                    *o = (i32::from(q) - zp) as f32 * s;
-                }
-            }
+        for (r, row) in out.chunks_exact_mut(cols).enumerate() {
+            self.dequantize_row(r, row);
         }
         out
     }
 
-    /// How far the decoded matrix is from `original`.
+    /// Decode row `r` into `row` (`cols` values).
+    fn dequantize_row(&self, r: usize, row: &mut [f32]) {
+        let cols = self.cols.max(1);
+        let codes = &self.codes[r * cols..(r + 1) * cols];
+        for (c0, c1, k) in segments(self.encoding.strategy, self.cols, r) {
+            let zp = self.zero_points.get(k).map_or(0, |&z| i32::from(z));
+            let s = self.scales[k];
+            for (o, &q) in row[c0..c1].iter_mut().zip(&codes[c0..c1]) {
+                *o = (i32::from(q) - zp) as f32 * s;
+            }
+        }
+    }
+
+    /// How far the decoded matrix is from `original` (decoded one row at a time: no second copy of the matrix).
     pub fn error(&self, original: &[f32]) -> QuantError {
-        let decoded = self.dequantize();
         let (mut se, mut norm, mut max) = (0f64, 0f64, 0f64);
-        for (&a, &b) in original.iter().zip(&decoded) {
-            let d = f64::from(a) - f64::from(b);
-            se += d * d;
-            norm += f64::from(a) * f64::from(a);
-            max = max.max(d.abs());
+        let cols = self.cols.max(1);
+        let mut decoded = vec![0f32; cols];
+        for (r, values) in original.chunks(cols).take(self.rows).enumerate() {
+            self.dequantize_row(r, &mut decoded);
+            for (&a, &b) in values.iter().zip(&decoded) {
+                let d = f64::from(a) - f64::from(b);
+                se += d * d;
+                norm += f64::from(a) * f64::from(a);
+                max = max.max(d.abs());
+            }
         }
         QuantError {
             relative_frobenius: if norm > 0.0 { (se / norm).sqrt() } else { 0.0 },
