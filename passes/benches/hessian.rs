@@ -9,7 +9,7 @@ use std::time::Instant;
 use compressor_calibration::{read_texts, sample, TextInput, TextTokenizer};
 use compressor_models::rng::Rng;
 use compressor_models::runtime::{Bert, Cpu, CpuAutodiff};
-use compressor_models::{Checkpoint, EncodedBatch};
+use compressor_models::{Checkpoint, EncodedBatch, Slot};
 use compressor_passes::hessian::{self, Hessian2, Prepared, Sample};
 
 mod common;
@@ -49,13 +49,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let ad =
         Bert::<CpuAutodiff>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())?;
+    // The first and the last layer's query, and an FFN matrix of each, by the family's names.
+    let c = ckpt.config.bert();
+    let last = c.layers.len() - 1;
+    let weight = |l: usize, s: Slot| format!("{}.weight", c.naming().linear(l, s));
     let blocks = [
-        "encoder.layer.0.attention.self.query.weight",
-        "encoder.layer.0.intermediate.dense.weight",
-        "encoder.layer.5.attention.self.query.weight",
-        "encoder.layer.5.output.dense.weight",
+        weight(0, Slot::Query),
+        weight(0, Slot::Up),
+        weight(last, Slot::Query),
+        weight(last, Slot::Down),
     ];
-    for name in blocks {
+    let blocks: Vec<&str> = blocks.iter().map(String::as_str).collect();
+    for &name in &blocks {
         time(&format!("gradient {name}"), 3, &mut || {
             hessian::gradient(&ad, name, &sample).expect("gradient");
         });
@@ -63,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let h2 = Bert::<Hessian2>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())?;
     for rows in [batch_size, 16, 8, 4] {
         let prepared = Prepared::new(&plain, &sample, rows)?;
-        for name in blocks {
+        for &name in &blocks {
             let tensors = [name.to_string()];
             let n = hessian::block_weights(&h2, &tensors)?.len();
             let v = hessian::random_direction(n, &mut Rng::new(0));
@@ -78,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Q-BERT's block: a whole encoder layer (its six weight matrices at once), parts of 8 rows.
     let prepared = Prepared::new(&plain, &sample, hessian::DEFAULT_PART_ROWS)?;
-    for layer in [0, 5] {
+    for layer in [0, last] {
         let tensors = hessian::layer_linear_weights(&ckpt.config, layer);
         let n = hessian::block_weights(&h2, &tensors)?.len();
         let v = hessian::random_direction(n, &mut Rng::new(0));
