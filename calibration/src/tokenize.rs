@@ -409,11 +409,7 @@ fn named_pad_id(tokenizer: &Tokenizer, dir: &Path) -> Result<Option<i64>> {
         return Ok(None);
     }
     let obj = read_json_object(&map)?;
-    let token = match obj.get("pad_token") {
-        Some(Value::String(t)) => Some(t.as_str()),
-        Some(Value::Object(o)) => o.get("content").and_then(Value::as_str),
-        _ => None,
-    };
+    let token = obj.get("pad_token").and_then(crate::trim::token_content);
     Ok(token.and_then(|t| tokenizer.token_to_id(t)).map(i64::from))
 }
 

@@ -671,13 +671,7 @@ pub const CONFIG_TOKEN_ID_KEYS: &[&str] = &[
 /// The tokens a `special_tokens_map.json` or `tokenizer_config.json` names (`*_token` keys as strings or
 /// `{"content": ...}` objects, and `additional_special_tokens`).
 pub fn named_special_tokens(doc: &Value) -> Vec<String> {
-    fn content(v: &Value) -> Option<String> {
-        match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
-            _ => None,
-        }
-    }
+    let content = |v: &Value| token_content(v).map(str::to_string);
     let mut out = Vec::new();
     if let Some(obj) = doc.as_object() {
         for (k, v) in obj {
@@ -689,6 +683,15 @@ pub fn named_special_tokens(doc: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// The token a special-tokens entry names: a string, or an added-token object's `content`.
+pub fn token_content(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Object(o) => o.get("content").and_then(Value::as_str),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -320,24 +320,17 @@ impl Naming {
     /// Tensors (by canonical name) that belong to the classification head and never carry the model prefix.
     pub fn is_head_tensor(&self, canonical: &str) -> bool {
         let module = canonical.rsplit_once('.').map_or(canonical, |(m, _)| m);
-        module == self.head_out || (self.head_dense != "pooler.dense" && module == self.head_dense)
+        // BERT's head dense layer is the encoder's own pooler, which carries the prefix.
+        module == self.head_out || (module == self.head_dense && self.pooler != Some(module))
     }
 }
 
-/// The layer and slot of a Linear's weight or bias in whichever family names it so (no two families give one name
-/// different meanings), for compressor's own per-layer keys.
-pub fn linear_of_any(name: &str) -> Option<(usize, Slot)> {
-    FAMILIES.iter().find_map(|n| n.linear_of(name))
-}
-
-/// The encoder layer a canonical name lies under (`encoder.layer.3.…`, `transformer.layer.3` itself), in whichever
-/// family names it so.
+/// The encoder layer a canonical name lies under (`encoder.layer.3.…`, or `transformer.layer.3` itself) in whichever
+/// family names it so: for names recorded without their config (a report's per-tensor decisions).
 pub fn layer_of_any(name: &str) -> Option<usize> {
-    FAMILIES.iter().find_map(|n| {
-        n.split_layer(name)
-            .map(|(l, _)| l)
-            .or_else(|| name.strip_prefix(n.layers)?.strip_prefix('.')?.parse().ok())
-    })
+    FAMILIES
+        .iter()
+        .find_map(|n| n.split_layer(name).map(|(l, _)| l))
 }
 
 /// The bucket of relative position `memory - context` in MPNet's attention bias (transformers'

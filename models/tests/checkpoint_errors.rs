@@ -5,6 +5,12 @@ use std::path::Path;
 use compressor_models::testing::TinyBert;
 use compressor_models::{Checkpoint, DType, HostTensor};
 
+/// Write `tensors` as `dir/model.safetensors`.
+fn save_weights(dir: &Path, tensors: &[(String, HostTensor)]) {
+    compressor_models::st::write(&dir.join("model.safetensors"), tensors, &Default::default())
+        .expect("write");
+}
+
 fn open_err(dir: &Path) -> String {
     match Checkpoint::open(dir) {
         Ok(_) => panic!("opening {} should fail", dir.display()),
@@ -177,12 +183,7 @@ fn tensor_of_the_wrong_shape_for_the_config() {
         "encoder.layer.0.extra.weight".into(),
         HostTensor::from_f32(vec![1], &[0.0], DType::F32).expect("t"),
     ));
-    compressor_models::st::write(
-        &tmp.path().join("model.safetensors"),
-        &tensors,
-        &Default::default(),
-    )
-    .expect("write");
+    save_weights(tmp.path(), &tensors);
     assert_eq!(
         open_err(tmp.path()),
         "the checkpoint does not match its config:\n  \
@@ -205,12 +206,7 @@ fn nan_in_a_weight_is_reported_with_the_tensor_name() {
             *t = HostTensor::from_f32(t.shape.clone(), &v, DType::F32).expect("tensor");
         }
     }
-    compressor_models::st::write(
-        &tmp.path().join("model.safetensors"),
-        &tensors,
-        &Default::default(),
-    )
-    .expect("write");
+    save_weights(tmp.path(), &tensors);
     let ckpt = Checkpoint::open(tmp.path()).expect("metadata is fine");
     assert_eq!(
         ckpt.store.check_finite().expect_err("must fail").to_string(),
@@ -501,12 +497,7 @@ fn an_mpnet_checkpoint_that_does_not_match_its_family_lists_every_mismatch() {
         "encoder.layer.0.attention.self.query.weight".into(),
         HostTensor::from_f32(vec![32, 32], &[0.0; 32 * 32], DType::F32).expect("tensor"),
     ));
-    compressor_models::st::write(
-        &tmp.path().join("model.safetensors"),
-        &tensors,
-        &Default::default(),
-    )
-    .expect("write");
+    save_weights(tmp.path(), &tensors);
     assert_eq!(
         open_err(tmp.path()),
         "the checkpoint does not match its config:\n  \

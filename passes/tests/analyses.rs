@@ -109,11 +109,11 @@ fn covariance_is_the_second_moment_of_every_linear_input_over_real_tokens() {
         .enumerate()
         {
             let (n, got) = cov
-                .of_linear(&format!("{p}.{weight}"))
+                .of_linear(c.naming(), &format!("{p}.{weight}"))
                 .expect("a moment per Linear");
             assert_eq!(n * n + n, r[k].len(), "{p}.{weight}");
             let mean = cov
-                .mean_of_linear(&format!("{p}.{weight}"))
+                .mean_of_linear(c.naming(), &format!("{p}.{weight}"))
                 .expect("a mean per Linear");
             let got: Vec<f64> = got.iter().chain(mean).copied().collect();
             let scale = r[k].iter().fold(0f64, |m, v| m.max(v.abs())) / tokens as f64;
@@ -127,8 +127,8 @@ fn covariance_is_the_second_moment_of_every_linear_input_over_real_tokens() {
         }
         // Query, key and value share one input.
         assert_eq!(
-            cov.of_linear(&format!("{p}.attention.self.query.weight")),
-            cov.of_linear(&format!("{p}.attention.self.value.weight"))
+            cov.of_linear(c.naming(), &format!("{p}.attention.self.query.weight")),
+            cov.of_linear(c.naming(), &format!("{p}.attention.self.value.weight"))
         );
     }
 }

@@ -606,7 +606,7 @@ fn gptq_rounding_lowers_the_layer_error_of_every_block_at_its_width() {
         let (Some(g), Some(n), Some((cols, h))) = (
             gptq.store.get_quant(&name),
             nearest.store.get_quant(&name),
-            cov.of_linear(&name),
+            cov.of_linear(before.config.bert().naming(), &name),
         ) else {
             continue;
         };

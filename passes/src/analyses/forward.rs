@@ -8,6 +8,7 @@
 //!   the encoder, summed in f64 over batches (each batch's product in f32). Query, key and value share their input,
 //!   so one matrix serves all three.
 
+use compressor_models::family::Naming;
 use compressor_models::runtime::{Bert, Cpu, Tensor, TensorData};
 use compressor_models::{EncodedBatch, Slot};
 
@@ -61,13 +62,13 @@ impl Importance {
     }
 }
 
-/// Where a Linear's input is measured: the name of its covariance matrix (compressor's own site names,
-/// `encoder.layer.N.<site>` in every family).
-pub fn covariance_site(weight: &str) -> Option<String> {
+/// Where the Linear whose weight is `weight` (named as `n` names it) reads its input: the name of its covariance
+/// matrix (compressor's own site names, `encoder.layer.N.<site>` in every family).
+pub fn covariance_site(n: &Naming, weight: &str) -> Option<String> {
     if !weight.ends_with(".weight") {
         return None;
     }
-    let (l, slot) = compressor_models::family::linear_of_any(weight)?;
+    let (l, slot) = n.linear_of(weight)?;
     let site = match slot {
         Slot::Query | Slot::Key | Slot::Value => "attention.input",
         Slot::AttnOut => "attention.context",
@@ -88,16 +89,16 @@ pub struct Covariance {
 
 impl Covariance {
     /// The input second moment of the Linear whose HF weight is `weight`: `(n, values)`.
-    pub fn of_linear(&self, weight: &str) -> Option<(usize, &[f64])> {
-        let site = covariance_site(weight)?;
+    pub fn of_linear(&self, naming: &Naming, weight: &str) -> Option<(usize, &[f64])> {
+        let site = covariance_site(naming, weight)?;
         let shape = self.sites.shape(&site)?;
         Some((shape[0], self.sites.get(&site)?))
     }
 
     /// The input mean `E[x]` of the Linear whose HF weight is `weight`.
-    pub fn mean_of_linear(&self, weight: &str) -> Option<&[f64]> {
+    pub fn mean_of_linear(&self, naming: &Naming, weight: &str) -> Option<&[f64]> {
         self.sites
-            .get(&format!("{}.mean", covariance_site(weight)?))
+            .get(&format!("{}.mean", covariance_site(naming, weight)?))
     }
 
     pub(super) fn to_arrays(&self) -> Arrays {

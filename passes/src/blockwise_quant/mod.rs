@@ -423,6 +423,7 @@ impl Pass for BlockwiseQuant {
             Rounding::Nearest => None,
         };
         let store: &compressor_models::TensorStore = ctx.store;
+        let naming = ctx.config.bert().naming();
         let progress = ctx.progress;
         let done = Mutex::new(());
         let gptq_settings = self.config.gptq;
@@ -445,7 +446,7 @@ impl Pass for BlockwiseQuant {
                     let nearest = QuantTensor::quantize(values, *rows, *cols, *e).map_err(fail)?;
                     let h = covariance
                         .as_ref()
-                        .and_then(|c| c.of_linear(name))
+                        .and_then(|c| c.of_linear(naming, name))
                         .filter(|(n, _)| n == cols);
                     let q = match h {
                         Some((_, h)) => {

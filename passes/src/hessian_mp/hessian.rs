@@ -17,6 +17,7 @@
 //! This lives in `passes` rather than `calibration/` because it runs the model under autodiff (the calibration
 //! crate holds data reading and tokenization and does not depend on the runtime).
 
+use compressor_models::family::Naming;
 use compressor_models::rng::Rng;
 use compressor_models::runtime::{flat, Backend, Bert, Cpu, CpuAutodiff, Tensor, TensorData};
 use compressor_models::{ModelConfig, Pooling, TensorStore};
@@ -130,8 +131,9 @@ impl Prepared {
 
 /// The encoder layer a weight belongs to (`encoder.layer.{l}.` in BERT), or `layers` for weights after the encoder
 /// (pooler, classifier): where a product for that weight starts the model.
-fn start_layer(name: &str, layers: usize) -> usize {
-    compressor_models::family::layer_of_any(name)
+fn start_layer(n: &Naming, name: &str, layers: usize) -> usize {
+    n.split_layer(name)
+        .map(|(l, _)| l)
         .filter(|&l| l < layers)
         .unwrap_or(layers)
 }
@@ -199,7 +201,7 @@ pub fn hvp(
     let layers = m.num_layers();
     let start = tensors
         .iter()
-        .map(|t| start_layer(t, layers))
+        .map(|t| start_layer(m.config.naming(), t, layers))
         .min()
         .unwrap_or(layers);
     let mut leaves = Vec::with_capacity(tensors.len());

@@ -306,15 +306,15 @@ impl HessianMp {
     }
 
     /// Block matrix `name` with values `w` of `[out, in]` `shape` quantized at `bits`, in its stored encoding
-    /// (GPTQ-rounded when `covariance` holds the matrix's input moments; `keep`: the stored elements of a sparse
-    /// matrix, which GPTQ keeps as its mask).
+    /// (GPTQ-rounded when `moment`, the matrix's input second moment `(n, values)`, is given; `keep`: the stored
+    /// elements of a sparse matrix, which GPTQ keeps as its mask).
     fn quantize(
         &self,
         name: &str,
         w: &[f32],
         shape: [usize; 2],
         bits: u8,
-        covariance: Option<&crate::analyses::Covariance>,
+        moment: Option<(usize, &[f64])>,
         keep: Option<&[bool]>,
     ) -> Result<QuantTensor> {
         let err = |problem: String| Error::Config {
@@ -322,10 +322,7 @@ impl HessianMp {
             problem: format!("cannot quantize `{name}`: {problem}"),
         };
         let e = self.quant_encoding(bits, shape);
-        let q = match covariance
-            .and_then(|c| c.of_linear(name))
-            .filter(|(n, _)| *n == shape[1])
-        {
+        let q = match moment.filter(|(n, _)| *n == shape[1]) {
             Some((_, h)) => {
                 crate::gptq::quantize(w, shape[0], shape[1], e, h, &self.config.gptq, keep)
             }
@@ -701,6 +698,8 @@ impl Pass for HessianMp {
             )?),
             crate::gptq::Rounding::Nearest => None,
         };
+        let naming = ctx.config.bert().naming();
+        let moment = |name: &str| covariance.as_ref().and_then(|c| c.of_linear(naming, name));
         let values: Vec<Vec<f32>> = block_metas
             .iter()
             .map(|t| ctx.store.get_f32(&t.name, &t.shape))
@@ -721,7 +720,7 @@ impl Pass for HessianMp {
                             w,
                             [t.shape[0], t.shape[1]],
                             bits,
-                            covariance.as_ref(),
+                            moment(&t.name),
                             keep.as_deref(),
                         )?;
                         let se = q.error(w).squared_error;
@@ -822,7 +821,7 @@ impl Pass for HessianMp {
                     &w,
                     [t.shape[0], t.shape[1]],
                     blocks[i].1.bits,
-                    covariance.as_ref(),
+                    moment(&t.name),
                     masks[i].as_deref(),
                 )?;
                 let se = qt.error(&w).squared_error;
@@ -922,6 +921,7 @@ impl Pass for HessianMp {
             .map(|n| ctx.store.stored_bytes(n))
             .sum();
         let plot = allocation_svg(
+            ctx.config.bert().naming(),
             &blocks
                 .iter()
                 .zip(&sens)
@@ -991,20 +991,19 @@ impl Pass for HessianMp {
 
 /// A short label of a block for the plot: `3.q` for `encoder.layer.3.attention.self.query.weight`, `3` for a whole
 /// layer (`block = "layer"`).
-fn short_label(name: &str) -> String {
-    use compressor_models::family;
-    if let Some((l, slot)) = family::linear_of_any(name) {
+fn short_label(n: &Naming, name: &str) -> String {
+    if let Some((l, slot)) = n.linear_of(name) {
         return format!("{l}.{}", slot.label());
     }
-    match family::layer_of_any(name) {
-        Some(l) if !name.ends_with(".weight") => l.to_string(),
+    match n.split_layer(name) {
+        Some((l, "")) => l.to_string(),
         _ => name.trim_end_matches(".weight").to_string(),
     }
 }
 
 /// The allocation as an SVG bar chart: one bar per block (in the order of the report), its height `log10(Omega)`, its colour
 /// the chosen width.
-fn allocation_svg(blocks: &[(&str, f64, u8)], menu: &[u8]) -> String {
+fn allocation_svg(n: &Naming, blocks: &[(&str, f64, u8)], menu: &[u8]) -> String {
     const COLOURS: [&str; 7] = [
         "#d62728", "#ff7f0e", "#2ca02c", "#17becf", "#9467bd", "#8c564b", "#1f77b4",
     ];
@@ -1066,7 +1065,7 @@ fn allocation_svg(blocks: &[(&str, f64, u8)], menu: &[u8]) -> String {
             colour(*bits),
             x + bar_w / 2.0 + 3.0,
             y1 + 6.0,
-            short_label(name)
+            short_label(n, name)
         ));
     }
     svg.push_str("</svg>\n");
@@ -1193,7 +1192,9 @@ mod tests {
 
     #[test]
     fn the_allocation_plot_has_one_bar_per_block_coloured_by_its_width() {
+        let bert = compressor_models::Family::Bert.naming();
         let svg = allocation_svg(
+            bert,
             &[
                 ("encoder.layer.0.attention.self.query.weight", 0.05, 2),
                 ("encoder.layer.0.intermediate.dense.weight", 391.0, 8),
@@ -1210,8 +1211,11 @@ mod tests {
         assert!(bars[2].contains("fill=\"#2ca02c\""));
         // Log scale from 1e-2 (floor of log10 0.05) to 1e3.
         assert!(svg.contains(">1e-2<") && svg.contains(">1e3<"));
-        assert_eq!(short_label("encoder.layer.5.output.dense.weight"), "5.down");
-        assert_eq!(short_label("classifier.weight"), "classifier");
-        assert_eq!(short_label("encoder.layer.3"), "3");
+        assert_eq!(
+            short_label(bert, "encoder.layer.5.output.dense.weight"),
+            "5.down"
+        );
+        assert_eq!(short_label(bert, "classifier.weight"), "classifier");
+        assert_eq!(short_label(bert, "encoder.layer.3"), "3");
     }
 }

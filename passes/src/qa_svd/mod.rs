@@ -263,7 +263,7 @@ impl QaSvd {
             };
             if s.has_ffn() {
                 let w2 = p(Slot::Down, "weight");
-                let (n, moment) = cov.of_linear(&w2).ok_or_else(|| missing(&w2))?;
+                let (n, moment) = cov.of_linear(names, &w2).ok_or_else(|| missing(&w2))?;
                 let scores = decompose::ridge_leverage(n, moment, self.config.ridge_lambda)?;
                 let k = allocate::kept(s.intermediate_size, phi, self.config.ffn_multiple);
                 cut.neurons = decompose::descending(&scores)[..k].to_vec();
@@ -271,8 +271,8 @@ impl QaSvd {
             if s.has_attention() {
                 let (nh, dq, dv) = (s.heads.len(), s.qk_head_dim, s.vo_head_dim);
                 let wq = p(Slot::Query, "weight");
-                let (n, moment) = cov.of_linear(&wq).ok_or_else(|| missing(&wq))?;
-                let mean = cov.mean_of_linear(&wq).ok_or_else(|| missing(&wq))?;
+                let (n, moment) = cov.of_linear(names, &wq).ok_or_else(|| missing(&wq))?;
+                let mean = cov.mean_of_linear(names, &wq).ok_or_else(|| missing(&wq))?;
                 let out_moments = |m: Slot| -> Result<Vec<f64>> {
                     let w = f32s(&p(m, "weight"), &[nh * dq, h])?;
                     let b = f32s(&p(m, "bias"), &[nh * dq])?;
