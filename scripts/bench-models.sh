@@ -4,7 +4,7 @@
 # - `bench_model NAME`: `path` (the checkpoint), `calib` (the [calibration] data keys) and `evals` (the [[eval]]
 #   tables) for `minilm` (all-MiniLM-L6-v2, 256 Wikipedia paragraphs, STS-B test), `mpnet` (all-mpnet-base-v2,
 #   the same data) or `sst2` (the SST-2 classifier fine-tuned from it, SST-2 training sentences, GLUE dev);
-# - `bench_pipeline NAME PASSES`: writes work/NAME.toml, the model of `bench_model` with its [calibration] (256
+# - `bench_pipeline NAME PASSES`: writes work/NAME.toml, the model of `bench_model` with its [calibration] ($SAMPLES, default 256
 #   samples, 128 tokens), the [[pass]] tables PASSES, output work/NAME and the evaluations;
 # - `bench_delta DIR`: "baseline<TAB>compressed<TAB>delta" (x100) of the first evaluation in DIR/report.json.
 bench_setup() {
@@ -49,7 +49,7 @@ path = "$path"
 
 [calibration]
 $calib
-samples = 256
+samples = ${SAMPLES:-256}
 max-length = 128
 
 $2

@@ -82,7 +82,8 @@ impl Key {
         h.hex()
     }
 
-    fn metadata(&self) -> BTreeMap<String, String> {
+    /// The parts as a file's metadata.
+    pub fn metadata(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("version".to_string(), CACHE_VERSION.to_string()),
             ("kind".to_string(), self.kind.to_string()),
@@ -145,27 +146,8 @@ impl Cache {
     /// The numeric entry for `key`, if there is a readable one made for exactly this key.
     pub fn read_arrays(&self, key: &Key) -> Option<Arrays> {
         let path = self.path(key, "safetensors")?;
-        if !path.exists() {
-            return None;
-        }
-        let file = SafetensorsFile::open(&path).ok()?;
-        if file.metadata != key.metadata() {
-            return None;
-        }
-        let mut out = Arrays::default();
-        for (name, info) in &file.tensors {
-            if info.dtype != DType::F64 {
-                return None;
-            }
-            let t = file.tensor(name).ok()?;
-            let values = t
-                .bytes()
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect();
-            out.insert(name.clone(), t.shape.clone(), values);
-        }
-        Some(out)
+        let (metadata, arrays) = read_arrays_at(&path)?;
+        (metadata == key.metadata()).then_some(arrays)
     }
 
     /// Store a numeric entry (nothing with caching off).
@@ -173,14 +155,7 @@ impl Cache {
         let Some(path) = self.path(key, "safetensors") else {
             return Ok(());
         };
-        let mut tensors = Vec::with_capacity(arrays.0.len());
-        for (name, (shape, values)) in &arrays.0 {
-            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let t = HostTensor::from_bytes(DType::F64, shape.clone(), bytes)
-                .map_err(|e| cache_error(&path, std::io::Error::other(e.to_string())))?;
-            tensors.push((name.clone(), t));
-        }
-        write_atomic(&path, &serialize(&tensors, &key.metadata()))
+        write_arrays_at(&path, key, arrays)
     }
 
     /// A JSON entry for `key`, if there is a readable one (made for exactly this key).
@@ -226,6 +201,41 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         err(e)
     })
+}
+
+/// The arrays in the safetensors file at `path` with the metadata they were written with (the key's parts:
+/// `version`, `kind`, `model`, `data`, `settings`); `None` when there is no readable file of f64 arrays there.
+pub fn read_arrays_at(path: &Path) -> Option<(BTreeMap<String, String>, Arrays)> {
+    if !path.exists() {
+        return None;
+    }
+    let file = SafetensorsFile::open(path).ok()?;
+    let mut out = Arrays::default();
+    for (name, info) in &file.tensors {
+        if info.dtype != DType::F64 {
+            return None;
+        }
+        let t = file.tensor(name).ok()?;
+        let values = t
+            .bytes()
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        out.insert(name.clone(), t.shape.clone(), values);
+    }
+    Some((file.metadata.clone(), out))
+}
+
+/// Write `arrays` to `path` atomically, with `key`'s parts as the file's metadata.
+pub fn write_arrays_at(path: &Path, key: &Key, arrays: &Arrays) -> Result<()> {
+    let mut tensors = Vec::with_capacity(arrays.0.len());
+    for (name, (shape, values)) in &arrays.0 {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let t = HostTensor::from_bytes(DType::F64, shape.clone(), bytes)
+            .map_err(|e| cache_error(path, std::io::Error::other(e.to_string())))?;
+        tensors.push((name.clone(), t));
+    }
+    write_atomic(path, &serialize(&tensors, &key.metadata()))
 }
 
 #[cfg(test)]

@@ -114,6 +114,8 @@ pub fn plan(pipeline: Pipeline, opts: &PlanOptions) -> anyhow::Result<Plan> {
     let mut config = checkpoint.config.clone();
     let mut passes = Vec::new();
     let calibration = pipeline.calibration_spec();
+    // Plan-time work that takes long (vib-prune's mask training) shows progress like a run's passes.
+    let progress = crate::progress::Bars::from_env()?;
     for (index, spec) in pipeline.passes.iter().enumerate() {
         let pass = pipeline.build_pass(spec);
         let _span = tracing::info_span!("plan", index, kind = spec.kind()).entered();
@@ -124,6 +126,7 @@ pub fn plan(pipeline: Pipeline, opts: &PlanOptions) -> anyhow::Result<Plan> {
                 store: &checkpoint.store,
                 model_dir: &model_dir,
                 calibration: calibration.as_ref(),
+                progress: &progress,
             })
             .and_then(|plan| {
                 for change in &plan.arch {

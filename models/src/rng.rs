@@ -89,6 +89,14 @@ impl Rng {
         (m >> 64) as usize
     }
 
+    /// A standard normal value (Box-Muller on two uniforms; the second value is not kept, so every call draws
+    /// exactly two).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.next_f64(); // (0, 1]
+        let u2 = self.next_f64();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
     /// Shuffles in place (Fisher-Yates).
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {

@@ -22,6 +22,7 @@ pub mod fisher_prune;
 pub mod gptq;
 pub mod hessian_mp;
 pub mod linalg;
+pub mod optim;
 pub mod pass;
 pub mod progress;
 pub mod prune;
@@ -29,6 +30,7 @@ pub mod qa_svd;
 pub mod registry;
 pub mod suggest;
 pub(crate) mod targets;
+pub mod vib_prune;
 pub mod vocab_trim;
 
 pub use calibration::CalibrationSpec;

@@ -280,6 +280,8 @@ pub struct PlanContext<'a> {
     pub model_dir: &'a Path,
     /// The pipeline's `[calibration]` data, if it has any.
     pub calibration: Option<&'a CalibrationSpec>,
+    /// Progress of long plan-time work (mask training).
+    pub progress: &'a dyn crate::Progress,
 }
 
 impl PlanContext<'_> {

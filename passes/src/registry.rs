@@ -6,7 +6,9 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::pass::{Pass, Phase};
-use crate::{blockwise_quant, cast, fisher_prune, hessian_mp, prune, qa_svd, suggest, vocab_trim};
+use crate::{
+    blockwise_quant, cast, fisher_prune, hessian_mp, prune, qa_svd, suggest, vib_prune, vocab_trim,
+};
 
 /// One registered pass kind, as `compressor passes` lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -98,6 +100,11 @@ impl PassConfig for fisher_prune::Config {
         fisher_prune::Config::with_base(self, base)
     }
 }
+impl PassConfig for vib_prune::Config {
+    fn with_base(&self, base: &Path) -> Self {
+        vib_prune::Config::with_base(self, base)
+    }
+}
 impl PassConfig for vocab_trim::Config {
     fn with_base(&self, base: &Path) -> Self {
         vocab_trim::Config::with_base(self, base)
@@ -123,6 +130,9 @@ passes! {
     FisherPrune(fisher_prune::FisherPrune) = "fisher-prune", Structure,
         summary: "GAPrune: unstructured or 2:4 pruning of FFN weights by domain alignment importance (general and domain Fisher, gradient alignment), stored sparse",
         cost: "reads the selected weights at plan time; one backward pass per micro-batch of triplets of the general and the domain set, cached; score = \"magnitude\" needs no data";
+    VibPrune(vib_prune::VibPrune) = "vib-prune", Structure,
+        summary: "VTrans: variational-information-bottleneck masks on hidden dimensions, heads, FFN neurons and sublayers, trained to a parameter target, folded and physically removed",
+        cost: "trains the masks at plan time (Faster: forward and backward per step with frozen weights; fast and full also train the weights), checkpointed and cached";
     VocabTrim(vocab_trim::VocabTrim) = "vocab-trim", Structure,
         summary: "keep only the token ids a corpus uses: slice the embedding, rewrite the tokenizer",
         cost: "tokenizes the corpus once, counts cached; copies the kept embedding rows";

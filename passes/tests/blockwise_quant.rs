@@ -33,6 +33,7 @@ fn plan(
         store: &ckpt.store,
         model_dir: dir,
         calibration,
+        progress: &compressor_passes::NoProgress,
     })
 }
 
@@ -51,6 +52,7 @@ fn run(
             store: &ckpt.store,
             model_dir: dir,
             calibration,
+            progress: &compressor_passes::NoProgress,
         })
         .expect("plans");
     let mut files = SideFiles::new(dir);

@@ -38,6 +38,7 @@ fn cast_plans_from_metadata_and_runs_to_a_valid_store() {
             store: &ckpt.store,
             model_dir: tmp.path(),
             calibration: None,
+            progress: &compressor_passes::NoProgress,
         })
         .expect("plans");
     // Every float parameter; the position_ids buffer is not selected by the default.
@@ -103,6 +104,7 @@ fn cast_plan_errors_and_notes() {
         store: &ckpt.store,
         model_dir: tmp.path(),
         calibration: None,
+        progress: &compressor_passes::NoProgress,
     };
     let err = spec(serde_json::json!({ "dtype": "f16", "select": { "layers": [5] } }))
         .build()

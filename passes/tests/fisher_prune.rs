@@ -97,6 +97,7 @@ fn plan(dir: &Path, pass: &FisherPrune) -> compressor_passes::Result<PassPlan> {
         store: &store,
         model_dir: dir,
         calibration: None,
+        progress: &compressor_passes::NoProgress,
     })
 }
 

@@ -73,6 +73,7 @@ fn plan_with(
         store: &ckpt.store,
         model_dir: dir,
         calibration,
+        progress: &compressor_passes::NoProgress,
     })
 }
 

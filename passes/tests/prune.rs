@@ -86,6 +86,7 @@ fn prune(
         store: &store,
         model_dir: dir,
         calibration,
+        progress: &compressor_passes::NoProgress,
     })?;
     let mut files = SideFiles::new(dir);
     let report = pass.run(&mut PassContext {

@@ -57,6 +57,7 @@ fn run(
         store: &ckpt.store,
         model_dir: dir,
         calibration: None,
+        progress: &compressor_passes::NoProgress,
     })?;
     let mut files = SideFiles::new(dir);
     let report = pass.run(&mut PassContext {

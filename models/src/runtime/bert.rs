@@ -128,6 +128,72 @@ impl<B: Backend> LayerNorm<B> {
         let normed = (x - mean) / (var + self.eps).sqrt();
         normed * self.gamma.clone().unsqueeze::<3>() + self.beta.clone().unsqueeze::<3>()
     }
+
+    /// The LayerNorm over the dimensions where `keep` (`[hidden]`, 0 or 1, `kept` ones) is 1, as the model with the
+    /// others removed computes it; the removed dimensions come out as `beta`.
+    fn forward_over(&self, x: Tensor<B, 3>, keep: &Tensor<B, 1>, kept: usize) -> Tensor<B, 3> {
+        let keep = keep.clone().unsqueeze::<3>();
+        let n = kept.max(1) as f64;
+        let mean = (x.clone() * keep.clone()).sum_dim(2) / n;
+        let centered = (x - mean) * keep;
+        let var = centered.clone().powi_scalar(2).sum_dim(2) / n;
+        let normed = centered / (var + self.eps).sqrt();
+        normed * self.gamma.clone().unsqueeze::<3>() + self.beta.clone().unsqueeze::<3>()
+    }
+}
+
+/// Multiplicative masks on the structures of the encoder (VIB masks of `vib-prune`, or their deterministic
+/// values): each is `[rows, units]` with `rows` 1 (one mask for the batch) or the batch size (one sample per
+/// input). Where a mask is `None` the structure is unmasked.
+///
+/// - `hidden` scales the residual stream: the embeddings' output, every sublayer's output before the residual
+///   addition, every LayerNorm's output (so a zero dimension stays zero all the way) and the pooler's output
+///   entering the classifier.
+/// - A layer's `heads` scale each head's context before the output projection; `neurons` the FFN activation
+///   before the down projection; `attention` and `ffn` each sublayer's whole output (bias included).
+#[derive(Debug, Clone)]
+pub struct Masks<B: Backend> {
+    pub hidden: Option<Tensor<B, 2>>,
+    /// Hard hidden masks: the dimensions kept (`true`); every LayerNorm then normalises over those only, as the
+    /// model with the others removed does. `None`: LayerNorms normalise over every dimension.
+    pub hidden_keep: Option<Vec<bool>>,
+    pub layers: Vec<LayerMasks<B>>,
+}
+
+/// The masks of one encoder layer (see [`Masks`]).
+#[derive(Debug, Clone)]
+pub struct LayerMasks<B: Backend> {
+    pub heads: Option<Tensor<B, 2>>,
+    pub neurons: Option<Tensor<B, 2>>,
+    pub attention: Option<Tensor<B, 2>>,
+    pub ffn: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> LayerMasks<B> {
+    /// No mask on any structure of the layer.
+    pub fn none() -> Self {
+        Self {
+            heads: None,
+            neurons: None,
+            attention: None,
+            ffn: None,
+        }
+    }
+}
+
+/// `x [b, .., n]` times `mask [rows, n]` (rows 1 or b), broadcast over the middle dimensions.
+fn masked<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    mask: Option<&Tensor<B, 2>>,
+) -> Tensor<B, D> {
+    let Some(m) = mask else {
+        return x;
+    };
+    let [rows, n] = m.dims();
+    let mut shape = [1usize; D];
+    shape[0] = rows;
+    shape[D - 1] = n;
+    x * m.clone().reshape(shape)
 }
 
 fn param<B: Backend, const D: usize>(t: Tensor<B, D>, grad: bool) -> Tensor<B, D> {
@@ -246,6 +312,10 @@ pub struct Bert<B: Backend> {
     pub host_kernels: bool,
     /// The parameters copied for the host kernels, made on first use; [`Bert::linear_mut`] clears it.
     host: std::sync::OnceLock<std::sync::Arc<HostBert>>,
+    /// Structure masks ([`Bert::set_masks`]); a masked model runs on burn's tensor ops.
+    masks: Option<Masks<B>>,
+    /// `hidden_keep` of the masks as a tensor, with its count.
+    keep: Option<(Tensor<B, 1>, usize)>,
     word: Tensor<B, 2>,
     position: Tensor<B, 2>,
     /// `None` in families without token types (their type ids are ignored).
@@ -390,6 +460,8 @@ impl<B: Backend> Bert<B> {
             act: None,
             host_kernels: true,
             host: std::sync::OnceLock::new(),
+            masks: None,
+            keep: None,
             word,
             position,
             token_type,
@@ -401,6 +473,81 @@ impl<B: Backend> Bert<B> {
             classifier,
             device: device.clone(),
         })
+    }
+
+    /// Mask the encoder's structures from now on (`None` removes the masks). Every mask must have as many units as
+    /// its structure in this model and 1 or `rows` rows; the error names the first that does not.
+    pub fn set_masks(&mut self, masks: Option<Masks<B>>) -> Result<()> {
+        let Some(m) = masks else {
+            self.masks = None;
+            self.keep = None;
+            return Ok(());
+        };
+        if m.layers.len() != self.layers.len() {
+            return Err(Error::Runtime(format!(
+                "masks for {} layers on a model of {}",
+                m.layers.len(),
+                self.layers.len()
+            )));
+        }
+        let check = |what: String, t: &Option<Tensor<B, 2>>, n: usize| -> Result<()> {
+            match t.as_ref().map(|t| t.dims()) {
+                Some([_, u]) if u != n => Err(Error::Runtime(format!(
+                    "the {what} mask has {u} units; the model has {n}"
+                ))),
+                _ => Ok(()),
+            }
+        };
+        let h = self.config.hidden_size;
+        check("hidden".into(), &m.hidden, h)?;
+        for (l, (lm, layer)) in m.layers.iter().zip(&self.layers).enumerate() {
+            check(
+                format!("layer {l} heads"),
+                &lm.heads,
+                layer.shape.heads.len(),
+            )?;
+            check(
+                format!("layer {l} neurons"),
+                &lm.neurons,
+                layer.shape.intermediate_size,
+            )?;
+            check(format!("layer {l} attention"), &lm.attention, 1)?;
+            check(format!("layer {l} ffn"), &lm.ffn, 1)?;
+        }
+        self.keep = match &m.hidden_keep {
+            Some(k) if k.len() != h => {
+                return Err(Error::Runtime(format!(
+                    "the kept hidden dimensions have {} entries; the model has {h}",
+                    k.len()
+                )))
+            }
+            Some(k) => {
+                let values: Vec<f32> = k.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
+                Some((
+                    Tensor::from_data(TensorData::new(values, [h]), &self.device),
+                    k.iter().filter(|&&b| b).count(),
+                ))
+            }
+            None => None,
+        };
+        self.masks = Some(m);
+        Ok(())
+    }
+
+    /// A LayerNorm of this model, over the kept hidden dimensions when hard hidden masks are set.
+    fn norm(&self, n: &LayerNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.keep {
+            Some((keep, kept)) => n.forward_over(x, keep, *kept),
+            None => n.forward(x),
+        }
+    }
+
+    fn hidden_mask(&self) -> Option<&Tensor<B, 2>> {
+        self.masks.as_ref().and_then(|m| m.hidden.as_ref())
+    }
+
+    fn layer_masks(&self, l: usize) -> Option<&LayerMasks<B>> {
+        self.masks.as_ref().map(|m| &m.layers[l])
     }
 
     /// Every activation quantization point of this model with the number of scales it takes for `block_size`.
@@ -681,7 +828,8 @@ impl<B: Backend> Bert<B> {
             None => words + positions,
         };
         let e = self.aq(Site::EmbNormIn, None, sum);
-        Ok(self.aq(Site::EmbNormOut, None, self.emb_norm.forward(e)))
+        let e = masked(self.norm(&self.emb_norm, e), self.hidden_mask());
+        Ok(self.aq(Site::EmbNormOut, None, e))
     }
 
     /// What the attention adds to its scores: the additive mask `[b, 1, 1, t]` (0 for tokens, the most negative
@@ -749,6 +897,10 @@ impl<B: Backend> Bert<B> {
         let layer = &self.layers[l];
         let s = &layer.shape;
         let (nh, qk_d, vo_d) = (s.heads.len(), s.qk_head_dim, s.vo_head_dim);
+        let lm = self.layer_masks(l);
+        let hm = self.hidden_mask();
+        // A sublayer's output, masked by its sublayer mask and the hidden mask.
+        let sub_out = |y: Tensor<B, 3>, m: Option<&Tensor<B, 2>>| masked(masked(y, m), hm);
         let l = Some(l);
         let attended = match &layer.attention {
             Sublayer::Kept(att) => {
@@ -770,17 +922,34 @@ impl<B: Backend> Bert<B> {
                 // Scores are quantized before the mask is added, so padding stays masked.
                 let scores = self.aq(Site::Scores, l, scores) + bias.additive.clone();
                 let probs = self.aq(Site::Probs, l, softmax(scores, 3));
-                let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, nh * vo_d]);
+                let heads = probs.matmul(v);
+                let heads = match lm.and_then(|m| m.heads.as_ref()) {
+                    Some(z) => {
+                        let rows = z.dims()[0];
+                        heads * z.clone().reshape([rows, nh, 1, 1])
+                    }
+                    None => heads,
+                };
+                let ctx = heads.swap_dims(1, 2).reshape([b, t, nh * vo_d]);
                 let ctx = self.aq(Site::Context, l, ctx);
                 if keep {
                     context = Some(ctx.clone());
                 }
-                att.attn_out.forward(ctx) + x
+                sub_out(
+                    att.attn_out.forward(ctx),
+                    lm.and_then(|m| m.attention.as_ref()),
+                ) + x
             }
-            Sublayer::Dropped { bias } => x + bias.clone().unsqueeze::<3>(),
+            Sublayer::Dropped { bias } => {
+                sub_out(
+                    bias.clone().unsqueeze::<3>(),
+                    lm.and_then(|m| m.attention.as_ref()),
+                ) + x
+            }
         };
         let a = self.aq(Site::AttnNormIn, l, attended);
-        let a = self.aq(Site::AttnNormOut, l, layer.attn_norm.forward(a));
+        let a = masked(self.norm(&layer.attn_norm, a), hm);
+        let a = self.aq(Site::AttnNormOut, l, a);
         let ffn_input = if keep { Some(a.clone()) } else { None };
         let y = match &layer.ffn {
             Sublayer::Kept(ffn) => {
@@ -790,20 +959,27 @@ impl<B: Backend> Bert<B> {
                     l,
                     activation(up, c.hidden_act, self.exact_second_order),
                 );
+                let up = masked(up, lm.and_then(|m| m.neurons.as_ref()));
                 if keep {
                     activation_in = Some(up.clone());
                 }
-                ffn.down.forward(up) + a
+                sub_out(ffn.down.forward(up), lm.and_then(|m| m.ffn.as_ref())) + a
             }
-            Sublayer::Dropped { bias } => a + bias.clone().unsqueeze::<3>(),
+            Sublayer::Dropped { bias } => {
+                sub_out(
+                    bias.clone().unsqueeze::<3>(),
+                    lm.and_then(|m| m.ffn.as_ref()),
+                ) + a
+            }
         };
         let y = self.aq(Site::FfnNormIn, l, y);
+        let y = masked(self.norm(&layer.out_norm, y), hm);
         LayerTrace {
             input,
             context,
             ffn_input,
             activation: activation_in,
-            output: self.aq(Site::FfnNormOut, l, layer.out_norm.forward(y)),
+            output: self.aq(Site::FfnNormOut, l, y),
         }
     }
 
@@ -857,7 +1033,9 @@ impl<B: Backend> Bert<B> {
         let classifier = self.classifier.as_ref().ok_or_else(|| {
             Error::Runtime("the checkpoint has no classification head (BertModel)".into())
         })?;
-        let pooled = self.aq(Site::PoolerOut, None, self.pooler_output(hidden)?);
+        // The pooler's outputs are the residual stream's dimensions too (a hidden mask removes its rows).
+        let pooled = masked(self.pooler_output(hidden)?, self.hidden_mask());
+        let pooled = self.aq(Site::PoolerOut, None, pooled);
         Ok(classifier.forward(pooled))
     }
 
@@ -893,7 +1071,7 @@ impl<B: Backend> Bert<B> {
         use std::any::TypeId;
         let cpu = TypeId::of::<B>() == TypeId::of::<super::Cpu>()
             || TypeId::of::<B>() == TypeId::of::<super::CpuAutodiff>();
-        if !cpu || !self.host_kernels {
+        if !cpu || !self.host_kernels || self.masks.is_some() {
             return Ok(None);
         }
         let mode = self.act.as_deref();
@@ -1017,7 +1195,9 @@ impl<B: Backend> Bert<B> {
         let groups = rayon::current_num_threads()
             .min(batch.batch_size / MIN_ROWS)
             .max(1);
-        if groups == 1 {
+        // Masks of one sample per input (rows = the batch) cannot be split with the batch.
+        let per_row = self.masks.is_some();
+        if groups == 1 || per_row {
             return f(self, batch);
         }
         let per = batch.batch_size.div_ceil(groups);

@@ -11,7 +11,7 @@ mod bert;
 mod host;
 
 pub use crate::quant::act::ActMode;
-pub use bert::{Bert, LayerNorm, LayerTrace, Linear};
+pub use bert::{Bert, LayerMasks, LayerNorm, LayerTrace, Linear, Masks};
 
 /// The CPU backend (pure Rust, multi-threaded).
 pub type Cpu = burn::backend::Flex;

@@ -42,13 +42,18 @@ fn neuron_parameters(h: usize) -> usize {
     2 * h + 1
 }
 
-/// The target as a number of parameters to remove.
-fn target_parameters(config: &Config, ctx: &PlanContext) -> Result<usize> {
+/// The target (a fraction of the encoder's parameters, or the bytes the model's tensors should take) as a number
+/// of parameters to remove.
+pub(crate) fn target_parameters(
+    target: Option<f64>,
+    target_bytes: Option<u64>,
+    ctx: &PlanContext,
+) -> Result<usize> {
     let encoder = ctx.config.bert().encoder_parameters();
-    if let Some(t) = config.target {
+    if let Some(t) = target {
         return Ok((t * encoder as f64).round() as usize);
     }
-    let Some(bytes) = config.target_bytes else {
+    let Some(bytes) = target_bytes else {
         return Ok(0);
     };
     let total = ctx.info.total_bytes();
@@ -83,7 +88,7 @@ pub fn decide(config: &Config, ctx: &PlanContext, scores: &Scores) -> Result<Dec
     } else {
         "target"
     };
-    let target = target_parameters(config, ctx)?;
+    let target = target_parameters(config.target, config.target_bytes, ctx)?;
 
     // Whole layers first, lowest block influence first (ties: the later layer).
     if config.drop_layers >= n_layers {

@@ -13,7 +13,7 @@
 //! calibration data through the model), like `vocab-trim` mines its corpus at plan time.
 
 mod allocate;
-mod remove;
+pub(crate) mod remove;
 mod score;
 
 use compressor_models::arch::LayerShape;
@@ -28,7 +28,8 @@ use crate::pass::{
     ArchChange, Pass, PassContext, PassPlan, PassReport, Phase, PlanContext, PlanDecision,
 };
 
-pub use allocate::Decision;
+pub(crate) use allocate::target_parameters;
+pub use allocate::{Decision, LayerKeep};
 
 /// Which units compete for the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -213,60 +214,7 @@ impl Pass for Prune {
 
     fn run(&self, ctx: &mut PassContext) -> Result<PassReport> {
         let decision = self.decision.get("prune")?;
-        let before_layers = ctx.config.bert().layers.clone();
-        let h = ctx.config.bert().hidden_size;
-        let before_params = ctx.config.bert().encoder_parameters();
-        let hidden_before = ctx.config.bert().hidden.clone();
-        let changed = remove::apply(ctx, &decision)?;
-        for change in &ctx.plan.arch {
-            change.apply(ctx.config)?;
-        }
-        if decision.hidden.is_some() {
-            remove::set_pooling_dimension(ctx.files, ctx.config.bert().hidden_size)?;
-        }
-        let after = ctx.config.bert();
-        let after_params = after.encoder_parameters();
-        let mut report = PassReport::structural("prune", changed, before_params, after_params);
-        report
-            .decisions
-            .insert("dropped_layers".into(), json!(decision.dropped_layers));
-        if let Some(kept) = &decision.hidden {
-            // Original ids (of the checkpoint before any hidden pruning).
-            let original = |p: usize| hidden_before.as_ref().map_or(p, |d| d.kept[p]);
-            let removed: Vec<usize> = (0..h)
-                .filter(|p| kept.binary_search(p).is_err())
-                .map(original)
-                .collect();
-            report.decisions.insert(
-                "hidden".into(),
-                json!({ "before": h, "after": kept.len(), "removed": removed }),
-            );
-        }
-        let per_layer: Vec<serde_json::Value> = decision
-            .layers
-            .iter()
-            .zip(&after.layers)
-            .map(|(d, shape)| {
-                let old: &LayerShape = &before_layers[d.layer];
-                let removed_heads: Vec<usize> = old
-                    .heads
-                    .iter()
-                    .enumerate()
-                    .filter(|(p, _)| !d.heads.contains(p))
-                    .map(|(_, id)| *id)
-                    .collect();
-                json!({
-                    "source": old.source,
-                    "heads_kept": shape.heads,
-                    "heads_removed": removed_heads,
-                    "neurons_before": old.intermediate_size,
-                    "neurons_after": shape.intermediate_size,
-                    "parameters_before": ctx.config.bert().layer_parameters(h, old),
-                    "parameters_after": after.layer_parameters(after.hidden_size, shape),
-                })
-            })
-            .collect();
-        report.decisions.insert("layers".into(), json!(per_layer));
+        let mut report = apply_decision(ctx, &decision, "prune")?;
         report
             .decisions
             .insert("importance".into(), json!(self.config.importance));
@@ -275,6 +223,70 @@ impl Pass for Prune {
             .insert("allocation".into(), json!(self.config.allocation));
         Ok(report)
     }
+}
+
+/// Apply a pruning decision planned by [`remove::plan`]: remove the units, update the config (and the pooling
+/// width when hidden dimensions go) and report what was removed, per layer.
+pub(crate) fn apply_decision(
+    ctx: &mut PassContext,
+    decision: &Decision,
+    kind: &str,
+) -> Result<PassReport> {
+    let before_layers = ctx.config.bert().layers.clone();
+    let h = ctx.config.bert().hidden_size;
+    let before_params = ctx.config.bert().encoder_parameters();
+    let hidden_before = ctx.config.bert().hidden.clone();
+    let changed = remove::apply(ctx, decision)?;
+    for change in &ctx.plan.arch {
+        change.apply(ctx.config)?;
+    }
+    if decision.hidden.is_some() {
+        remove::set_pooling_dimension(ctx.files, ctx.config.bert().hidden_size)?;
+    }
+    let after = ctx.config.bert();
+    let after_params = after.encoder_parameters();
+    let mut report = PassReport::structural(kind, changed, before_params, after_params);
+    report
+        .decisions
+        .insert("dropped_layers".into(), json!(decision.dropped_layers));
+    if let Some(kept) = &decision.hidden {
+        // Original ids (of the checkpoint before any hidden pruning).
+        let original = |p: usize| hidden_before.as_ref().map_or(p, |d| d.kept[p]);
+        let removed: Vec<usize> = (0..h)
+            .filter(|p| kept.binary_search(p).is_err())
+            .map(original)
+            .collect();
+        report.decisions.insert(
+            "hidden".into(),
+            json!({ "before": h, "after": kept.len(), "removed": removed }),
+        );
+    }
+    let per_layer: Vec<serde_json::Value> = decision
+        .layers
+        .iter()
+        .zip(&after.layers)
+        .map(|(d, shape)| {
+            let old: &LayerShape = &before_layers[d.layer];
+            let removed_heads: Vec<usize> = old
+                .heads
+                .iter()
+                .enumerate()
+                .filter(|(p, _)| !d.heads.contains(p))
+                .map(|(_, id)| *id)
+                .collect();
+            json!({
+                "source": old.source,
+                "heads_kept": shape.heads,
+                "heads_removed": removed_heads,
+                "neurons_before": old.intermediate_size,
+                "neurons_after": shape.intermediate_size,
+                "parameters_before": ctx.config.bert().layer_parameters(h, old),
+                "parameters_after": after.layer_parameters(after.hidden_size, shape),
+            })
+        })
+        .collect();
+    report.decisions.insert("layers".into(), json!(per_layer));
+    Ok(report)
 }
 
 /// The architecture changes of a decision: the kept layers' new shapes, then the kept hidden dimensions.
