@@ -3,7 +3,8 @@
 #   `shared` (../shared) and `results` (work/results.tsv, started with the tab-separated HEADER when new);
 # - `bench_model NAME`: `path` (the checkpoint), `calib` (the [calibration] data keys) and `evals` (the [[eval]]
 #   tables) for `minilm` (all-MiniLM-L6-v2, 256 Wikipedia paragraphs, STS-B test), `mpnet` (all-mpnet-base-v2,
-#   the same data) or `sst2` (the SST-2 classifier fine-tuned from it, SST-2 training sentences, GLUE dev);
+#   the same data), `sst2` (the SST-2 classifier fine-tuned from it, SST-2 training sentences, GLUE dev) or `mrpc`
+#   (the MRPC classifier, MRPC training pairs, GLUE dev accuracy and F1);
 # - `bench_pipeline NAME PASSES`: writes work/NAME.toml, the model of `bench_model` with its [calibration] ($SAMPLES, default 256
 #   samples, 128 tokens), the [[pass]] tables PASSES, output work/NAME and the evaluations;
 # - `bench_delta DIR`: "baseline<TAB>compressed<TAB>delta" (x100) of the first evaluation in DIR/report.json.
@@ -38,7 +39,16 @@ field = \"sentence\""
 task = \"glue\"
 data = \"$shared/data/sst2/dev.jsonl\"
 max-length = 128" ;;
-    *) echo "unknown model $1 (minilm, mpnet, sst2)" >&2; return 1 ;;
+    mrpc)
+      path="$shared/models/minilm-l6-mrpc"
+      calib="data = \"$shared/data/mrpc/train.jsonl\"
+field = \"sentence1\"
+pair-field = \"sentence2\""
+      evals="[[eval]]
+task = \"glue\"
+data = \"$shared/data/mrpc/dev.jsonl\"
+max-length = 128" ;;
+    *) echo "unknown model $1 (minilm, mpnet, sst2, mrpc)" >&2; return 1 ;;
   esac
 }
 

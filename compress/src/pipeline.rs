@@ -43,6 +43,9 @@ pub struct CalibrationSection {
     /// Seed for sampling (and for every pass that samples).
     #[serde(default)]
     pub seed: u64,
+    /// The field of each record's second text (sentence pairs, as MRPC's `sentence2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_field: Option<String>,
 }
 
 fn default_field() -> String {
@@ -136,6 +139,7 @@ impl Pipeline {
                 samples: c.samples,
                 max_length: c.max_length,
                 seed: c.seed,
+                pair_field: c.pair_field.clone(),
             })
     }
 
@@ -574,7 +578,7 @@ mod tests {
              missing key `pass[1].kind` (line 6)\n\
              missing table `[output]`\n\
              hint: did you mean `pass[0].dtype`?\n\
-             hint: every `[[pass]]` needs a `kind`: one of cast, blockwise-quant, hessian-mp, prune, qa-svd, fisher-prune, vocab-trim\n\
+             hint: every `[[pass]]` needs a `kind`: one of cast, blockwise-quant, hessian-mp, prune, qa-svd, fisher-prune, vib-prune, vocab-trim\n\
              hint: add `[output]` with `dir = \"<artifact folder>\"`"
         );
         assert_eq!(

@@ -77,7 +77,7 @@ fn unknown_pass_kind() {
          \n\
          Caused by:\n  unknown pass kind `gptq` at `pass[0].kind` (line 5)\n\
          \n\
-         hint: the pass kinds are: cast, blockwise-quant, hessian-mp, prune, qa-svd, fisher-prune, vocab-trim (`compressor passes` describes them)\n",
+         hint: the pass kinds are: cast, blockwise-quant, hessian-mp, prune, qa-svd, fisher-prune, vib-prune, vocab-trim (`compressor passes` describes them)\n",
     );
 }
 

@@ -22,11 +22,14 @@ pub struct CalibrationSpec {
     pub max_length: usize,
     /// Seed for sampling.
     pub seed: u64,
+    /// The field of each record's second text, for sentence-pair tasks (MRPC): the records are then encoded as
+    /// pairs, as the evaluation encodes them.
+    pub pair_field: Option<String>,
 }
 
 use compressor_calibration::{
-    int_field, length_sorted_order, read_jsonl, read_texts, sample, text_field, TextInput,
-    TextTokenizer,
+    int_field, length_sorted_order, read_jsonl, read_text_fields, read_texts, sample, text_field,
+    TextInput, TextTokenizer,
 };
 use compressor_models::{EncodedBatch, ModelConfig};
 
@@ -144,11 +147,21 @@ impl CalibrationSpec {
         labels: LabelRequest,
     ) -> Result<Records> {
         let labels = self.labels(labels)?;
-        let texts = sample(
-            read_texts(&self.data, &self.field, None)?,
-            self.samples,
-            self.seed,
-        );
+        let inputs: Vec<TextInput> = match &self.pair_field {
+            None => read_texts(&self.data, &self.field, None)?
+                .into_iter()
+                .map(TextInput::from)
+                .collect(),
+            Some(pair) => read_text_fields(&self.data, &[&self.field, pair], None)?
+                .into_iter()
+                .map(|mut row| {
+                    let second = row.pop().unwrap_or_default();
+                    let first = row.pop().unwrap_or_default();
+                    TextInput::pair(first, second)
+                })
+                .collect(),
+        };
+        let texts = sample(inputs, self.samples, self.seed);
         if texts.is_empty() {
             return Err(Error::Config {
                 key: "calibration.data".into(),
@@ -156,8 +169,7 @@ impl CalibrationSpec {
             });
         }
         let tokenizer = self.tokenizer(files, config)?;
-        let encoded =
-            tokenizer.encode_all(&texts.into_iter().map(TextInput::from).collect::<Vec<_>>())?;
+        let encoded = tokenizer.encode_all(&texts)?;
         Ok(Records {
             encoded,
             labels,

@@ -173,6 +173,7 @@ fn bad_settings_fail_at_plan_time_with_what_would_fit() {
         samples: 4,
         max_length: 16,
         seed: 0,
+        pair_field: None,
     };
     assert_eq!(
         plan(&dir, serde_json::json!({ "group-size": 16, "activations": { "block-size": 24 } }), Some(&calibration))

@@ -40,6 +40,7 @@ fn calibration(dir: &Path, label_offset: i64) -> CalibrationSpec {
         samples: 8,
         max_length: 16,
         seed: 0,
+        pair_field: None,
     }
 }
 

@@ -52,6 +52,7 @@ fn calibration(dir: &Path, labels: bool) -> CalibrationSpec {
         samples: TEXTS.len(),
         max_length: 16,
         seed: 0,
+        pair_field: None,
     }
 }
 

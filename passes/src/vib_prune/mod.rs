@@ -78,6 +78,16 @@ pub enum Loss {
     Distill,
 }
 
+/// Where the masks train.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// The first CUDA GPU (a binary built with the `cuda` feature).
+    Cuda,
+}
+
 /// The distillation loss's weights (TVA-Prune's defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -180,6 +190,9 @@ pub struct Config {
     /// Steps between checkpoints.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
+    /// Where the masks train (the teacher of distillation runs on the CPU).
+    #[serde(default)]
+    pub device: Device,
 }
 
 fn default_structures() -> Vec<Structure> {
@@ -351,7 +364,10 @@ struct Trained {
     hard: Hard,
     /// Trained Linear weights (`[out, in]` values and biases, the checkpoint's layout), with weights.
     weights: Vec<(String, Vec<f32>)>,
+    /// What the manifest records of the training (a pure function of the inputs).
     summary: serde_json::Value,
+    /// How this plan got the masks, for its note: trained for the seconds, resumed at a step, or read back.
+    how: String,
 }
 
 /// The `vib-prune` pass.
@@ -538,6 +554,10 @@ fn to_checkpoint_layout(values: &[f32], [i, o]: [usize; 2]) -> Vec<f32> {
 impl VibPrune {
     fn train(&self, ctx: &PlanContext) -> Result<Trained> {
         let c = &self.config;
+        ctx.require_checkpoint_weights(
+            "vib-prune",
+            "put `vib-prune` first (masks are trained on the checkpoint's own weights)",
+        )?;
         let spec = ctx.calibration.ok_or_else(|| Error::NoCalibration {
             key: "vib-prune".into(),
         })?;
@@ -680,7 +700,7 @@ impl VibPrune {
         if state.step < steps {
             progress.on_pass_start("vib-prune: train masks", steps - state.step);
             let every = c.checkpoint_every;
-            seconds = train::run(&job, &mut state, &mut |s: &State| {
+            seconds = train_on(c.device, &job, &mut state, &mut |s: &State| {
                 if let Some(h) = s.history.last() {
                     progress.on_unit(&format!(
                         "step {} loss {:.4} kl {:.1} sparsity {:.3} (target {:.3})",
@@ -723,8 +743,6 @@ impl VibPrune {
             "objective": match objective { Objective::Task => "task", Objective::Distill { .. } => "distill" },
             "records": n,
             "steps": steps,
-            "resumed_at_step": if resumed { Some(resumed_at) } else { None },
-            "training_seconds": seconds,
             "final": { "loss": last[0], "kl": last[1], "expected_sparsity": last[2], "target_sparsity": last[3] },
             "lambdas": state.lambdas.value,
             "threshold": hard.threshold,
@@ -741,12 +759,42 @@ impl VibPrune {
                 })
             }).collect::<Vec<_>>(),
         });
+        let how = match (resumed, resumed_at >= steps) {
+            (true, true) => "read back from the checkpoint".to_string(),
+            (true, false) => format!("resumed at step {resumed_at}, then {seconds:.1} s"),
+            (false, _) => format!("{seconds:.1} s"),
+        };
         Ok(Trained {
             masks: state.masks,
             hard,
             weights,
             summary,
+            how,
         })
+    }
+}
+
+/// Train on `device`.
+fn train_on(
+    device: Device,
+    job: &train::Job,
+    state: &mut State,
+    on_step: &mut dyn FnMut(&State) -> Result<()>,
+) -> Result<f64> {
+    match device {
+        Device::Cpu => train::run(job, state, on_step),
+        #[cfg(feature = "cuda")]
+        Device::Cuda => train::run_on::<burn::backend::Autodiff<compressor_models::runtime::Cuda>>(
+            job,
+            state,
+            &Default::default(),
+            on_step,
+        ),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => Err(Error::Config {
+            key: "device".into(),
+            problem: "is \"cuda\", but this binary was built without CUDA support\nhint: build with `cargo build --release --features cuda`, or use device = \"cpu\"".into(),
+        }),
     }
 }
 
@@ -778,11 +826,7 @@ impl Pass for VibPrune {
             s["steps"],
             serde_json::to_string(&self.config.variant).unwrap_or_default().trim_matches('"'),
             s["objective"].as_str().unwrap_or(""),
-            match s["resumed_at_step"].as_u64() {
-                Some(k) if k as usize >= s["steps"].as_u64().unwrap_or(0) as usize => "read back from the checkpoint".to_string(),
-                Some(k) => format!("resumed at step {k}"),
-                None => format!("{:.1} s", s["training_seconds"].as_f64().unwrap_or(0.0)),
-            },
+            trained.how,
             trained.hard.threshold,
             100.0 * s["fraction_removed_at_threshold_0"].as_f64().unwrap_or(0.0)
         ));

@@ -14,6 +14,7 @@
 
 use std::time::Instant;
 
+use burn::tensor::backend::AutodiffBackend;
 use compressor_models::rng::Rng;
 use compressor_models::runtime::{flat, Backend, Bert, Cpu, CpuAutodiff, Tensor, TensorData};
 use compressor_models::{EncodedBatch, ModelConfig, Pooling, TensorStore};
@@ -179,10 +180,8 @@ fn teacher(model: &Bert<Cpu>, batch: &EncodedBatch) -> Result<Teacher> {
     Ok(Teacher { layers, output })
 }
 
-type B = CpuAutodiff;
-
 /// The objective's loss of the masked `model` on `batch`.
-fn objective_loss(
+fn objective_loss<B: Backend>(
     model: &Bert<B>,
     batch: &EncodedBatch,
     labels: Option<&[usize]>,
@@ -198,7 +197,7 @@ fn objective_loss(
             },
             Some(t),
         ) => {
-            let device = *model.device();
+            let device = model.device().clone();
             let (b, s) = (batch.batch_size, batch.seq_len);
             let traces = model.trace(batch)?;
             let mask: Vec<f32> = batch.attention_mask.iter().map(|&m| m as f32).collect();
@@ -262,19 +261,29 @@ fn objective_loss(
     }
 }
 
-fn scalar(t: Tensor<B, 1>) -> Result<f64> {
+fn scalar<B: Backend>(t: Tensor<B, 1>) -> Result<f64> {
     Ok(f64::from(flat(t)?.first().copied().unwrap_or(f32::NAN)))
 }
 
-/// Steps from `state.step` to the schedule's end; `on_step` after each (for progress and checkpoints).
+/// Steps from `state.step` to the schedule's end on the CPU; `on_step` after each (for progress and checkpoints).
 pub fn run(
     job: &Job,
     state: &mut State,
     on_step: &mut dyn FnMut(&State) -> Result<()>,
 ) -> Result<f64> {
+    run_on::<CpuAutodiff>(job, state, &Default::default(), on_step)
+}
+
+/// [`run`] on any autodiff backend (`Autodiff<Cuda>` with the `cuda` feature); the teacher runs on the CPU.
+pub fn run_on<B: AutodiffBackend>(
+    job: &Job,
+    state: &mut State,
+    device: &B::Device,
+    on_step: &mut dyn FnMut(&State) -> Result<()>,
+) -> Result<f64> {
     let started = Instant::now();
     let s = job.schedule;
-    let device = Default::default();
+    let device = device.clone();
     let base = Bert::<B>::load(job.store, job.config, job.pooling, &device)?;
     let teacher_model = match job.objective {
         Objective::Distill { .. } => Some(Bert::<Cpu>::load(

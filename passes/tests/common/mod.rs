@@ -25,6 +25,7 @@ pub fn calibration_texts(dir: &Path, texts: &[&str]) -> compressor_passes::Calib
         samples: texts.len(),
         max_length: 16,
         seed: 0,
+        pair_field: None,
     }
 }
 
