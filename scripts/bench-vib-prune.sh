@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The vib-prune figures of docs/passes/vib-prune.md: the SST-2 and MRPC classifiers fine-tuned from all-MiniLM-L6-v2
-# (GLUE dev accuracy, and F1 for MRPC in the last column; masks trained on their training sentences or pairs)
+# (GLUE dev accuracy; the compressed model's other metrics, F1 for MRPC, in the last column; masks trained on their training sentences or pairs)
 # and all-MiniLM-L6-v2 (STS-B test Spearman; distillation on Wikipedia paragraphs) with 30 / 50 / 70% of the
 # encoder's parameters removed, per VTrans variant, next to the `prune` baseline (heads + neurons, per-layer, activation and magnitude importance) at the same targets.
 # $SAMPLES calibration records (default 2048), 128 tokens, 3 epochs of batches of 32 unless EPOCHS is set.
@@ -66,7 +66,8 @@ delta = r["deltas"][0]
 size = r["models"][1]["size_bytes"]
 print("\t".join([model, target, method, f"{removed:.4f}", f"{100 * delta['baseline']:.2f}",
                  f"{100 * delta['compressed']:.2f}", f"{100 * delta['delta']:+.2f}", str(size), seconds,
-                 " ".join(f"{d['metric']} {100 * d['baseline']:.2f}->{100 * d['compressed']:.2f}" for d in r["deltas"][1:])]))
+                 " ".join(f"{k} {100 * v:.2f}" for res in r["results"] if res["model"] == r["models"][1]["label"]
+                          for k, v in sorted(res["result"]["metrics"].items()) if k in ("f1", "mcc"))]))
 PY
       tail -1 "$results" >&2
       rm -rf "$work/$name"
