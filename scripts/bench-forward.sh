@@ -5,6 +5,8 @@
 # compressor / PyTorch of sentences per second (medians over the timed iterations; each pair runs back to back).
 #
 #   scripts/bench-forward.sh [MODEL_DIR ...]     # default: .cache/models/all-MiniLM-L6-v2
+#   scripts/bench-forward.sh out/sst2-vib-prune:out/sst2-vib-prune-remote   # DIR:TORCH_DIR, a pruned artifact and
+#                                                # its `export --format remote-code` (loaded with trust_remote_code)
 #
 # Environment: PYTHON (with torch and transformers; default python3), SEQS ("16 256"), BATCHES ("32 1"),
 # THREADS ("1 2"), TENSOR_OPS=1 to time burn's tensor-op path instead of the host kernels.
@@ -30,8 +32,14 @@ iters() { # tokens-per-batch -> iterations
 
 echo "| model | tokens | batch | threads | compressor sent/s | PyTorch sent/s | ratio |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
-for model in "${models[@]}"; do
-  model=$(cd "$model" && pwd)
+for pair in "${models[@]}"; do
+  model=$(cd "${pair%%:*}" && pwd)
+  torch_dir=$model
+  remote=()
+  if [[ $pair == *:* ]]; then
+    torch_dir=$(cd "${pair#*:}" && pwd)
+    remote=(--trust-remote-code)
+  fi
   for seq in ${SEQS:-16 256}; do
     for batch in ${BATCHES:-32 1}; do
       for threads in ${THREADS:-1 2}; do
@@ -39,8 +47,8 @@ for model in "${models[@]}"; do
         [ "$(basename "$model")" = bert-base-random ] && n=$(( n > 5 ? n / 2 : 3 ))
         ours=$(RAYON_NUM_THREADS=$threads "$bench" "$model" "$n" --batch "$batch" --seq "$seq" --warmup 1 "${extra[@]}" 2>/dev/null |
           sed -n 's/.* \([0-9.]*\) sentences\/s.*/\1/p')
-        theirs=$("$PY" scripts/bench_torch_forward.py --model-dir "$model" --threads "$threads" --batch "$batch" \
-          --seq-len "$seq" --warmup 1 --iters "$n" 2>/dev/null | sed -n 's/^throughput: \([0-9.]*\) sentences.*/\1/p')
+        theirs=$("$PY" scripts/bench_torch_forward.py --model-dir "$torch_dir" "${remote[@]}" --threads "$threads" \
+          --batch "$batch" --seq-len "$seq" --warmup 1 --iters "$n" 2>/dev/null | sed -n 's/^throughput: \([0-9.]*\) sentences.*/\1/p')
         ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.2fx", a / b }')
         echo "| $(basename "$model") | $seq | $batch | $threads | $ours | $theirs | $ratio |"
       done

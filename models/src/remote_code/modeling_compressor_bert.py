@@ -68,16 +68,15 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
         self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.register_buffer(
-            "position_ids", torch.arange(config.max_position_embeddings).expand((1, -1)), persistent=True
-        )
 
     def forward(self, input_ids, token_type_ids):
         t = input_ids.shape[1]
         x = (
             self.word_embeddings(input_ids)
             + self.token_type_embeddings(token_type_ids)
-            + self.position_embeddings(self.position_ids[:, :t])
+            # Positions are made here, not kept in a buffer: transformers materialises a model's buffers from the
+            # checkpoint or leaves them uninitialised, and classifier checkpoints carry no position_ids.
+            + self.position_embeddings(torch.arange(t, device=input_ids.device).unsqueeze(0))
         )
         return self.LayerNorm(x)
 
