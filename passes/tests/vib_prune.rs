@@ -484,3 +484,22 @@ fn bad_input_is_a_plan_error_naming_the_key() {
         PassSpec::from_config("vib-prune", json!({ "target": 0.5, "varaint": "fast" })).is_err()
     );
 }
+
+#[test]
+fn fast_vtrans_takes_the_full_schedule_on_its_fraction_of_the_records() {
+    // 8 records in batches of 4, 3 epochs: 6 steps; Fast-VTrans keeps one batch (4 records) and still takes 6.
+    let dir = fixture("tiny-bert-cls");
+    let calib = calibration(&tempfile::tempdir().expect("tmp").keep(), true);
+    let pass = VibPrune::with_cache(
+        settings(json!({ "variant": "fast", "steps": null, "epochs": 3 })),
+        Cache::off(),
+    );
+    let p = plan(&pass, &dir, Some(&calib), &NoProgress).expect("plans");
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("VIB masks trained for 6 steps (fast, distill loss")),
+        "{:?}",
+        p.notes
+    );
+}

@@ -150,7 +150,7 @@ pub struct Config {
     pub loss: Loss,
     #[serde(default = "default_label_field")]
     pub label_field: String,
-    /// Passes over the (used) calibration records; `steps` overrides.
+    /// Passes over the calibration records (Fast-VTrans takes as many steps on its fraction); `steps` overrides.
     #[serde(default = "default_epochs")]
     pub epochs: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -493,6 +493,11 @@ impl VibPrune {
         }
         let mut records = spec.records(&files, ctx.config, request)?;
         let objective = objective(c, &bert.head, records.labels.is_some())?;
+        // The schedule is `epochs` over every sampled record; Fast-VTrans runs it on its fraction of them (the
+        // same number of steps on less data).
+        let all = records.encoded.len();
+        let per_epoch = all.div_ceil(c.batch_size.min(all).max(1)).max(1);
+        let steps = c.steps.unwrap_or(c.epochs * per_epoch);
         if c.variant == Variant::Fast {
             let keep = ((records.encoded.len() as f64 * c.fast_fraction).ceil() as usize)
                 .max(c.batch_size)
@@ -503,8 +508,6 @@ impl VibPrune {
             }
         }
         let n = records.encoded.len();
-        let per_epoch = n.div_ceil(c.batch_size.min(n).max(1)).max(1);
-        let steps = c.steps.unwrap_or(c.epochs * per_epoch);
         let parameters = bert.encoder_parameters();
         let removed = prune::target_parameters(c.target, c.target_bytes, ctx)?;
         let budget = parameters.saturating_sub(removed);
