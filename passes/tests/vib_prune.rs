@@ -131,6 +131,15 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// `plan` has a note containing `needle`.
+fn assert_note(plan: &PassPlan, needle: &str) {
+    assert!(
+        plan.notes.iter().any(|n| n.contains(needle)),
+        "no note with {needle:?}: {:?}",
+        plan.notes
+    );
+}
+
 fn plan_error(dir: &Path, extra: Value, calibration: Option<&CalibrationSpec>) -> String {
     let pass = VibPrune::with_cache(settings(extra), Cache::off());
     match plan(&pass, dir, calibration, &NoProgress) {
@@ -405,11 +414,7 @@ fn a_killed_run_resumes_from_its_checkpoint_to_the_same_masks() {
     assert!(checkpoint.join("vib-prune.safetensors").is_file());
     let resumed = VibPrune::with_cache(cfg.clone(), Cache::off());
     let p = plan(&resumed, &dir, Some(&calib), &NoProgress).expect("resumes");
-    assert!(
-        p.notes.iter().any(|n| n.contains("resumed at step 4")),
-        "{:?}",
-        p.notes
-    );
+    assert_note(&p, "resumed at step 4");
     assert_eq!(
         resumed.outcome().expect("trained"),
         whole.outcome().expect("trained")
@@ -417,13 +422,7 @@ fn a_killed_run_resumes_from_its_checkpoint_to_the_same_masks() {
     // The finished checkpoint is read back without training.
     let again = VibPrune::with_cache(cfg, Cache::off());
     let p = plan(&again, &dir, Some(&calib), &NoProgress).expect("plans");
-    assert!(
-        p.notes
-            .iter()
-            .any(|n| n.contains("read back from the checkpoint")),
-        "{:?}",
-        p.notes
-    );
+    assert_note(&p, "read back from the checkpoint");
     // A checkpoint of other settings is refused, naming the file.
     let other = plan_error(
         &dir,
@@ -495,11 +494,5 @@ fn fast_vtrans_takes_the_full_schedule_on_its_fraction_of_the_records() {
         Cache::off(),
     );
     let p = plan(&pass, &dir, Some(&calib), &NoProgress).expect("plans");
-    assert!(
-        p.notes
-            .iter()
-            .any(|n| n.contains("VIB masks trained for 6 steps (fast, distill loss")),
-        "{:?}",
-        p.notes
-    );
+    assert_note(&p, "VIB masks trained for 6 steps (fast, distill loss");
 }
