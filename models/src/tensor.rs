@@ -310,8 +310,8 @@ fn encode_floats(values: &[f32], dtype: DType) -> Result<Vec<u8>> {
 pub type PartOf<'a> = dyn Fn(&str) -> Option<HostTensor> + 'a;
 
 /// A row-major `[rows, cols]` matrix as row-major `[cols, rows]` (HF `[out, in]` weights for `x W` products: the
-/// runtime's burn Linears and the ONNX graph's MatMuls).
-pub(crate) fn transposed<T: Copy + Default>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
+/// runtime's burn Linears and the ONNX graph's MatMuls; the trainers' `[in, out]` values back to checkpoint layout).
+pub fn transposed<T: Copy + Default>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
     let mut t = vec![T::default(); w.len()];
     for r in 0..rows {
         for c in 0..cols {

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::fixture;
+use common::{fixture, labelled_calibration};
 use compressor_models::{Checkpoint, Encoding, HostTensor, QuantTensor, Strategy};
 use compressor_passes::hessian_mp::HessianMp;
 use compressor_passes::{
@@ -14,35 +14,6 @@ use compressor_passes::{
     PlanContext, SideFiles,
 };
 use serde_json::{json, Value};
-
-const TEXTS: [(&str, i64); 8] = [
-    ("the cat sat on the mat", 1),
-    ("a good movie", 2),
-    ("i hate this film", 0),
-    ("it was not very good", 0),
-    ("love it", 2),
-    ("the dog and the cat", 1),
-    ("a great film, very good", 2),
-    ("bad", 0),
-];
-
-/// A calibration file of `TEXTS` with labels shifted by `label_offset` (an offset of 3 puts them all out of range).
-fn calibration(dir: &Path, label_offset: i64) -> CalibrationSpec {
-    let data = dir.join("calib.jsonl");
-    let lines: String = TEXTS
-        .iter()
-        .map(|(t, y)| format!("{}\n", json!({ "text": t, "label": y + label_offset })))
-        .collect();
-    std::fs::write(&data, lines).expect("write");
-    CalibrationSpec {
-        data,
-        field: "text".into(),
-        samples: 8,
-        max_length: 16,
-        seed: 0,
-        pair_field: None,
-    }
-}
 
 fn config(extra: Value) -> Value {
     let mut c = json!({
@@ -118,7 +89,7 @@ fn blocks(report: &PassReport) -> &serde_json::Map<String, Value> {
 #[test]
 fn classifier_allocation_meets_the_budget_and_beats_uniform_bits_on_its_objective() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let calib = calibration(tmp.path(), 0);
+    let calib = labelled_calibration(tmp.path(), Some(0));
     let dir = fixture("tiny-bert-cls");
     // Q-BERT's blocks (whole layers, the default) and one block per matrix.
     for (block, count) in [("layer", 2), ("matrix", 12)] {
@@ -210,7 +181,7 @@ fn allocation_meets_the_budget(dir: &Path, calib: &CalibrationSpec, block: &str,
 #[test]
 fn top_k_and_reversed_mirror_each_other_and_runs_are_deterministic() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let calib = calibration(tmp.path(), 0);
+    let calib = labelled_calibration(tmp.path(), Some(0));
     let dir = fixture("tiny-bert-cls");
     let extra = |allocation: &str| {
         config(
@@ -291,7 +262,7 @@ fn top_k_and_reversed_mirror_each_other_and_runs_are_deterministic() {
 #[test]
 fn an_embedding_model_uses_self_distillation_with_a_positive_semidefinite_hessian() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let calib = calibration(tmp.path(), 0);
+    let calib = labelled_calibration(tmp.path(), Some(0));
     let (_, report) = run_with(
         &fixture("tiny-bert"),
         config(json!({ "bits": [3, 4] })),
@@ -318,7 +289,7 @@ fn plan_error(dir: &Path, extra: Value, calib: Option<&CalibrationSpec>) -> Stri
 #[test]
 fn bad_settings_are_clear_errors() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let calib = calibration(tmp.path(), 0);
+    let calib = labelled_calibration(tmp.path(), Some(0));
     let cls = fixture("tiny-bert-cls");
     let no_calib = plan_error(&cls, json!({}), None);
     assert!(
@@ -378,7 +349,7 @@ fn bad_settings_are_clear_errors() {
 #[test]
 fn row_groups_quantize_contiguous_output_rows_with_one_scale_each() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let calib = calibration(tmp.path(), 0);
+    let calib = labelled_calibration(tmp.path(), Some(0));
     let dir = fixture("tiny-bert-cls");
     let original = Checkpoint::open(&dir).expect("opens");
     let (ckpt, report) = run_with(&dir, config(json!({ "row-groups": 8 })), &calib).expect("runs");
@@ -436,7 +407,7 @@ fn row_groups_quantize_contiguous_output_rows_with_one_scale_each() {
 #[test]
 fn labels_outside_the_head_are_an_error_naming_the_line() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let calib = calibration(tmp.path(), 3);
+    let calib = labelled_calibration(tmp.path(), Some(3));
     let err = match run_with(&fixture("tiny-bert-cls"), config(json!({})), &calib) {
         Ok(_) => panic!("labels 3..5 do not fit 3 classes"),
         Err(e) => e.to_string(),
@@ -454,10 +425,13 @@ fn calibration_loss(ckpt: &Checkpoint, dir: &Path) -> f64 {
     use compressor_models::runtime::{flat, Bert, Cpu};
     use compressor_passes::hessian::{loss, Sample, Target};
     let tokenizer = TextTokenizer::from_model_dir(dir, Some(16)).expect("tokenizer");
-    let inputs: Vec<TextInput> = TEXTS.iter().map(|(t, _)| TextInput::from(*t)).collect();
+    let inputs: Vec<TextInput> = common::LABELLED
+        .iter()
+        .map(|(t, _)| TextInput::from(*t))
+        .collect();
     let sample = Sample {
         batch: tokenizer.encode_batch(&inputs).expect("encode"),
-        target: Target::Labels(TEXTS.iter().map(|(_, y)| *y as usize).collect()),
+        target: Target::Labels(common::LABELLED.iter().map(|(_, y)| *y as usize).collect()),
     };
     let model = Bert::<Cpu>::load(&ckpt.store, &ckpt.config, ckpt.pooling, &Default::default())
         .expect("load");
@@ -467,7 +441,7 @@ fn calibration_loss(ckpt: &Checkpoint, dir: &Path) -> f64 {
 #[test]
 fn qat_keeps_the_widths_and_lowers_the_loss_of_the_quantized_model() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let calib = calibration(tmp.path(), 0);
+    let calib = labelled_calibration(tmp.path(), Some(0));
     let dir = fixture("tiny-bert-cls");
     let two_bits = |qat: Value| config(json!({ "bits": [2], "average-bits": 2.0, "qat": qat }));
     let (plain, plain_report) = run_with(&dir, two_bits(Value::Null), &calib).expect("runs");
@@ -518,7 +492,7 @@ fn qat_keeps_the_widths_and_lowers_the_loss_of_the_quantized_model() {
 #[test]
 fn bad_qat_settings_are_clear_errors() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let calib = calibration(tmp.path(), 0);
+    let calib = labelled_calibration(tmp.path(), Some(0));
     let cls = fixture("tiny-bert-cls");
     assert_eq!(
         plan_error(&cls, json!({ "qat": { "steps": 0 } }), Some(&calib)),
@@ -539,7 +513,7 @@ fn bad_qat_settings_are_clear_errors() {
 #[test]
 fn the_plan_notes_when_transformers_cannot_decode_the_artifact() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let calib = calibration(tmp.path(), 0);
+    let calib = labelled_calibration(tmp.path(), Some(0));
     let cls = fixture("tiny-bert-cls");
     let notes = |extra: Value| -> Vec<String> {
         plan_with(&cls, config(extra), Some(&calib))
@@ -566,7 +540,7 @@ fn the_plan_notes_when_transformers_cannot_decode_the_artifact() {
 #[test]
 fn gptq_rounding_lowers_the_layer_error_of_every_block_at_its_width() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let calib = calibration(tmp.path(), 0);
+    let calib = labelled_calibration(tmp.path(), Some(0));
     let cls = fixture("tiny-bert-cls");
     let err = plan_error(
         &cls,

@@ -7,30 +7,15 @@ mod common;
 
 use std::path::Path;
 
-use common::fixture;
+use common::{batch, fixture, max_diff};
 use compressor_models::arch::LayerShape;
 use compressor_models::runtime::{Bert, Cpu};
-use compressor_models::{Checkpoint, EncodedBatch, HostTensor, ModelConfig, TensorStore};
+use compressor_models::{Checkpoint, HostTensor, ModelConfig, TensorStore};
 use compressor_passes::{
     CalibrationSpec, ModelInfo, NoProgress, PassContext, PassPlan, PassReport, PassSpec,
     PlanContext, SideFiles,
 };
 use serde_json::{json, Value};
-
-fn batch() -> EncodedBatch {
-    let rows: Vec<(Vec<i64>, Vec<i64>)> = [
-        vec![2, 17, 40, 33, 9, 3],
-        vec![2, 50, 61, 3],
-        vec![2, 8, 8, 90, 101, 77, 12, 3],
-    ]
-    .into_iter()
-    .map(|ids| {
-        let types = vec![0; ids.len()];
-        (ids, types)
-    })
-    .collect();
-    EncodedBatch::from_rows(&rows, 0)
-}
 
 /// The embeddings of `batch()`, from the host kernels, checked against burn's tensor ops on the same (pruned)
 /// shapes.
@@ -43,14 +28,6 @@ fn embed(dir: &Path, config: &ModelConfig, store: &TensorStore) -> Vec<Vec<f32>>
     let d = max_diff(&host, &tensor);
     assert!(d <= 1e-5, "host kernels vs tensor ops: {d}");
     host
-}
-
-fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn calibration(dir: &Path) -> CalibrationSpec {

@@ -7,10 +7,10 @@ mod common;
 
 use std::path::Path;
 
-use common::fixture;
+use common::{batch, fixture, labelled_calibration, max_diff};
 use compressor_models::rng::Rng;
 use compressor_models::runtime::{Bert, Cpu};
-use compressor_models::{Checkpoint, EncodedBatch, ModelConfig, Pooling, TensorStore};
+use compressor_models::{Checkpoint, ModelConfig, Pooling, TensorStore};
 use compressor_passes::analyses::cache::Cache;
 use compressor_passes::vib_prune::masks::Leaves;
 use compressor_passes::vib_prune::{self, KlWeights, MaskSet, Structure, VibPrune};
@@ -19,57 +19,6 @@ use compressor_passes::{
     PlanContext, Progress, SideFiles,
 };
 use serde_json::{json, Value};
-
-const TEXTS: [(&str, i64); 8] = [
-    ("the cat sat on the mat", 1),
-    ("a good movie", 2),
-    ("i hate this film", 0),
-    ("it was not very good", 0),
-    ("love it", 2),
-    ("the dog and the cat", 1),
-    ("a great film, very good", 2),
-    ("bad", 0),
-];
-
-/// `TEXTS` as `calib.jsonl` in `dir`, with labels or without.
-fn calibration(dir: &Path, labels: bool) -> CalibrationSpec {
-    let data = dir.join("calib.jsonl");
-    let lines: String = TEXTS
-        .iter()
-        .map(|(t, y)| {
-            let record = if labels {
-                json!({ "text": t, "label": y })
-            } else {
-                json!({ "text": t })
-            };
-            format!("{record}\n")
-        })
-        .collect();
-    std::fs::write(&data, lines).expect("write");
-    CalibrationSpec {
-        data,
-        field: "text".into(),
-        samples: TEXTS.len(),
-        max_length: 16,
-        seed: 0,
-        pair_field: None,
-    }
-}
-
-fn batch() -> EncodedBatch {
-    let rows: Vec<(Vec<i64>, Vec<i64>)> = [
-        vec![2, 17, 40, 33, 9, 3],
-        vec![2, 50, 61, 3],
-        vec![2, 8, 8, 90, 101, 77, 12, 3],
-    ]
-    .into_iter()
-    .map(|ids| {
-        let types = vec![0; ids.len()];
-        (ids, types)
-    })
-    .collect();
-    EncodedBatch::from_rows(&rows, 0)
-}
 
 fn open(dir: &Path) -> (ModelConfig, TensorStore) {
     let c = Checkpoint::open(dir).expect("opens");
@@ -120,15 +69,6 @@ fn run(
     })?;
     store.check(&config)?;
     Ok((config, store, report))
-}
-
-fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// `plan` has a note containing `needle`.
@@ -289,7 +229,10 @@ fn fold_matches_masked(
     extra: Value,
     labels: bool,
 ) -> (PassPlan, PassReport, ModelConfig) {
-    let calib = calibration(&tempfile::tempdir().expect("tmp").keep(), labels);
+    let calib = labelled_calibration(
+        &tempfile::tempdir().expect("tmp").keep(),
+        labels.then_some(0),
+    );
     let pass = VibPrune::with_cache(settings(extra), Cache::off());
     let plan = plan(&pass, dir, Some(&calib), &NoProgress).expect("plans");
     let (masks, _, values) = pass.outcome().expect("trained");
@@ -355,7 +298,7 @@ fn folding_and_removing_computes_what_the_hard_masked_model_computes() {
 #[test]
 fn training_is_deterministic_and_meets_the_target() {
     let dir = fixture("tiny-bert-cls");
-    let calib = calibration(&tempfile::tempdir().expect("tmp").keep(), true);
+    let calib = labelled_calibration(&tempfile::tempdir().expect("tmp").keep(), Some(0));
     let outcome = || {
         let pass = VibPrune::with_cache(settings(json!({ "target": 0.5 })), Cache::off());
         plan(&pass, &dir, Some(&calib), &NoProgress).expect("plans");
@@ -401,7 +344,7 @@ impl Progress for StopAt {
 fn a_killed_run_resumes_from_its_checkpoint_to_the_same_masks() {
     let dir = fixture("tiny-bert-cls");
     let tmp = tempfile::tempdir().expect("tmp");
-    let calib = calibration(tmp.path(), true);
+    let calib = labelled_calibration(tmp.path(), Some(0));
     let whole = VibPrune::with_cache(settings(json!({})), Cache::off());
     plan(&whole, &dir, Some(&calib), &NoProgress).expect("plans");
     let checkpoint = tmp.path().join("ckpt");
@@ -442,7 +385,7 @@ fn a_killed_run_resumes_from_its_checkpoint_to_the_same_masks() {
     let embedder = plan_error(
         &fixture("tiny-bert"),
         json!({ "checkpoint": checkpoint }),
-        Some(&calibration(tmp.path(), false)),
+        Some(&labelled_calibration(tmp.path(), None)),
     );
     assert!(
         embedder.contains("its model, data, settings differ"),
@@ -454,7 +397,7 @@ fn a_killed_run_resumes_from_its_checkpoint_to_the_same_masks() {
 fn bad_input_is_a_plan_error_naming_the_key() {
     let dir = fixture("tiny-bert-cls");
     let tmp = tempfile::tempdir().expect("tmp");
-    let labelled = calibration(tmp.path(), true);
+    let labelled = labelled_calibration(tmp.path(), Some(0));
     assert_eq!(
         plan_error(&dir, json!({ "structures": ["heads"], "target": 0.9 }), Some(&labelled)),
         "`target`: removes 15379 of 17088 encoder parameters, but masking `heads` can remove at most 8384 (49.1%)\nhint: lower the target or add structures (`hidden`, `heads`, `neurons`, `layers`)"
@@ -463,7 +406,7 @@ fn bad_input_is_a_plan_error_naming_the_key() {
         plan_error(&dir, json!({}), None),
         "`vib-prune` needs calibration data, and the pipeline has no `[calibration]` section\nhint: add `[calibration]` with `data = \"texts.jsonl\"` (one JSON record per line with a `text` field)"
     );
-    let unlabelled = calibration(tmp.path(), false);
+    let unlabelled = labelled_calibration(tmp.path(), None);
     let err = plan_error(&dir, json!({ "loss": "task" }), Some(&unlabelled));
     assert!(err.starts_with("`label-field`: "), "{err}");
     assert!(err.contains("loss = \"task\""), "{err}");
@@ -488,7 +431,7 @@ fn bad_input_is_a_plan_error_naming_the_key() {
 fn fast_vtrans_takes_the_full_schedule_on_its_fraction_of_the_records() {
     // 8 records in batches of 4, 3 epochs: 6 steps; Fast-VTrans keeps one batch (4 records) and still takes 6.
     let dir = fixture("tiny-bert-cls");
-    let calib = calibration(&tempfile::tempdir().expect("tmp").keep(), true);
+    let calib = labelled_calibration(&tempfile::tempdir().expect("tmp").keep(), Some(0));
     let pass = VibPrune::with_cache(
         settings(json!({ "variant": "fast", "steps": null, "epochs": 3 })),
         Cache::off(),

@@ -14,6 +14,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use compressor_models::runtime::{flat, Bert, CpuAutodiff, Tensor, TensorData};
+use compressor_models::tensor::transposed;
 use compressor_models::{Encoding, ModelConfig, Pooling, QuantTensor, TensorStore};
 use serde::{Deserialize, Serialize};
 
@@ -108,27 +109,16 @@ struct Trained {
     bias: Adam,
 }
 
-/// `[in, out]` (burn) to `[out, in]` (checkpoint) and back.
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = values[r * cols + c];
-        }
-    }
-    out
-}
-
 /// The fake-quantized `[in, out]` weight: quantized as the checkpoint's `[out, in]` matrix, decoded.
 fn fake_quant(name: &str, weight_t: &[f32], dims: [usize; 2], e: Encoding) -> Result<Vec<f32>> {
     let [i, o] = dims;
-    let q = QuantTensor::quantize(&transpose(weight_t, i, o), o, i, e).map_err(|problem| {
+    let q = QuantTensor::quantize(&transposed(weight_t, i, o), o, i, e).map_err(|problem| {
         Error::Config {
             key: "qat".into(),
             problem: format!("cannot quantize `{name}`: {problem}"),
         }
     })?;
-    Ok(transpose(&q.dequantize(), o, i))
+    Ok(transposed(&q.dequantize(), o, i))
 }
 
 /// Fine-tune with the straight-through estimator. `batch(step)` gives the data of each step (with its targets);
@@ -267,7 +257,7 @@ pub fn train(
     let mut tensors = Vec::with_capacity(trained.len() * 2);
     for t in trained {
         let [i, o] = t.dims;
-        tensors.push((t.name.clone(), transpose(&t.weight.value, i, o)));
+        tensors.push((t.name.clone(), transposed(&t.weight.value, i, o)));
         let bias = t
             .name
             .strip_suffix(".weight")
@@ -289,8 +279,8 @@ mod tests {
     #[test]
     fn transpose_round_trips() {
         let x: Vec<f32> = (0..6).map(|i| i as f32).collect();
-        let t = transpose(&x, 2, 3);
+        let t = transposed(&x, 2, 3);
         assert_eq!(t, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
-        assert_eq!(transpose(&t, 3, 2), x);
+        assert_eq!(transposed(&t, 3, 2), x);
     }
 }

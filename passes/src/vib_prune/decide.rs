@@ -151,6 +151,12 @@ pub fn hard(set: &MaskSet, config: &BertConfig, budget: usize) -> Option<Hard> {
     })
 }
 
+/// The fewest encoder parameters the masks of `set` can leave: every masked unit removed but one hidden dimension.
+pub fn minimum_parameters(set: &MaskSet, config: &BertConfig) -> usize {
+    let nothing: Vec<Vec<bool>> = set.vibs.iter().map(|v| vec![false; v.mu.len()]).collect();
+    decision_of(set, config, &nothing).1
+}
+
 /// The encoder parameters the reference threshold (`log alpha < 0`) would keep.
 pub fn parameters_at_zero(set: &MaskSet, config: &BertConfig) -> usize {
     let kept: Vec<Vec<bool>> = set

@@ -21,7 +21,8 @@ pub mod train;
 use std::path::{Path, PathBuf};
 
 use compressor_models::arch::{Head, ModelConfig};
-use compressor_models::runtime::{Bert, Cpu, Tensor, TensorData};
+use compressor_models::runtime::{Bert, Cpu};
+use compressor_models::tensor::transposed;
 use compressor_models::{HostTensor, Pooling, TensorStore};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -50,6 +51,17 @@ pub enum Structure {
     /// Whole sublayers: each layer's attention and FFN (CoFi's `mha_z` / `ffn_z`); a layer whose both sublayers
     /// go keeps only its LayerNorms.
     Layers,
+}
+
+impl Structure {
+    pub fn name(self) -> &'static str {
+        match self {
+            Structure::Hidden => "hidden",
+            Structure::Heads => "heads",
+            Structure::Neurons => "neurons",
+            Structure::Layers => "layers",
+        }
+    }
 }
 
 /// Which VTrans.
@@ -433,17 +445,6 @@ fn objective(config: &Config, head: &Head, labelled: bool) -> Result<Objective> 
     })
 }
 
-/// `[in, out]` (burn) to `[out, in]` (checkpoint).
-fn to_checkpoint_layout(values: &[f32], [i, o]: [usize; 2]) -> Vec<f32> {
-    let mut out = vec![0f32; values.len()];
-    for r in 0..i {
-        for c in 0..o {
-            out[c * i + r] = values[r * o + c];
-        }
-    }
-    out
-}
-
 impl VibPrune {
     fn train(&self, ctx: &PlanContext) -> Result<Trained> {
         let c = &self.config;
@@ -488,9 +489,8 @@ impl VibPrune {
             }
             _ => LabelRequest::None,
         };
-        if let (Loss::Task, None) = (c.loss, classes) {
-            objective(c, &bert.head, false)?;
-        }
+        // A loss this model cannot have is refused before the data is read.
+        objective(c, &bert.head, true)?;
         let mut records = spec.records(&files, ctx.config, request)?;
         let objective = objective(c, &bert.head, records.labels.is_some())?;
         // The schedule is `epochs` over every sampled record; Fast-VTrans runs it on its fraction of them (the
@@ -539,20 +539,13 @@ impl VibPrune {
             });
         }
         // A target the structures cannot reach fails before any training.
-        let floor = decide::hard(&fresh, bert, usize::MAX).map(|_| ());
-        let minimum = {
-            let mut nothing = fresh.clone();
-            for v in &mut nothing.vibs {
-                v.logd.iter_mut().for_each(|d| *d = 50.0);
-            }
-            decide::parameters_at_zero(&nothing, bert)
-        };
-        if floor.is_none() || minimum > budget {
+        let minimum = decide::minimum_parameters(&fresh, bert);
+        if minimum > budget {
             return Err(Error::Config {
                 key: if c.target.is_some() { "target" } else { "target-bytes" }.into(),
                 problem: format!(
                     "removes {removed} of {parameters} encoder parameters, but masking {} can remove at most {} ({:.1}%)\nhint: lower the target or add structures (`hidden`, `heads`, `neurons`, `layers`)",
-                    c.structures.iter().map(|s| format!("`{}`", structure_name(*s))).collect::<Vec<_>>().join(", "),
+                    c.structures.iter().map(|s| format!("`{}`", s.name())).collect::<Vec<_>>().join(", "),
                     parameters - minimum,
                     100.0 * (parameters - minimum) as f64 / parameters.max(1) as f64
                 ),
@@ -628,7 +621,7 @@ impl VibPrune {
                 [
                     (
                         w.name.clone(),
-                        to_checkpoint_layout(&w.weight.value, w.dims),
+                        transposed(&w.weight.value, w.dims[0], w.dims[1]),
                     ),
                     (bias, w.bias.value.clone()),
                 ]
@@ -691,15 +684,6 @@ fn train_on(
             key: "device".into(),
             problem: "is \"cuda\", but this binary was built without CUDA support\nhint: build with `cargo build --release --features cuda`, or use device = \"cpu\"".into(),
         }),
-    }
-}
-
-fn structure_name(s: Structure) -> &'static str {
-    match s {
-        Structure::Hidden => "hidden",
-        Structure::Heads => "heads",
-        Structure::Neurons => "neurons",
-        Structure::Layers => "layers",
     }
 }
 
@@ -790,12 +774,4 @@ pub fn hard_masked(
         .map(|v| v.mu.iter().map(|&x| x != 0.0).collect());
     model.set_masks(Some(masks))?;
     Ok(model)
-}
-
-/// A constant `[1, n]` mask (for tests of the runtime's masks).
-pub fn constant_mask(values: &[f32]) -> Tensor<Cpu, 2> {
-    Tensor::from_data(
-        TensorData::new(values.to_vec(), [1, values.len()]),
-        &Default::default(),
-    )
 }
