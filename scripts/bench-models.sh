@@ -1,6 +1,6 @@
 # Sourced by the bench scripts (after they set `root`, the checkout):
 # - `bench_setup NAME HEADER`: `bin` (the release binary, or $COMPRESSOR_BIN), `work` (out/bench-NAME, created),
-#   `shared` (../shared) and `results` (work/results.tsv, started with the tab-separated HEADER when new);
+#   `shared` (../shared, or $SHARED: a copy of its models/ and data/, as on the device machine) and `results` (work/results.tsv, started with the tab-separated HEADER when new);
 # - `bench_model NAME`: `path` (the checkpoint), `calib` (the [calibration] data keys) and `evals` (the [[eval]]
 #   tables) for `minilm` (all-MiniLM-L6-v2, 256 Wikipedia paragraphs, STS-B test), `mpnet` (all-mpnet-base-v2,
 #   the same data), `sst2` (the SST-2 classifier fine-tuned from it, SST-2 training sentences, GLUE dev) or `mrpc`
@@ -12,7 +12,7 @@ bench_setup() {
   bin="${COMPRESSOR_BIN:-$root/target/release/compressor}"
   work="$root/out/bench-$1"
   mkdir -p "$work"
-  shared="$(cd "$root/../shared" && pwd)"
+  shared="$(cd "${SHARED:-$root/../shared}" && pwd)"
   results="$work/results.tsv"
   [ -f "$results" ] || printf '%s\n' "$2" > "$results"
 }

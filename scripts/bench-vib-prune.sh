@@ -7,7 +7,7 @@
 # Pipelines, logs and artifacts go to out/bench-vib-prune/ (artifacts are removed after their evaluation); one TSV
 # line per run is appended to out/bench-vib-prune/results.tsv, with the wall time of the whole run. Settings already
 # in results.tsv are skipped, so an interrupted sweep resumes. Mask training is cached: COMPRESSOR_CACHE decides
-# where (set a fresh one for honest wall times).
+# where (set a fresh one for honest wall times). KEEP=1 keeps the artifacts (for scripts/bench-forward.sh).
 #   MODELS="sst2 mrpc minilm" TARGETS="0.3 0.5 0.7" METHODS="faster fast full prune-activation prune-magnitude" \
 #     ./scripts/bench-vib-prune.sh
 # A method VARIANT:key=value;key=value adds vib-prune settings (METHODS='faster:kl-factor=1e-3;steps=400').
@@ -70,8 +70,8 @@ print("\t".join([model, target, method, f"{removed:.4f}", f"{100 * delta['baseli
                           for k, v in sorted(res["result"]["metrics"].items()) if k in ("f1", "mcc"))]))
 PY
       tail -1 "$results" >&2
-      rm -rf "$work/$name"
+      [ "${KEEP:-0}" = 1 ] || rm -rf "$work/$name"
     done
   done
 done
-column -t -s $'\t' "$results"
+column -t -s $'\t' "$results" 2>/dev/null || cat "$results"
